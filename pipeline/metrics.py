@@ -1,0 +1,230 @@
+"""Event-time 1-minute windows of efficiency metrics per (tenant, api key, model, route, server).
+
+A window closes once the watermark (latest event time seen minus the allowed lateness) passes
+its end; late events within the lateness merge into their window, later ones are counted in
+:attr:`WindowAggregator.too_late` (they still reach the raw events table and usage).
+
+>>> from pipeline.events import example_event
+>>> from pipeline.pricing import PriceTable
+>>> agg = WindowAggregator(PriceTable({}), allowed_lateness_s=0)
+>>> agg.add(example_event())
+True
+>>> rows = agg.close_all()
+>>> rows[0].requests, rows[0].reasoning_tokens, rows[0].window_start.isoformat()
+(1, 1024, '2026-03-02T06:00:00+00:00')
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from pipeline.events import AllocationEvent
+from pipeline.pricing import PriceTable
+from pipeline.sketch import LatencySketch
+
+WINDOW_S = 60
+GroupKey = tuple[int, str, str, str, str, str]  # (window epoch s, tenant, key, model, route, server)
+
+
+class MetricRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One closed 1-minute window for one (tenant, api key, model, route, server)."""
+
+    window_start: datetime
+    tenant_id: str
+    api_key_id: str
+    model: str
+    route: str
+    server_id: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    passes: int
+    gpu_ms: float
+    latency_ms_sum: float
+    budget_tokens: int
+    budgeted_generated_tokens: int
+    confidence_sum: float
+    confidence_count: int
+    truncated: int
+    timeouts: int
+    errors: int
+    cancelled: int
+    latency_hist: dict[int, int]
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    cost_usd: float
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.completion_tokens + self.reasoning_tokens
+
+    @property
+    def gpu_ms_per_1k_tokens(self) -> float | None:
+        return self.gpu_ms * 1000.0 / self.generated_tokens if self.generated_tokens else None
+
+    @property
+    def confidence_mean(self) -> float | None:
+        return self.confidence_sum / self.confidence_count if self.confidence_count else None
+
+    @property
+    def confidence_per_gpu_s(self) -> float | None:
+        """Efficiency: confidence gained per GPU-second."""
+        return self.confidence_sum / (self.gpu_ms / 1000.0) if self.gpu_ms > 0 else None
+
+    @property
+    def budget_utilisation(self) -> float | None:
+        return self.budgeted_generated_tokens / self.budget_tokens if self.budget_tokens else None
+
+
+class _Accumulator:
+    __slots__ = (
+        "budget_tokens",
+        "budgeted_generated",
+        "cancelled",
+        "completion_tokens",
+        "confidence_count",
+        "confidence_sum",
+        "cost_usd",
+        "errors",
+        "gpu_ms",
+        "latency",
+        "latency_sum",
+        "passes",
+        "prompt_tokens",
+        "reasoning_tokens",
+        "requests",
+        "timeouts",
+        "truncated",
+    )
+
+    def __init__(self) -> None:
+        self.requests = self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = 0
+        self.passes = self.budget_tokens = self.budgeted_generated = self.confidence_count = 0
+        self.truncated = self.timeouts = self.errors = self.cancelled = 0
+        self.gpu_ms = self.latency_sum = self.confidence_sum = self.cost_usd = 0.0
+        self.latency = LatencySketch()
+
+    def add(self, e: AllocationEvent, cost_usd: float) -> None:
+        self.requests += 1
+        self.prompt_tokens += e.prompt_tokens
+        self.completion_tokens += e.completion_tokens
+        self.reasoning_tokens += e.reasoning_tokens
+        self.passes += e.passes
+        self.gpu_ms += e.gpu_ms
+        self.latency_sum += e.latency_ms
+        self.latency.add(e.latency_ms)
+        self.cost_usd += cost_usd
+        if e.budget_tokens is not None:
+            self.budget_tokens += e.budget_tokens
+            self.budgeted_generated += e.completion_tokens + e.reasoning_tokens
+        if e.confidence is not None:
+            self.confidence_sum += e.confidence
+            self.confidence_count += 1
+        status = e.status
+        if status != "ok":
+            if status == "truncated":
+                self.truncated += 1
+            elif status == "timeout":
+                self.timeouts += 1
+            elif status == "error":
+                self.errors += 1
+            else:
+                self.cancelled += 1
+
+    def row(self, key: GroupKey) -> MetricRow:
+        window, tenant, api_key, model, route, server = key
+        sketch = self.latency
+        return MetricRow(
+            window_start=datetime.fromtimestamp(window, UTC),
+            tenant_id=tenant,
+            api_key_id=api_key,
+            model=model,
+            route=route,
+            server_id=server,
+            requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            passes=self.passes,
+            gpu_ms=self.gpu_ms,
+            latency_ms_sum=self.latency_sum,
+            budget_tokens=self.budget_tokens,
+            budgeted_generated_tokens=self.budgeted_generated,
+            confidence_sum=self.confidence_sum,
+            confidence_count=self.confidence_count,
+            truncated=self.truncated,
+            timeouts=self.timeouts,
+            errors=self.errors,
+            cancelled=self.cancelled,
+            latency_hist=dict(sketch.buckets),
+            latency_p50_ms=sketch.quantile(0.5) or 0.0,
+            latency_p95_ms=sketch.quantile(0.95) or 0.0,
+            latency_p99_ms=sketch.quantile(0.99) or 0.0,
+            cost_usd=round(self.cost_usd, 9),
+        )
+
+
+def window_of(epoch_s: float) -> int:
+    """Start (epoch seconds) of the 1-minute window holding ``epoch_s``."""
+    return int(epoch_s // WINDOW_S) * WINDOW_S
+
+
+class WindowAggregator:
+    """Open windows keyed by (window, tenant, key, model, route, server), closed by watermark."""
+
+    def __init__(self, prices: PriceTable, allowed_lateness_s: float = 120.0) -> None:
+        self.prices = prices
+        self.allowed_lateness_s = allowed_lateness_s
+        self.max_event_s = float("-inf")
+        self.too_late = 0
+        self._closed_before = float("-inf")  # windows starting before this are closed
+        self._open: dict[GroupKey, _Accumulator] = {}
+
+    @property
+    def watermark_s(self) -> float:
+        return self.max_event_s - self.allowed_lateness_s
+
+    def cost(self, e: AllocationEvent) -> float:
+        return self.prices.cost(
+            model=e.model,
+            gpu_ms=e.gpu_ms,
+            prompt_tokens=e.prompt_tokens,
+            generated_tokens=e.completion_tokens + e.reasoning_tokens,
+        )
+
+    def add(self, e: AllocationEvent, cost_usd: float | None = None) -> bool:
+        """Add one event; False when it is later than the allowed lateness (then only counted)."""
+        epoch = e.ts.timestamp()
+        window = window_of(epoch)
+        if window < self._closed_before:
+            self.too_late += 1
+            return False
+        if epoch > self.max_event_s:
+            self.max_event_s = epoch
+        key = (window, e.tenant_id, e.api_key_id, e.model, e.route, e.server_id)
+        acc = self._open.get(key)
+        if acc is None:
+            acc = self._open[key] = _Accumulator()
+        acc.add(e, self.cost(e) if cost_usd is None else cost_usd)
+        return True
+
+    def close_ready(self) -> list[MetricRow]:
+        """Close and return every window whose end is at or before the watermark."""
+        cutoff = window_of(self.watermark_s - WINDOW_S) + WINDOW_S
+        if cutoff <= self._closed_before:
+            return []
+        return self._close(cutoff)
+
+    def close_all(self) -> list[MetricRow]:
+        """Close every open window (end of a replay)."""
+        return self._close(float("inf"))
+
+    def _close(self, cutoff: float) -> list[MetricRow]:
+        self._closed_before = max(self._closed_before, cutoff)
+        ready = [k for k in self._open if k[0] < cutoff]
+        ready.sort()
+        return [self._open.pop(k).row(k) for k in ready]

@@ -1,0 +1,34 @@
+"""Cost of a request from the configurable per-model price table.
+
+>>> from pipeline.config import PriceSettings
+>>> table = PriceTable({"big": PriceSettings(gpu_hour_usd=3.6, per_1k_output_usd=0.01)})
+>>> table.cost(model="big", gpu_ms=1000.0, prompt_tokens=0, generated_tokens=2000)
+0.021
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pipeline.config import PriceSettings
+
+MS_PER_HOUR = 3_600_000.0
+COST_DECIMALS = 9  # ClickHouse stores cost as Decimal(18, 9); sums reconcile exactly.
+
+
+class PriceTable:
+    def __init__(
+        self, prices: Mapping[str, PriceSettings], default: PriceSettings | None = None
+    ) -> None:
+        self._prices = dict(prices)
+        self._default = default or PriceSettings()
+
+    def cost(self, *, model: str, gpu_ms: float, prompt_tokens: int, generated_tokens: int) -> float:
+        """USD for one request, rounded to the precision ClickHouse keeps."""
+        price = self._prices.get(model, self._default)
+        usd = (
+            gpu_ms / MS_PER_HOUR * price.gpu_hour_usd
+            + prompt_tokens / 1000.0 * price.per_1k_prompt_usd
+            + generated_tokens / 1000.0 * price.per_1k_output_usd
+        )
+        return round(usd, COST_DECIMALS)
