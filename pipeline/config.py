@@ -44,8 +44,9 @@ class ClickHouseSettings(BaseModel):
 class WorkerSettings(BaseModel):
     max_message_bytes: int = Field(64 * 1024, ge=1024)
     allowed_lateness_s: float = Field(120.0, ge=0)
-    dedupe_horizon_s: float = Field(3600.0, gt=0)
+    dedupe_max_ids: int = Field(1_000_000, ge=1)
     max_entities: int = Field(200_000, ge=100)
+    alert_cooldown_s: float = Field(600.0, ge=0)
     webhook_url: str | None = None
 
 

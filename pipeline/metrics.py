@@ -80,7 +80,9 @@ class MetricRow(msgspec.Struct, frozen=True, kw_only=True):
         return self.budgeted_generated_tokens / self.budget_tokens if self.budget_tokens else None
 
 
-class _Accumulator:
+class WindowTotals:
+    """Running sums of one open window group."""
+
     __slots__ = (
         "budget_tokens",
         "budgeted_generated",
@@ -182,7 +184,7 @@ class WindowAggregator:
         self.max_event_s = float("-inf")
         self.too_late = 0
         self._closed_before = float("-inf")  # windows starting before this are closed
-        self._open: dict[GroupKey, _Accumulator] = {}
+        self._open: dict[GroupKey, WindowTotals] = {}
 
     @property
     def watermark_s(self) -> float:
@@ -208,9 +210,13 @@ class WindowAggregator:
         key = (window, e.tenant_id, e.api_key_id, e.model, e.route, e.server_id)
         acc = self._open.get(key)
         if acc is None:
-            acc = self._open[key] = _Accumulator()
+            acc = self._open[key] = WindowTotals()
         acc.add(e, self.cost(e) if cost_usd is None else cost_usd)
         return True
+
+    def open_groups(self, window: int) -> list[tuple[GroupKey, WindowTotals]]:
+        """The still-open groups of one window (detectors read them before the window closes)."""
+        return [(k, acc) for k, acc in self._open.items() if k[0] == window]
 
     def close_ready(self) -> list[MetricRow]:
         """Close and return every window whose end is at or before the watermark."""

@@ -1,0 +1,49 @@
+"""Online detectors for adversarial and runaway compute, one module per family.
+
+:func:`default_detectors` is the registry the engine uses; each detector is also usable alone.
+"""
+
+from __future__ import annotations
+
+from pipeline.detectors.base import (
+    EntityMinute,
+    Finding,
+    MinuteView,
+    RequestDetector,
+    WindowDetector,
+)
+from pipeline.detectors.catchall import MultivariateKeyDetector
+from pipeline.detectors.drift import ConfidenceCollapseDetector, EfficiencyDriftDetector
+from pipeline.detectors.request_norm import RequestNormDetector
+from pipeline.detectors.runaway import RunawayDetector
+from pipeline.detectors.volume import VolumeDetector
+
+__all__ = [
+    "ConfidenceCollapseDetector",
+    "EfficiencyDriftDetector",
+    "EntityMinute",
+    "Finding",
+    "MinuteView",
+    "MultivariateKeyDetector",
+    "RequestDetector",
+    "RequestNormDetector",
+    "RunawayDetector",
+    "VolumeDetector",
+    "WindowDetector",
+    "default_detectors",
+]
+
+
+def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[WindowDetector]:
+    """Every detector family, targeted ones first and the catch-all last."""
+    return [
+        RequestNormDetector(
+            "reasoning_inflation", "reasoning_tokens", max_entities=max_entities
+        ),
+        RequestNormDetector("pass_explosion", "passes", max_entities=max_entities, min_sd=0.25),
+        RunawayDetector(max_entities=max_entities),
+        VolumeDetector(max_entities=max_entities),
+        EfficiencyDriftDetector(),
+        ConfidenceCollapseDetector(),
+        MultivariateKeyDetector(seed=seed, max_entities=max_entities),
+    ]

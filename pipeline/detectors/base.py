@@ -1,0 +1,236 @@
+"""What detectors see and say: per-minute entity statistics in, findings out.
+
+Detectors learn online and are driven by event time only. Two shapes exist:
+
+* a *request* detector scores every event against the norm of its context
+  (``observe_event``), and
+* a *window* detector scores each entity's closed minute (``observe_minute``).
+
+Both return :class:`Finding` objects; the engine turns findings into contract alerts
+(cooldown, severity, ids).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from river import stats
+
+from pipeline.events import AllocationEvent
+
+V = TypeVar("V")
+
+
+@dataclass(slots=True)
+class EntityMinute:
+    """Sums over one entity's events in one minute (mergeable by addition)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    reasoning_tokens: int = 0
+    passes: int = 0
+    gpu_ms: float = 0.0
+    runaway: int = 0  # truncated + timeout
+    confidence_sum: float = 0.0
+    confidence_count: int = 0
+
+    @classmethod
+    def total(cls, minutes: list[EntityMinute]) -> EntityMinute:
+        out = cls()
+        for m in minutes:
+            out.add(m)
+        return out
+
+    def add(self, other: EntityMinute) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.generated_tokens += other.generated_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.passes += other.passes
+        self.gpu_ms += other.gpu_ms
+        self.runaway += other.runaway
+        self.confidence_sum += other.confidence_sum
+        self.confidence_count += other.confidence_count
+
+    @property
+    def confidence_mean(self) -> float | None:
+        return self.confidence_sum / self.confidence_count if self.confidence_count else None
+
+    @property
+    def gpu_ms_per_token(self) -> float | None:
+        work = self.generated_tokens + self.prompt_tokens
+        return self.gpu_ms / work if work else None
+
+
+@dataclass(slots=True)
+class MinuteView:
+    """Every entity's statistics for one closed minute of event time."""
+
+    start: datetime
+    end: datetime
+    by_type: dict[str, dict[str, EntityMinute]]
+    fleet: EntityMinute
+    tenant_of_key: dict[str, str] = field(default_factory=dict)
+    model_of_server: dict[str, str] = field(default_factory=dict)
+    named: set[tuple[str, str]] = field(default_factory=set)  # (entity type, id) already found
+
+    def entities(self, entity_type: str) -> dict[str, EntityMinute]:
+        return self.by_type.get(entity_type, {})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detector's verdict on one entity, before cooldown and grading."""
+
+    kind: str
+    entity_type: str
+    entity_id: str
+    window_start: datetime
+    window_end: datetime
+    score: float
+    threshold: float
+    summary: str
+    evidence: dict[str, tuple[float, float]]
+    event_count: int
+
+
+class WindowDetector(Protocol):
+    name: str
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]: ...
+
+
+class RequestDetector(WindowDetector, Protocol):
+    def observe_event(self, event: AllocationEvent) -> None: ...
+
+
+class BoundedStore(Generic[V]):
+    """Per-entity state with a hard cap: least recently used entities are evicted first.
+
+    >>> store = BoundedStore[int](max_entries=2)
+    >>> store.get_or_create("a", int); store.get_or_create("b", int); store.get_or_create("c", int)
+    0
+    0
+    0
+    >>> sorted(store.keys())
+    ['b', 'c']
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, V] = OrderedDict()
+
+    def get_or_create(self, key: str, make: Callable[[], V]) -> V:
+        item = self._items.get(key)
+        if item is None:
+            item = make()
+            self._items[key] = item
+            if len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(key)
+        return item
+
+    def get(self, key: str) -> V | None:
+        return self._items.get(key)
+
+    def keys(self) -> Iterator[str]:
+        return iter(self._items.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Horizon(Generic[V]):
+    """One entity's last ``minutes`` minutes of event time (the short alerting horizon).
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> h = Horizon[int](minutes=3)
+    >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> _ = h.push(t0, 1); _ = h.push(t0 + timedelta(minutes=1), 2)
+    >>> h.push(t0 + timedelta(minutes=5), 3)
+    [3]
+    """
+
+    __slots__ = ("minutes", "recent")
+
+    def __init__(self, minutes: int) -> None:
+        self.minutes = minutes
+        self.recent: deque[tuple[datetime, V]] = deque()
+
+    def push(self, start: datetime, item: V) -> list[V]:
+        """Add this minute's item and return the items still inside the horizon."""
+        self.recent.append((start, item))
+        while (start - self.recent[0][0]).total_seconds() >= self.minutes * 60:
+            self.recent.popleft()
+        return [m for _, m in self.recent]
+
+    @property
+    def start(self) -> datetime:
+        return self.recent[0][0]
+
+
+class AdaptiveThreshold:
+    """A score threshold that rises with the recent score distribution, never below a floor.
+
+    >>> t = AdaptiveThreshold(floor=5.0, q=0.99)
+    >>> for s in range(1000):
+    ...     t.update(s % 100 / 10)
+    >>> t.value > 9.0
+    True
+    """
+
+    def __init__(self, floor: float, q: float = 0.999) -> None:
+        self.floor = floor
+        self._quantile = stats.Quantile(q)
+        self._seen = 0
+
+    def update(self, score: float) -> None:
+        if math.isfinite(score):
+            self._quantile.update(score)
+            self._seen += 1
+
+    @property
+    def value(self) -> float:
+        if self._seen < 200:
+            return self.floor
+        q = self._quantile.get()
+        return max(self.floor, q) if q is not None else self.floor
+
+
+def poisson_surprise(observed: float, expected: float) -> float:
+    """Decades of surprise of seeing ``observed`` counts when ``expected`` were due (Chernoff).
+
+    Zero when ``observed <= expected``; ~6 means "about one in a million".
+
+    >>> round(poisson_surprise(30, 10), 1)
+    5.6
+    >>> poisson_surprise(5, 10)
+    0.0
+    """
+    if observed <= expected or expected <= 0:
+        return 0.0 if expected > 0 or observed == 0 else float("inf")
+    nats = observed * math.log(observed / expected) - (observed - expected)
+    return nats / math.log(10)
+
+
+def binomial_surprise(k: int, n: int, p: float) -> float:
+    """Decades of surprise of ``k`` hits in ``n`` trials at base rate ``p`` (upper tail only).
+
+    >>> round(binomial_surprise(30, 100, 0.05), 1)
+    14.1
+    >>> binomial_surprise(3, 100, 0.05)
+    0.0
+    """
+    if n == 0 or k <= n * p:
+        return 0.0
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    f = k / n
+    kl = f * math.log(f / p) + ((1 - f) * math.log((1 - f) / (1 - p)) if f < 1 else 0.0)
+    return n * kl / math.log(10)

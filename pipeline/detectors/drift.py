@@ -1,0 +1,208 @@
+"""Slow drifts: a server's GPU-ms per token (``efficiency_degradation``) and a model's
+confidence (``confidence_collapse``).
+
+Efficiency is measured *relative to the server's peers*: each minute, a server's log GPU-ms per
+token minus the median of the servers running the same model. A fleet-wide rollout that makes a
+model dearer everywhere moves the median with it and alerts nobody; one throttled GPU stands out.
+Baselines learn slowly and stop learning while an entity is anomalous, so a ramp is not absorbed.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from pipeline.detectors.base import EntityMinute, MinuteView
+>>> det = EfficiencyDriftDetector()
+>>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
+>>> def minute(i, slow):
+...     servers = {f"s{j}": EntityMinute(requests=50, generated_tokens=50_000,
+...                gpu_ms=50_000.0 * (slow if j == 0 else 1.0) * (1 + 0.01 * (j % 3)))
+...                for j in range(4)}
+...     start = t0 + timedelta(minutes=i)
+...     return MinuteView(start, start + timedelta(minutes=1), {"server": servers},
+...                       EntityMinute(), model_of_server={s: "m" for s in servers})
+>>> any(det.observe_minute(minute(i, 1.0)) for i in range(60))
+False
+>>> [f.entity_id for f in det.observe_minute(minute(60, 2.0))]
+['s0']
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+
+from pipeline.detectors.base import (
+    AdaptiveThreshold,
+    BoundedStore,
+    EntityMinute,
+    Finding,
+    Horizon,
+    MinuteView,
+)
+from pipeline.detectors.baseline import EWBaseline
+
+
+class _DriftState:
+    __slots__ = ("baseline", "horizon")
+
+    def __init__(self, minutes: int, min_sd: float) -> None:
+        self.horizon = Horizon[tuple[float, EntityMinute]](minutes)
+        self.baseline = EWBaseline(fading=0.01, min_sd=min_sd, warm_up=30)
+
+
+class EfficiencyDriftDetector:
+    """GPU-ms per token of each server relative to its model's peers."""
+
+    def __init__(
+        self,
+        horizon_minutes: int = 2,
+        score_floor: float = 6.0,
+        min_ratio: float = 1.25,
+        min_requests: int = 10,
+        max_entities: int = 50_000,
+    ) -> None:
+        self.name = "efficiency_degradation"
+        self.horizon_minutes = horizon_minutes
+        self.min_log_ratio = math.log(min_ratio)
+        self.min_requests = min_requests
+        self.threshold = AdaptiveThreshold(score_floor)
+        self.states: BoundedStore[_DriftState] = BoundedStore(max_entities)
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        costs: dict[str, float] = {}
+        for server, minute in view.entities("server").items():
+            per_token = minute.gpu_ms_per_token
+            if minute.requests >= self.min_requests and per_token:
+                costs[server] = math.log(per_token)
+        peers: dict[str, list[float]] = defaultdict(list)
+        for server, cost in costs.items():
+            peers[view.model_of_server.get(server, "")].append(cost)
+        medians = {model: statistics.median(v) for model, v in peers.items() if len(v) >= 3}
+        findings = []
+        for server, cost in costs.items():
+            median = medians.get(view.model_of_server.get(server, ""), 0.0)
+            minute = view.entities("server")[server]
+            finding = self._observe(server, cost - median, minute, view)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _observe(
+        self, server: str, relative: float, minute: EntityMinute, view: MinuteView
+    ) -> Finding | None:
+        state = self.states.get_or_create(server, lambda: _DriftState(self.horizon_minutes, 0.03))
+        recent = state.horizon.push(view.start, (relative, minute))
+        mean_relative = sum(r for r, _ in recent) / len(recent)
+        base = state.baseline
+        score = base.score_one(mean_relative)
+        if base.warm:
+            self.threshold.update(score)
+        threshold = self.threshold.value
+        excess = mean_relative - base.level
+        if not base.warm or score < threshold or excess < self.min_log_ratio:
+            base.learn_one(relative)
+            return None
+        total = EntityMinute.total([m for _, m in recent])
+        per_token = total.gpu_ms_per_token or 0.0
+        usual = per_token / math.exp(excess)
+        model = view.model_of_server.get(server, "?")
+        summary = (
+            f"server {server} ({model}) used {per_token * 1000:,.0f} GPU-ms per 1k tokens over "
+            f"{len(recent)} min, {math.exp(excess):.2f}x its usual cost relative to its peers "
+            f"({usual * 1000:,.0f})"
+        )
+        return Finding(
+            kind="efficiency_degradation",
+            entity_type="server",
+            entity_id=server,
+            window_start=state.horizon.start,
+            window_end=view.end,
+            score=score,
+            threshold=threshold,
+            summary=summary,
+            evidence={"gpu_ms_per_1k_tokens": (per_token * 1000, usual * 1000)},
+            event_count=total.requests,
+        )
+
+
+class ConfidenceCollapseDetector:
+    """Mean answer confidence of each model against its own baseline, with compute held up.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from pipeline.detectors.base import EntityMinute, MinuteView
+    >>> det = ConfidenceCollapseDetector()
+    >>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
+    >>> def minute(i, conf):
+    ...     m = EntityMinute(requests=100, confidence_sum=100 * conf, confidence_count=100,
+    ...                      gpu_ms=1e5, generated_tokens=10**5)
+    ...     start = t0 + timedelta(minutes=i)
+    ...     return MinuteView(start, start + timedelta(minutes=1), {"model": {"m": m}}, m)
+    >>> any(det.observe_minute(minute(i, 0.8 + 0.01 * (i % 3))) for i in range(60))
+    False
+    >>> det.observe_minute(minute(60, 0.5))[0].kind
+    'confidence_collapse'
+    """
+
+    def __init__(
+        self,
+        horizon_minutes: int = 2,
+        score_floor: float = 6.0,
+        min_drop: float = 0.05,
+        min_samples: int = 20,
+        max_entities: int = 10_000,
+    ) -> None:
+        self.name = "confidence_collapse"
+        self.horizon_minutes = horizon_minutes
+        self.min_drop = min_drop
+        self.min_samples = min_samples
+        self.threshold = AdaptiveThreshold(score_floor)
+        self.states: BoundedStore[_DriftState] = BoundedStore(max_entities)
+        self.compute: BoundedStore[EWBaseline] = BoundedStore(max_entities)
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        findings = []
+        for model, minute in view.entities("model").items():
+            if minute.confidence_count < self.min_samples or minute.confidence_mean is None:
+                continue
+            finding = self._observe(model, minute.confidence_mean, minute, view)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _observe(
+        self, model: str, confidence: float, minute: EntityMinute, view: MinuteView
+    ) -> Finding | None:
+        state = self.states.get_or_create(model, lambda: _DriftState(self.horizon_minutes, 0.01))
+        compute = self.compute.get_or_create(model, lambda: EWBaseline(fading=0.01, warm_up=30))
+        recent = state.horizon.push(view.start, (confidence, minute))
+        total = EntityMinute.total([m for _, m in recent])
+        mean_confidence = total.confidence_mean or 0.0
+        base = state.baseline
+        score = -base.score_one(mean_confidence)
+        if base.warm:
+            self.threshold.update(score)
+        threshold = self.threshold.value
+        drop = base.level - mean_confidence
+        gpu_per_request = total.gpu_ms / total.requests
+        if not base.warm or score < threshold or drop < self.min_drop:
+            base.learn_one(confidence)
+            compute.learn_one(minute.gpu_ms / minute.requests)
+            return None
+        summary = (
+            f"model {model}: mean confidence fell to {mean_confidence:.2f} from its usual "
+            f"{base.level:.2f} over {len(recent)} min while GPU-ms per request stayed at "
+            f"{gpu_per_request:,.0f} (usual {compute.level:,.0f})"
+        )
+        return Finding(
+            kind="confidence_collapse",
+            entity_type="model",
+            entity_id=model,
+            window_start=state.horizon.start,
+            window_end=view.end,
+            score=score,
+            threshold=threshold,
+            summary=summary,
+            evidence={
+                "confidence_mean": (mean_confidence, base.level),
+                "gpu_ms_per_request": (gpu_per_request, compute.level),
+            },
+            event_count=total.requests,
+        )

@@ -1,0 +1,226 @@
+"""Per-request scoring against the norm of its context, aggregated per api key.
+
+Aimed at ``reasoning_inflation`` (OverThink-style decoys: far more reasoning tokens than the
+route and difficulty warrant) and ``pass_explosion`` (far more passes than the route allows).
+Each request is scored against its context (model x route x difficulty band) in log space;
+an api key alerts only when its requests over a short horizon sit far above the norm, so one
+odd request never pages anyone.
+
+>>> import random
+>>> from pipeline.events import example_event
+>>> rng = random.Random(42)
+>>> norm = ContextNorm()
+>>> for _ in range(500):
+...     norm.learn_one(rng.lognormvariate(7.0, 0.3))
+>>> abs(norm.score_one(1100.0)) < 0.5, norm.score_one(5000.0) > 4
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from river import stats
+
+from pipeline.detectors.base import AdaptiveThreshold, BoundedStore, Finding, Horizon, MinuteView
+from pipeline.events import AllocationEvent
+
+Z_CLIP = (-4.0, 10.0)
+
+
+class ContextNorm:
+    """River-style robust baseline of ``log1p(value)``: ``score_one`` gives a z-score.
+
+    Learning winsorises at 4 standard deviations, so an attack barely moves the norm while a
+    genuine fleet-wide shift is still followed.
+    """
+
+    def __init__(self, fading: float = 0.01, min_sd: float = 0.1, warm_up: int = 30) -> None:
+        self.mean = stats.EWMean(fading_factor=fading)
+        self.var = stats.EWVar(fading_factor=fading)
+        self.min_sd = min_sd
+        self.warm_up = warm_up
+        self.n = 0
+
+    @property
+    def sd(self) -> float:
+        return max(self.min_sd, math.sqrt(max(self.var.get(), 0.0)))
+
+    @property
+    def expected(self) -> float:
+        """The context's typical value (back from log space)."""
+        return math.expm1(self.mean.get())
+
+    def score_one(self, value: float) -> float:
+        if self.n < self.warm_up:
+            return 0.0
+        return (math.log1p(value) - self.mean.get()) / self.sd
+
+    def learn_one(self, value: float) -> None:
+        x = math.log1p(value)
+        if self.n >= self.warm_up:
+            bound = 4 * self.sd
+            x = min(max(x, self.mean.get() - bound), self.mean.get() + bound)
+        self.mean.update(x)
+        self.var.update(x)
+        self.n += 1
+
+    @staticmethod
+    def _unit_test_params() -> dict[str, float]:
+        return {"fading": 0.05, "min_sd": 0.1, "warm_up": 10}
+
+
+@dataclass(slots=True)
+class KeyMinute:
+    requests: int = 0
+    z_sum: float = 0.0
+    flagged: int = 0
+    value_sum: float = 0.0
+    expected_sum: float = 0.0
+    confidence_sum: float = 0.0
+    confidence_count: int = 0
+
+
+class KeyOffset:
+    """A key's own usual mean z (some keys always ask harder prompts); learned slowly."""
+
+    __slots__ = ("confidence", "mean", "minutes")
+
+    def __init__(self) -> None:
+        self.mean = stats.EWMean(fading_factor=0.02)
+        self.confidence = stats.EWMean(fading_factor=0.02)
+        self.minutes = 0
+
+    def learn(self, acc: KeyMinute) -> None:
+        self.mean.update(acc.z_sum / acc.requests)
+        if acc.confidence_count:
+            self.confidence.update(acc.confidence_sum / acc.confidence_count)
+        self.minutes += 1
+
+    def get(self) -> float:
+        return self.mean.get() if self.minutes >= 10 else 0.0
+
+
+class RequestNormDetector:
+    """Score every request of one feature (reasoning tokens or passes) against its context."""
+
+    def __init__(
+        self,
+        kind: str = "reasoning_inflation",
+        feature: str = "reasoning_tokens",
+        horizon_minutes: int = 3,
+        flag_z: float = 3.0,
+        min_flagged: int = 3,
+        score_floor: float = 6.0,
+        max_entities: int = 200_000,
+        min_sd: float = 0.1,
+    ) -> None:
+        self.name = kind
+        self.kind = kind
+        self.feature = feature
+        self.flag_z = flag_z
+        self.min_flagged = min_flagged
+        self.min_sd = min_sd
+        self.threshold = AdaptiveThreshold(score_floor)
+        self.horizon_minutes = horizon_minutes
+        self.contexts: BoundedStore[ContextNorm] = BoundedStore(max_entries=50_000)
+        self.horizons: BoundedStore[Horizon[KeyMinute]] = BoundedStore(max_entities)
+        self.offsets: BoundedStore[KeyOffset] = BoundedStore(max_entities)
+        self._pending: dict[tuple[int, str], KeyMinute] = {}
+
+    def _context(self, e: AllocationEvent) -> str:
+        band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
+        return f"{e.model}|{e.route}|{band}"
+
+    def observe_event(self, e: AllocationEvent) -> None:
+        value = float(getattr(e, self.feature))
+        norm = self.contexts.get_or_create(self._context(e), lambda: ContextNorm(min_sd=self.min_sd))
+        z = norm.score_one(value)
+        expected = norm.expected if norm.n >= norm.warm_up else value
+        norm.learn_one(value)
+        slot = (int(e.ts.timestamp() // 60) * 60, e.api_key_id)
+        acc = self._pending.get(slot)
+        if acc is None:
+            acc = self._pending[slot] = KeyMinute()
+        acc.requests += 1
+        acc.z_sum += min(max(z, Z_CLIP[0]), Z_CLIP[1])
+        acc.flagged += z >= self.flag_z
+        acc.value_sum += value
+        acc.expected_sum += expected
+        if e.confidence is not None:
+            acc.confidence_sum += e.confidence
+            acc.confidence_count += 1
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        minute = int(view.start.timestamp())
+        ready = [slot for slot in self._pending if slot[0] <= minute]
+        findings = []
+        for slot in ready:
+            acc = self._pending.pop(slot)
+            if slot[0] == minute:
+                finding = self._score_key(slot[1], acc, view)
+                if finding is not None:
+                    findings.append(finding)
+        return findings
+
+    def _score_key(self, key: str, acc: KeyMinute, view: MinuteView) -> Finding | None:
+        horizon = self.horizons.get_or_create(key, lambda: Horizon[KeyMinute](self.horizon_minutes))
+        recent = horizon.push(view.start, acc)
+        n = sum(m.requests for m in recent)
+        flagged = sum(m.flagged for m in recent)
+        offset = self.offsets.get_or_create(key, KeyOffset)
+        mean_z = sum(m.z_sum for m in recent) / n
+        score = (mean_z - offset.get()) * math.sqrt(n)
+        self.threshold.update(score)
+        threshold = self.threshold.value
+        if score < threshold or flagged < self.min_flagged:
+            offset.learn(acc)
+            return None
+        usual_confidence = offset.confidence.get() if offset.minutes else None
+        return self._finding(key, recent, horizon.start, view, score, threshold, usual_confidence)
+
+    def _finding(
+        self,
+        key: str,
+        recent: list[KeyMinute],
+        start: datetime,
+        view: MinuteView,
+        score: float,
+        threshold: float,
+        usual_confidence: float | None,
+    ) -> Finding:
+        n = sum(m.requests for m in recent)
+        flagged = sum(m.flagged for m in recent)
+        value = sum(m.value_sum for m in recent) / n
+        expected = sum(m.expected_sum for m in recent) / n
+        conf_n = sum(m.confidence_count for m in recent)
+        what = "reasoning tokens" if self.feature == "reasoning_tokens" else "passes"
+        tenant = view.tenant_of_key.get(key)
+        who = f"api key {key}" + (f" (tenant {tenant})" if tenant else "")
+        ratio = value / expected if expected > 0 else float("inf")
+        summary = (
+            f"{who} averaged {value:,.0f} {what} per request, {ratio:.1f}x the norm for its "
+            f"model, route and difficulty ({expected:,.0f}); {flagged} of {n} requests were "
+            f"outliers over {len(recent)} min"
+        )
+        evidence = {
+            f"{self.feature}_per_request": (value, expected),
+            "outlier_share": (flagged / n, 0.0),
+        }
+        if conf_n and usual_confidence is not None:
+            conf = sum(m.confidence_sum for m in recent) / conf_n
+            evidence["confidence_mean"] = (conf, usual_confidence)
+        return Finding(
+            kind=self.kind,
+            entity_type="api_key",
+            entity_id=key,
+            window_start=start,
+            window_end=view.end,
+            score=score,
+            threshold=threshold,
+            summary=summary,
+            evidence=evidence,
+            event_count=n,
+        )

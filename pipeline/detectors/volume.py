@@ -1,0 +1,128 @@
+"""Volume spikes (leaked keys, denial of wallet): request and GPU-ms rate against baseline.
+
+Each api key's and tenant's *share of fleet traffic* is learned online. The share is what
+makes the baseline seasonal without a calendar: the daily peak lifts every entity alike and
+leaves shares unchanged, while a leaked key's share jumps. A new entity is in warm-up until
+it has been seen for ``warm_up`` minutes, so a tenant ramping up is learned, not paged.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from pipeline.detectors.base import EntityMinute, MinuteView
+>>> det = VolumeDetector(entity_types=("api_key",))
+>>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
+>>> def minute(i, key_requests):
+...     key = EntityMinute(requests=key_requests, gpu_ms=100.0 * key_requests)
+...     fleet = EntityMinute(requests=1000 + key_requests, gpu_ms=1e5 + 100.0 * key_requests)
+...     start = t0 + timedelta(minutes=i)
+...     return MinuteView(start, start + timedelta(minutes=1), {"api_key": {"k": key}}, fleet)
+>>> any(det.observe_minute(minute(i, 20)) for i in range(90))
+False
+>>> det.observe_minute(minute(90, 200))[0].kind
+'volume_spike'
+"""
+
+from __future__ import annotations
+
+from pipeline.detectors.base import (
+    AdaptiveThreshold,
+    BoundedStore,
+    EntityMinute,
+    Finding,
+    Horizon,
+    MinuteView,
+    poisson_surprise,
+)
+from pipeline.detectors.baseline import EWBaseline
+
+
+class _ShareState:
+    __slots__ = ("gpu_share", "horizon", "share")
+
+    def __init__(self, minutes: int, warm_up: int) -> None:
+        self.horizon = Horizon[tuple[EntityMinute, EntityMinute]](minutes)
+        self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
+        self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
+
+
+class VolumeDetector:
+    def __init__(
+        self,
+        entity_types: tuple[str, ...] = ("api_key", "tenant"),
+        horizon_minutes: int = 2,
+        warm_up: int = 30,
+        score_floor: float = 8.0,
+        min_ratio: float = 3.0,
+        max_entities: int = 200_000,
+    ) -> None:
+        self.name = "volume_spike"
+        self.entity_types = entity_types
+        self.horizon_minutes = horizon_minutes
+        self.warm_up = warm_up
+        self.min_ratio = min_ratio
+        self.threshold = AdaptiveThreshold(score_floor)
+        self.states: BoundedStore[_ShareState] = BoundedStore(max_entities)
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        if not view.fleet.requests:
+            return []
+        findings = []
+        for entity_type in self.entity_types:
+            for entity_id, minute in view.entities(entity_type).items():
+                finding = self._observe(entity_type, entity_id, minute, view)
+                if finding is not None:
+                    findings.append(finding)
+        return findings
+
+    def _observe(
+        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
+    ) -> Finding | None:
+        state = self.states.get_or_create(
+            f"{entity_type}:{entity_id}", lambda: _ShareState(self.horizon_minutes, self.warm_up)
+        )
+        recent = state.horizon.push(view.start, (minute, view.fleet))
+        if not state.share.warm:
+            self._learn(state, minute, view.fleet)
+            return None
+        observed = sum(m.requests for m, _ in recent)
+        expected = state.share.level * sum(f.requests for _, f in recent)
+        observed_gpu = sum(m.gpu_ms for m, _ in recent)
+        expected_gpu = state.gpu_share.level * sum(f.gpu_ms for _, f in recent)
+        ratio = observed / expected if expected > 0 else float("inf")
+        gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
+        # GPU-ms counted in units of the entity's usual GPU-ms per request.
+        gpu_per_request = expected_gpu / expected if expected > 0 else 0.0
+        gpu_score = (
+            poisson_surprise(observed_gpu / gpu_per_request, expected) if gpu_per_request else 0.0
+        )
+        score = max(poisson_surprise(observed, expected), gpu_score)
+        self.threshold.update(score)
+        threshold = self.threshold.value
+        if score < threshold or max(ratio, gpu_ratio) < self.min_ratio:
+            self._learn(state, minute, view.fleet)
+            return None
+        label = entity_type.replace("_", " ")
+        summary = (
+            f"{label} {entity_id} sent {observed} requests using {observed_gpu / 1000:,.0f} GPU-s "
+            f"in {len(recent)} min, {ratio:.1f}x its usual share of fleet traffic "
+            f"({expected:,.0f} requests expected; GPU-ms {gpu_ratio:.1f}x)"
+        )
+        return Finding(
+            kind="volume_spike",
+            entity_type=entity_type,
+            entity_id=entity_id,
+            window_start=state.horizon.start,
+            window_end=view.end,
+            score=score,
+            threshold=threshold,
+            summary=summary,
+            evidence={
+                "requests": (float(observed), expected),
+                "gpu_ms": (observed_gpu, expected_gpu),
+            },
+            event_count=observed,
+        )
+
+    @staticmethod
+    def _learn(state: _ShareState, minute: EntityMinute, fleet: EntityMinute) -> None:
+        state.share.learn_one(minute.requests / fleet.requests)
+        if fleet.gpu_ms > 0:
+            state.gpu_share.learn_one(minute.gpu_ms / fleet.gpu_ms)
