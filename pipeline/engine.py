@@ -99,8 +99,10 @@ class Engine:
         self.prices = PriceTable(settings.prices, settings.default_price)
         lateness = max(worker.allowed_lateness_s, DETECTION_GRACE_S)
         self.aggregator = WindowAggregator(self.prices, allowed_lateness_s=lateness)
-        self.detectors = list(detectors) if detectors is not None else default_detectors(
-            max_entities=worker.max_entities
+        self.detectors = (
+            list(detectors)
+            if detectors is not None
+            else default_detectors(max_entities=worker.max_entities)
         )
         self._request_detectors = [d for d in self.detectors if hasattr(d, "observe_event")]
         self.gate = CooldownGate(cooldown_s=worker.alert_cooldown_s)
@@ -149,13 +151,15 @@ class Engine:
     @classmethod
     def restore(cls, blob: bytes) -> Engine:
         engine = cls.__new__(cls)
-        engine.__dict__.update(pickle.loads(blob))  # noqa: S301 - our own snapshot
+        engine.__dict__.update(pickle.loads(blob))
         return engine
 
     def _ingest(self, event: AllocationEvent, out: StepOutput) -> None:
         if not self.seen.add(event.event_id):
             out.duplicates += 1
             return
+        if self.next_minute is None:
+            self.next_minute = int(event.ts.timestamp() // WINDOW_S) * WINDOW_S
         cost = self.aggregator.cost(event)
         if not self.aggregator.add(event, cost):
             out.too_late += 1
@@ -167,11 +171,9 @@ class Engine:
 
     def _advance(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""
-        latest = self.aggregator.max_event_s
-        if latest == float("-inf"):
-            return
         if self.next_minute is None:
-            self.next_minute = int(latest // WINDOW_S) * WINDOW_S
+            return
+        latest = self.aggregator.max_event_s
         while self.next_minute + WINDOW_S <= latest - DETECTION_GRACE_S:
             self._score_minute(self.next_minute, out)
             self.next_minute += WINDOW_S
@@ -232,6 +234,7 @@ def build_minute_view(
             generated_tokens=acc.completion_tokens + acc.reasoning_tokens,
             reasoning_tokens=acc.reasoning_tokens,
             passes=acc.passes,
+            token_passes=acc.token_passes,
             gpu_ms=acc.gpu_ms,
             runaway=acc.truncated + acc.timeouts,
             confidence_sum=acc.confidence_sum,

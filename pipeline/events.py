@@ -26,7 +26,9 @@ from msgspec import Meta
 SCHEMA_VERSION: Final = "1"
 STATUSES: Final = ("ok", "truncated", "timeout", "error", "cancelled")
 MAX_INT: Final = 2**63 - 1
-UUID_PATTERN: Final = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID_PATTERN: Final = (
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 
 Id128 = Annotated[str, Meta(min_length=1, max_length=128)]
 Count = Annotated[int, Meta(ge=0, le=MAX_INT)]

@@ -25,7 +25,9 @@ from pipeline.pricing import PriceTable
 from pipeline.sketch import LatencySketch
 
 WINDOW_S = 60
-GroupKey = tuple[int, str, str, str, str, str]  # (window epoch s, tenant, key, model, route, server)
+GroupKey = tuple[
+    int, str, str, str, str, str
+]  # (window epoch s, tenant, key, model, route, server)
 
 
 class MetricRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +102,7 @@ class WindowTotals:
         "reasoning_tokens",
         "requests",
         "timeouts",
+        "token_passes",
         "truncated",
     )
 
@@ -108,6 +111,7 @@ class WindowTotals:
         self.passes = self.budget_tokens = self.budgeted_generated = self.confidence_count = 0
         self.truncated = self.timeouts = self.errors = self.cancelled = 0
         self.gpu_ms = self.latency_sum = self.confidence_sum = self.cost_usd = 0.0
+        self.token_passes = 0  # generated tokens x passes: the decode work behind gpu_ms
         self.latency = LatencySketch()
 
     def add(self, e: AllocationEvent, cost_usd: float) -> None:
@@ -116,6 +120,7 @@ class WindowTotals:
         self.completion_tokens += e.completion_tokens
         self.reasoning_tokens += e.reasoning_tokens
         self.passes += e.passes
+        self.token_passes += (e.completion_tokens + e.reasoning_tokens) * e.passes
         self.gpu_ms += e.gpu_ms
         self.latency_sum += e.latency_ms
         self.latency.add(e.latency_ms)

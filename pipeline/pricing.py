@@ -23,7 +23,9 @@ class PriceTable:
         self._prices = dict(prices)
         self._default = default or PriceSettings()
 
-    def cost(self, *, model: str, gpu_ms: float, prompt_tokens: int, generated_tokens: int) -> float:
+    def cost(
+        self, *, model: str, gpu_ms: float, prompt_tokens: int, generated_tokens: int
+    ) -> float:
         """USD for one request, rounded to the precision ClickHouse keeps."""
         price = self._prices.get(model, self._default)
         usd = (

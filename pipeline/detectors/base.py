@@ -35,6 +35,7 @@ class EntityMinute:
     generated_tokens: int = 0
     reasoning_tokens: int = 0
     passes: int = 0
+    token_passes: int = 0  # generated tokens x passes, the decode work behind gpu_ms
     gpu_ms: float = 0.0
     runaway: int = 0  # truncated + timeout
     confidence_sum: float = 0.0
@@ -53,6 +54,7 @@ class EntityMinute:
         self.generated_tokens += other.generated_tokens
         self.reasoning_tokens += other.reasoning_tokens
         self.passes += other.passes
+        self.token_passes += other.token_passes
         self.gpu_ms += other.gpu_ms
         self.runaway += other.runaway
         self.confidence_sum += other.confidence_sum
@@ -64,8 +66,8 @@ class EntityMinute:
 
     @property
     def gpu_ms_per_token(self) -> float | None:
-        work = self.generated_tokens + self.prompt_tokens
-        return self.gpu_ms / work if work else None
+        """GPU-ms per generated token and pass: what a server's speed shows in."""
+        return self.gpu_ms / self.token_passes if self.token_passes else None
 
 
 @dataclass(slots=True)
@@ -177,28 +179,34 @@ class Horizon(Generic[V]):
 
 
 class AdaptiveThreshold:
-    """A score threshold that rises with the recent score distribution, never below a floor.
+    """A score threshold that follows the tail of recent *normal* scores, never below a floor.
+
+    Scores of twice the current threshold or more are not learned, so an attack cannot raise
+    the bar it is measured against, while a noisier-than-expected normal tail still can.
 
     >>> t = AdaptiveThreshold(floor=5.0, q=0.99)
-    >>> for s in range(1000):
-    ...     t.update(s % 100 / 10)
+    >>> for s in range(3000):
+    ...     t.update(s % 100 / 10 + 0.5)
     >>> t.value > 9.0
+    True
+    >>> t.update(1e9); t.value < 12
     True
     """
 
-    def __init__(self, floor: float, q: float = 0.999) -> None:
+    def __init__(self, floor: float, q: float = 0.999, min_samples: int = 1_000) -> None:
         self.floor = floor
+        self.min_samples = min_samples
         self._quantile = stats.Quantile(q)
         self._seen = 0
 
     def update(self, score: float) -> None:
-        if math.isfinite(score):
+        if math.isfinite(score) and score < 2 * self.value:
             self._quantile.update(score)
             self._seen += 1
 
     @property
     def value(self) -> float:
-        if self._seen < 200:
+        if self._seen < self.min_samples:
             return self.floor
         q = self._quantile.get()
         return max(self.floor, q) if q is not None else self.floor

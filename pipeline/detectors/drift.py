@@ -11,7 +11,7 @@ Baselines learn slowly and stop learning while an entity is anomalous, so a ramp
 >>> det = EfficiencyDriftDetector()
 >>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
 >>> def minute(i, slow):
-...     servers = {f"s{j}": EntityMinute(requests=50, generated_tokens=50_000,
+...     servers = {f"s{j}": EntityMinute(requests=50, token_passes=50_000,
 ...                gpu_ms=50_000.0 * (slow if j == 0 else 1.0) * (1 + 0.01 * (j % 3)))
 ...                for j in range(4)}
 ...     start = t0 + timedelta(minutes=i)
@@ -78,7 +78,9 @@ class EfficiencyDriftDetector:
         medians = {model: statistics.median(v) for model, v in peers.items() if len(v) >= 3}
         findings = []
         for server, cost in costs.items():
-            median = medians.get(view.model_of_server.get(server, ""), 0.0)
+            median = medians.get(view.model_of_server.get(server, ""))
+            if median is None:  # too few busy peers this minute to tell drift from a rollout
+                continue
             minute = view.entities("server")[server]
             finding = self._observe(server, cost - median, minute, view)
             if finding is not None:

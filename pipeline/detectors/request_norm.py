@@ -136,7 +136,9 @@ class RequestNormDetector:
 
     def observe_event(self, e: AllocationEvent) -> None:
         value = float(getattr(e, self.feature))
-        norm = self.contexts.get_or_create(self._context(e), lambda: ContextNorm(min_sd=self.min_sd))
+        norm = self.contexts.get_or_create(
+            self._context(e), lambda: ContextNorm(min_sd=self.min_sd)
+        )
         z = norm.score_one(value)
         expected = norm.expected if norm.n >= norm.warm_up else value
         norm.learn_one(value)
