@@ -10,9 +10,13 @@ Placement, for a fleet built from ``config`` and a placement ``seed`` (default `
   always on different entities;
 * entities are chosen so the incident is detectable and unambiguous: an api key must send at
   least ``min_key_rpm`` requests per minute at the incident's time of day (twice that for a
-  subtle variant, whose signal is weaker); keys of one tenant, tenants, servers and models are
-  each used by one incident at most while enough remain; reasoning attacks go to keys of
-  tenants that mostly use reasoning models; a new tenant is never among the two largest.
+  subtle variant, whose signal is weaker); each key, server and model is used once while
+  enough remain, and key incidents go to different tenants while enough remain; reasoning
+  attacks go to keys of tenants that mostly use reasoning models;
+* the tenants of ``harder_problems`` and ``new_tenant`` are chosen first and get no other
+  incident (a new tenant sends nothing before its start); they send at least 5× the key
+  threshold, and a new tenant is never among the two largest;
+* ``efficiency_degradation`` avoids servers of a model already changed by ``fleet_rollout``.
 
 >>> config = FleetConfig(hours=24.0, seed=7)
 >>> suite = default_suite(config)
@@ -86,8 +90,11 @@ def default_suite(
     durations = [int(rng.integers(minutes[0], minutes[1] + 1)) * MINUTE for _ in specs]
     windows = _layout(free, [durations[i] for i in order])
     picker = _Picker(fleet, rng, min_key_rpm)
+    timed = sorted(zip(order, windows, strict=True), key=lambda p: p[1][0])
+    # tenant-level shifts first: their tenants are then off limits to key-level incidents
+    timed.sort(key=lambda p: specs[p[0]][0] not in TENANT_KINDS)
     placed: list[Scenario] = list(peaks)
-    for i, (start, stop) in sorted(zip(order, windows, strict=True), key=lambda p: p[1][0]):
+    for i, (start, stop) in timed:
         kind, variant, params = specs[i]
         entity = picker.pick(kind, variant, start, stop)
         placed.append(_scenario(kind, variant, params, entity, start, stop))
@@ -176,6 +183,7 @@ def _ceil_minute(t: datetime) -> datetime:
 
 REASONING_KINDS: Final = ("reasoning_inflation", "runaway_generation", "pass_explosion")
 KEY_KINDS: Final = (*REASONING_KINDS, "volume_spike")
+TENANT_KINDS: Final = ("harder_problems", "new_tenant")
 
 
 class _Picker:
@@ -185,6 +193,7 @@ class _Picker:
         self.fleet, self.rng, self.min_rpm = fleet, rng, min_key_rpm
         self.used: set[tuple[str, str]] = set()
         self.used_tenants: set[int] = set()
+        self.reserved: set[int] = set()  # tenants of tenant-level shifts: no key incidents
         self.rolled_out: set[int] = set()
         thinks = fleet.arrays.model_reasoning > 0
         weights = np.array([t.model_weights for t in fleet.tenants])
@@ -223,7 +232,10 @@ class _Picker:
     def _key(self, kind: str, need: float, start: datetime, end: datetime) -> str:
         rpm = self._rpm(start, end)
         keys = self.fleet.keys
-        free = [i for i, k in enumerate(keys) if ("api_key", k.id) not in self.used]
+        free = [
+            i for i, k in enumerate(keys)
+            if ("api_key", k.id) not in self.used and k.tenant not in self.reserved
+        ]  # fmt: skip
         busy = [i for i in free if rpm[i] >= need]
         fresh = [i for i in busy if keys[i].tenant not in self.used_tenants]
         fit = [
@@ -259,7 +271,9 @@ class _Picker:
         tenant_rpm = np.zeros(len(self.fleet.tenants))
         np.add.at(tenant_rpm, self.fleet.arrays.key_tenant, rpm)
         smallest_rank = 2 if kind == "new_tenant" else 0  # tenants are sorted largest first
-        free = [i for i in range(smallest_rank, len(tenant_rpm)) if i not in self.used_tenants]
-        chosen = self._choose([[i for i in free if tenant_rpm[i] >= need], free])
+        free = [i for i in range(smallest_rank, len(tenant_rpm)) if i not in self.reserved]
+        busy = [i for i in free if tenant_rpm[i] >= 5 * need]  # a shift with traffic to judge
+        chosen = self._choose([busy, [i for i in free if tenant_rpm[i] >= need], free])
+        self.reserved.add(chosen)
         self.used_tenants.add(chosen)
         return self.fleet.tenants[chosen].id
