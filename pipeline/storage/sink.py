@@ -1,0 +1,381 @@
+"""The ClickHouse sink: buffer → batch (by rows and by age) → column-oriented insert, with retries,
+bounded memory, backpressure and exactly-once rows.
+
+Exactly once: a batch is cut once and never changes; its ``insert_deduplication_token`` is a hash
+of its rows (event ids for ``events``), so re-sending it after a failure whose outcome is unknown
+(the insert may have landed) is dropped by ClickHouse, in the table and in the usage rollups.
+Events already seen by this sink (a bounded set of recent ids) are dropped before buffering.
+
+Failure and backpressure: while ClickHouse fails, batches stay pending and attempts back off
+exponentially (no sleeping inside :meth:`ClickHouseSink.add`). When ``max_buffer_rows`` are held,
+``add`` raises :class:`SinkBackpressure` *without* taking the item: pause the source, then
+``await sink.wait_writable()`` (asyncio, e.g. a Faust agent) or call :meth:`ClickHouseSink.flush`
+(blocking, with retries) and offer the item again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from clickhouse_connect.driver.client import Client
+
+from pipeline.alerts import Alert
+from pipeline.config import Settings
+from pipeline.engine import DeadLetter, StepOutput
+from pipeline.events import AllocationEvent
+from pipeline.metrics import MetricRow
+from pipeline.pricing import PriceTable
+from pipeline.storage import rows as R
+from pipeline.storage.errors import SinkBackpressure, SinkUnavailable
+from pipeline.storage.memory import ListSink, Storable
+from pipeline.storage.migrations import check_schema
+
+__all__ = [
+    "ClickHouseSink",
+    "ListSink",
+    "RetryPolicy",
+    "Sink",
+    "SinkBackpressure",
+    "SinkStats",
+    "SinkUnavailable",
+    "Storable",
+]
+
+logger = logging.getLogger(__name__)
+
+TABLES: Final = ("events", "metrics_1m", "alerts", "dead_letters")
+_COLUMNS: Final = {
+    "events": R.EVENT_COLUMNS,
+    "metrics_1m": R.METRIC_COLUMNS,
+    "alerts": R.ALERT_COLUMNS,
+    "dead_letters": R.DEAD_LETTER_COLUMNS,
+}
+
+
+class Sink(Protocol):
+    """The storage port the engine, worker, replay and demo write to."""
+
+    def setup(self) -> None: ...
+    def add(self, item: Storable) -> None: ...
+    def add_event(self, event: AllocationEvent, cost_usd: float | None = None) -> None: ...
+    def add_step(self, out: StepOutput) -> None: ...
+    def flush(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: ``base_s * 2**n`` capped at ``max_s``; ``attempts`` per flush."""
+
+    attempts: int = 5
+    base_s: float = 0.1
+    max_s: float = 5.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.max_s, self.base_s * 2 ** max(0, failures - 1)))
+
+
+@dataclass
+class SinkStats:
+    rows_written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    batches_written: int = 0
+    failed_attempts: int = 0
+    duplicates_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    table: str
+    columns: list[list[Any]]
+    rows: int
+    token: str
+
+
+class _Buffer:
+    __slots__ = ("first_at", "name", "open", "pending")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open: list[R.Row] = []
+        self.pending: deque[_Batch] = deque()
+        self.first_at = 0.0
+
+
+class ClickHouseSink:
+    """Batched, retried, exactly-once writes of events, metric rows, alerts and dead letters.
+
+    Parameters
+    ----------
+    client
+        A clickhouse-connect client bound to the computewatch database (see ``connect``).
+    prices
+        Prices events at ingest unless ``add_event`` is given the cost.
+    batch_rows, batch_seconds
+        A table's buffer is written when it holds ``batch_rows`` or its oldest row is this old.
+    max_buffer_rows
+        Bound on rows held (open + pending); past it ``add`` raises :class:`SinkBackpressure`.
+    clock, sleep, now
+        Monotonic clock and sleep for batching and backoff; ``now`` stamps ``ingested_at``.
+    recent_ids
+        How many recent event ids are remembered to drop re-sent events before they are written.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        prices: PriceTable,
+        batch_rows: int = 20_000,
+        batch_seconds: float = 1.0,
+        max_buffer_rows: int | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recent_ids: int = 100_000,
+    ) -> None:
+        self.client = client
+        self.prices = prices
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self.max_buffer_rows = max(max_buffer_rows or 5 * batch_rows, batch_rows)
+        self.retry = retry or RetryPolicy()
+        self.stats = SinkStats()
+        self._clock, self._sleep, self._now = clock, sleep, now
+        self._buffers = {name: _Buffer(name) for name in TABLES}
+        self._buffered = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent_cap = recent_ids
+        self._lock = threading.RLock()
+        self._bounded = True
+
+    @classmethod
+    def from_settings(cls, client: Client, settings: Settings, **kwargs: Any) -> ClickHouseSink:
+        prices = PriceTable(settings.prices, settings.default_price)
+        ch = settings.clickhouse
+        return cls(
+            client,
+            prices=prices,
+            batch_rows=ch.batch_rows,
+            batch_seconds=ch.batch_seconds,
+            **kwargs,
+        )
+
+    # -- the port -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check the database schema is current (raises ``SchemaNotReady``/``SchemaTooNew``)."""
+        check_schema(self.client, str(self.client.database))
+
+    def add(self, item: Storable) -> None:
+        """Buffer one event, metric row, alert or dead letter (see :meth:`add_event`)."""
+        if isinstance(item, AllocationEvent):
+            self.add_event(item)
+        elif isinstance(item, MetricRow):
+            self._accept("metrics_1m", R.metric_row(item))
+        elif isinstance(item, Alert):
+            self._accept("alerts", R.alert_row(item))
+        elif isinstance(item, DeadLetter):
+            self.add_dead_letter(item)
+        else:
+            raise TypeError(f"cannot store {type(item).__name__}")
+
+    def add_event(self, event: AllocationEvent, cost_usd: float | None = None) -> None:
+        """Buffer one event with its cost (priced here when not given); drop a re-sent one."""
+        with self._lock:
+            if event.event_id in self._recent:
+                self.stats.duplicates_dropped += 1
+                return
+            if cost_usd is None:
+                cost_usd = self.prices.cost(
+                    model=event.model,
+                    gpu_ms=event.gpu_ms,
+                    prompt_tokens=event.prompt_tokens,
+                    generated_tokens=event.completion_tokens + event.reasoning_tokens,
+                )
+            self._accept("events", R.event_row(event, cost_usd, self._now()))
+            self._remember(event.event_id)
+
+    def add_dead_letter(self, letter: DeadLetter, received_at: datetime | None = None) -> None:
+        """Buffer one dead letter, stamped ``received_at`` (default: now)."""
+        self._accept("dead_letters", R.dead_letter_row(letter, received_at or self._now()))
+
+    def add_step(self, out: StepOutput) -> None:
+        """Buffer everything one engine step produced, or nothing.
+
+        Raises :class:`SinkBackpressure` before taking any of it when it does not fit; a step
+        that fits may overshoot ``max_buffer_rows`` by less than its own size.
+        """
+        with self._lock:
+            size = len(out.events) + len(out.metrics) + len(out.alerts) + len(out.dead_letters)
+            if self._buffered and self._buffered + size > self.max_buffer_rows:
+                self._maybe_write(force=True)
+                if self._buffered + size > self.max_buffer_rows:
+                    raise SinkBackpressure(self._buffered, max(0.0, self._retry_at - self._clock()))
+            self._bounded = False
+            try:
+                costs: list[float | None] = list(out.costs) or [None] * len(out.events)
+                for event, cost in zip(out.events, costs, strict=True):
+                    self.add_event(event, cost)
+                for row in out.metrics:
+                    self.add(row)
+                for alert in out.alerts:
+                    self.add(alert)
+                for letter in out.dead_letters:
+                    self.add(letter)
+            finally:
+                self._bounded = True
+
+    def flush(self) -> int:
+        """Write everything buffered, retrying with backoff; return rows written.
+
+        Raises :class:`SinkUnavailable` when ClickHouse still fails after ``retry.attempts``;
+        nothing is lost: the rows stay buffered for the next flush.
+        """
+        with self._lock:
+            for buffer in self._buffers.values():
+                self._cut(buffer)
+            written = 0
+            for attempt in range(1, self.retry.attempts + 1):
+                done, ok = self._attempt()
+                written += done
+                if ok:
+                    return written
+                if attempt < self.retry.attempts:
+                    self._sleep(self.retry.delay(self._failures))
+            raise SinkUnavailable(
+                f"ClickHouse unavailable after {self.retry.attempts} attempts; "
+                f"{self._buffered} rows kept for retry"
+            )
+
+    def flush_due(self) -> int:
+        """Write the batches that are due by size or age, once, without sleeping or raising.
+
+        Call it from a timer when the stream is idle, so ``batch_seconds`` holds.
+        """
+        with self._lock:
+            return self._maybe_write(force=False)
+
+    def close(self) -> None:
+        """Flush what is buffered (raises :class:`SinkUnavailable` if that fails)."""
+        self.flush()
+
+    # -- backpressure -------------------------------------------------------------------------
+
+    @property
+    def buffered_rows(self) -> int:
+        return self._buffered
+
+    @property
+    def writable(self) -> bool:
+        """True while ``add`` will accept an item without raising :class:`SinkBackpressure`."""
+        return self._buffered < self.max_buffer_rows
+
+    async def wait_writable(self) -> None:
+        """Return once the buffer is below its bound, retrying writes off the event loop."""
+        while not self.writable:
+            delay = max(0.0, self._retry_at - self._clock())
+            if delay:
+                await asyncio.sleep(delay)
+            await asyncio.to_thread(self._attempt_now)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _accept(self, table: str, row: R.Row) -> None:
+        with self._lock:
+            if self._bounded and self._buffered >= self.max_buffer_rows:
+                self._maybe_write(force=True)
+                if self._buffered >= self.max_buffer_rows:
+                    retry_after = max(0.0, self._retry_at - self._clock())
+                    raise SinkBackpressure(self._buffered, retry_after)
+            buffer = self._buffers[table]
+            if not buffer.open:
+                buffer.first_at = self._clock()
+            buffer.open.append(row)
+            self._buffered += 1
+            age = self._clock() - buffer.first_at
+            if len(buffer.open) >= self.batch_rows or age >= self.batch_seconds:
+                self._maybe_write(force=False)
+
+    def _maybe_write(self, *, force: bool) -> int:
+        """Cut due buffers (all when ``force``) and try once, unless backing off."""
+        now = self._clock()
+        for buffer in self._buffers.values():
+            due = len(buffer.open) >= self.batch_rows or (
+                buffer.open and now - buffer.first_at >= self.batch_seconds
+            )
+            if force or due:
+                self._cut(buffer)
+        if now < self._retry_at:
+            return 0
+        return self._attempt()[0]
+
+    def _attempt_now(self) -> None:
+        with self._lock:
+            for buffer in self._buffers.values():
+                self._cut(buffer)
+            self._attempt()
+
+    def _cut(self, buffer: _Buffer) -> None:
+        """Turn open rows into immutable pending batches of at most ``batch_rows``."""
+        while buffer.open:
+            chunk, buffer.open = buffer.open[: self.batch_rows], buffer.open[self.batch_rows :]
+            key: Callable[[R.Row], object] = (lambda r: r[0]) if buffer.name == "events" else repr
+            token = R.batch_token(buffer.name, chunk, key=key)
+            columns = [list(col) for col in zip(*chunk, strict=True)]
+            buffer.pending.append(_Batch(buffer.name, columns, len(chunk), token))
+        buffer.first_at = self._clock()
+
+    def _attempt(self) -> tuple[int, bool]:
+        """Write pending batches in order, stopping at the first failure; (rows, all written)."""
+        written = 0
+        for buffer in self._buffers.values():
+            while buffer.pending:
+                batch = buffer.pending[0]
+                try:
+                    self._insert(batch)
+                except Exception as exc:  # the client raises many types; all mean "not now"
+                    self._failed(exc)
+                    return written, False
+                buffer.pending.popleft()
+                self._buffered -= batch.rows
+                written += batch.rows
+                self.stats.rows_written[batch.table] += batch.rows
+                self.stats.batches_written += 1
+        self._failures = 0
+        self._retry_at = 0.0
+        return written, True
+
+    def _insert(self, batch: _Batch) -> None:
+        self.client.insert(
+            batch.table,
+            batch.columns,
+            column_names=list(_COLUMNS[batch.table]),
+            column_oriented=True,
+            settings={"insert_deduplicate": 1, "insert_deduplication_token": batch.token},
+        )
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self.stats.failed_attempts += 1
+        delay = self.retry.delay(self._failures)
+        self._retry_at = self._clock() + delay
+        logger.warning(
+            "ClickHouse insert failed (%s: %s); %d rows buffered, retry in %.2fs",
+            type(exc).__name__, str(exc)[:200], self._buffered, delay,
+        )
+
+    def _remember(self, event_id: str) -> None:
+        self._recent[event_id] = None
+        if len(self._recent) > self._recent_cap:
+            self._recent.popitem(last=False)
