@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 from msgspec.structs import replace
+from pydantic import SecretStr
 
 from pipeline.config import KafkaSettings
 from pipeline.events import example_event, parse_event
@@ -49,3 +50,31 @@ def test_every_emitted_event_arrives_exactly_once_keyed_by_tenant(
     partitions = {(r.key, r.partition) for r in records}
     assert len(partitions) == len(TENANTS), "one partition per tenant"
     print(f"emitted and acknowledged {EVENTS} events in {produced_s:.1f}s")
+
+
+def test_the_emitter_authenticates_with_scram(
+    kafka_sasl_settings: KafkaSettings, kafka_bootstrap: str, kafka_topic: str
+) -> None:
+    settings = kafka_sasl_settings.model_copy(update={"events_topic": kafka_topic})
+    with TelemetryEmitter(settings) as emitter:
+        for _ in range(100):
+            emitter.emit(replace(example_event(), event_id=str(uuid.uuid4())))
+        assert emitter.flush(timeout=30), emitter.stats
+    assert emitter.stats.sent == 100
+    assert len(consume_all(kafka_bootstrap, kafka_topic, timeout=30)) == 100
+
+
+def test_a_wrong_password_keeps_events_queued_and_never_blocks(
+    kafka_sasl_settings: KafkaSettings, kafka_topic: str
+) -> None:
+    settings = kafka_sasl_settings.model_copy(
+        update={"events_topic": kafka_topic, "sasl_password": SecretStr("wrong")}
+    )
+    emitter = TelemetryEmitter(settings, queue_size=10)
+    started = time.perf_counter()
+    accepted = [emitter.emit(example_event()) for _ in range(50)]
+    assert time.perf_counter() - started < 1.0
+    assert emitter.flush(timeout=1.0) is False
+    emitter.close(timeout=0.5)
+    assert accepted.count(True) == 10
+    assert (emitter.stats.sent, emitter.stats.dropped) == (0, 50)
