@@ -41,12 +41,14 @@ Commands:
   status [--dir DIR]          exit 0 and print the variables above if the broker runs, else exit 3
   help, -h, --help            this text
 
-Without --dir, stop/restart/status act on the last broker started (recorded in $CURRENT).
+Without --dir, stop/restart/status act on the last broker started (its run dir is recorded in
+.cache/kafka/current). Only one such broker at a time; use --dir for more.
 
 Examples:
-  eval "\$(scripts/kafka.sh start)" && export COMPUTEWATCH_KAFKA_BOOTSTRAP
+  set -a; eval "\$(scripts/kafka.sh start --sasl)"; set +a    # export the printed variables
   .venv/bin/python -m pytest -m kafka
   scripts/kafka.sh stop
+  scripts/kafka.sh start >> "\$GITHUB_ENV"                    # CI: KEY=VALUE lines as they are
 
 Environment: JAVA_HOME (else java on PATH), KAFKA_SH_VERSION (default $VERSION),
 KAFKA_SH_HEAP (default $HEAP), KAFKA_SH_CACHE (default .cache/kafka),
@@ -263,7 +265,9 @@ launch() {
     -Dlog4j2.configurationFile="$RUN/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$RUN/server.properties")"
   echo "$pid" >"$RUN/broker.pid"
-  mkdir -p "$CACHE" && echo "$RUN" >"$CURRENT"
+  if [[ -z "${DIR:-}" ]]; then  # a broker in an explicit --dir is addressed by that dir only
+    mkdir -p "$CACHE" && echo "$RUN" >"$CURRENT"
+  fi
   bootstrap="$(env_value "$RUN" COMPUTEWATCH_KAFKA_BOOTSTRAP)"
   sasl_bootstrap="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_BOOTSTRAP)"
   wait_ready "$pid" "$bootstrap" "$START_TIMEOUT"
