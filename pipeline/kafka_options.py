@@ -1,10 +1,13 @@
 """Kafka client options from :class:`~pipeline.config.KafkaSettings`, in one place.
 
 The settings name the connection once (bootstrap, security protocol, SASL, CA file); these helpers
-turn them into the keyword arguments of kafka-python (the producer SDK) and aiokafka (Faust).
-Secrets leave their ``SecretStr`` only here.
+turn them into the keyword arguments of kafka-python (the producer SDK) and aiokafka, and into
+Faust's ``broker_credentials``. Secrets leave their ``SecretStr`` only here.
 
 >>> from pipeline.config import KafkaSettings
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 >>> kafka_python_options(KafkaSettings(bootstrap="k1:9092, k2:9092"))
 {'bootstrap_servers': ['k1:9092', 'k2:9092'], 'security_protocol': 'PLAINTEXT'}
 >>> sasl = KafkaSettings(security_protocol="sasl_plaintext", sasl_mechanism="SCRAM-SHA-256",
@@ -21,11 +24,14 @@ SASL_SSL needs sasl_mechanism, sasl_username, sasl_password
 from __future__ import annotations
 
 import ssl
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kafka.codec import has_lz4
 
 from pipeline.config import KafkaSettings
+
+if TYPE_CHECKING:
+    from faust.types.auth import CredentialsT
 
 PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -140,3 +146,25 @@ def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
     if protocol.endswith("SSL"):
         options["ssl_context"] = ssl.create_default_context(cafile=kafka.ssl_cafile)
     return options
+
+
+def faust_credentials(kafka: KafkaSettings) -> CredentialsT | None:
+    """Faust's ``broker_credentials`` for the settings; ``None`` for plain ``PLAINTEXT``.
+
+    Faust derives the protocol from the credentials: SASL with an SSL context is ``SASL_SSL``.
+    faust is imported here only, so the producer SDK does not pull it in.
+    """
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    options = aiokafka_options(kafka)
+    protocol = options["security_protocol"]
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return SSLCredentials(options["ssl_context"])
+    return SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=options["sasl_mechanism"],
+        ssl_context=options.get("ssl_context"),
+    )

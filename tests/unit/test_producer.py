@@ -19,6 +19,7 @@ from pipeline.events import AllocationEvent, InvalidEvent, example_event, parse_
 from pipeline.kafka_options import (
     KafkaConfigError,
     aiokafka_options,
+    faust_credentials,
     kafka_python_options,
     kafka_python_producer_options,
 )
@@ -331,3 +332,20 @@ def test_ssl_settings_give_a_cafile_or_a_context() -> None:
 def test_unusable_kafka_settings_fail_when_the_emitter_is_built(bad: dict[str, Any]) -> None:
     with pytest.raises(KafkaConfigError):
         TelemetryEmitter(KafkaSettings(**bad))
+
+
+def test_faust_credentials_carry_the_same_protocol() -> None:
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    assert faust_credentials(KafkaSettings()) is None
+    for protocol in ("SASL_PLAINTEXT", "SASL_SSL", "SSL"):
+        settings = KafkaSettings(
+            security_protocol=protocol,
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="u",
+            sasl_password="p",
+        )
+        auth = credentials_to_aiokafka_auth(faust_credentials(settings))
+        assert auth["security_protocol"] == protocol
+        if protocol.startswith("SASL"):
+            assert (auth["sasl_mechanism"], auth["sasl_plain_password"]) == ("SCRAM-SHA-512", "p")
