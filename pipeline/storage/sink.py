@@ -161,15 +161,14 @@ class ClickHouseSink:
 
     @classmethod
     def from_settings(cls, client: Client, settings: Settings, **kwargs: Any) -> ClickHouseSink:
-        prices = PriceTable(settings.prices, settings.default_price)
-        ch = settings.clickhouse
-        return cls(
-            client,
-            prices=prices,
-            batch_rows=ch.batch_rows,
-            batch_seconds=ch.batch_seconds,
-            **kwargs,
-        )
+        """A sink with the settings' price table and batch sizes (``kwargs`` override)."""
+        options: dict[str, Any] = {
+            "prices": PriceTable(settings.prices, settings.default_price),
+            "batch_rows": settings.clickhouse.batch_rows,
+            "batch_seconds": settings.clickhouse.batch_seconds,
+        }
+        options.update(kwargs)
+        return cls(client, **options)
 
     # -- the port -----------------------------------------------------------------------------
 
