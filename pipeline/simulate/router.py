@@ -33,7 +33,7 @@ class Route:
 
 
 DEFAULT_ROUTES: Final = (
-    Route("fast", 0.35, 1024, 1, 1),
+    Route("fast", 0.35, 2048, 1, 1),
     Route("standard", 0.70, 4096, 1, 2),
     Route("deep", 1.01, 16384, 2, 4),
 )

@@ -38,7 +38,7 @@ OK, TRUNCATED, TIMEOUT, ERROR, CANCELLED = 0, 1, 2, 3, 4
 NOT_FORCED: Final = -1
 P_ERROR: Final = 0.0008
 P_CANCELLED: Final = 0.0025
-P_STRUGGLE: Final = 0.015
+P_STRUGGLE: Final = 0.02
 """Base rates: server errors, client cancellations, and requests that think far too long."""
 
 # rows of Block.z (standard normal) and Block.u (uniform) noise
@@ -169,7 +169,7 @@ def _assign(b: Block, fleet: Fleet) -> None:
 def _tokens(b: Block, fleet: Fleet) -> None:
     """Reasoning grows with budget and difficulty (lognormal noise, a rare struggling tail)."""
     a = fleet.arrays
-    struggle = np.where(b.u[U_STRUGGLE] < P_STRUGGLE, 4.0, 1.0)
+    struggle = np.where(b.u[U_STRUGGLE] < P_STRUGGLE, 5.0, 1.0)
     share = (0.05 + 0.22 * b.difficulty) * np.exp(0.45 * b.z[Z_REASONING] - 0.1) * struggle
     b.reasoning = np.floor(a.model_reasoning[b.model] * b.budget * share)
     b.eff_reasoning = b.reasoning.copy()
