@@ -240,7 +240,14 @@ def diurnal(hour: float | FloatArray, peak: float | FloatArray, amplitude: float
 
 
 def build_fleet(config: FleetConfig) -> Fleet:
-    """Draw tenants, keys and servers from ``config.seed`` (the same config, the same fleet)."""
+    """Draw tenants, keys and servers from ``config.seed`` (the same config, the same fleet).
+
+    Examples
+    --------
+    >>> fleet = build_fleet(FleetConfig(tenants=2, seed=4))
+    >>> [s.id for s in fleet.servers][:2], fleet.servers[0].gpu_type
+    (['reasoner-large-01', 'reasoner-large-02'], 'H100')
+    """
     rng = np.random.default_rng([config.seed, 0])
     shares = _tenant_shares(rng, config.tenants, config.zipf_exponent)
     popularity = np.array([m.popularity for m in config.models])

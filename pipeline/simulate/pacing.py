@@ -28,8 +28,17 @@ def paced(
 ) -> Iterator[T]:
     """Yield ``items`` at ``rate`` per second: item ``i`` no earlier than ``i / rate`` s in.
 
-    When the consumer falls more than ``max_lag_s`` behind schedule, the schedule restarts from
-    now instead of bursting to catch up.
+    Parameters
+    ----------
+    items
+        Anything iterable, e.g. :func:`~pipeline.simulate.iter_events`.
+    rate
+        Items per second (> 0).
+    clock, sleep
+        Monotonic seconds and a sleeper; inject fakes to test without waiting.
+    max_lag_s
+        When the consumer falls further behind schedule, the schedule restarts from now
+        instead of bursting to catch up.
     """
     if rate <= 0:
         raise ValueError("rate must be > 0")

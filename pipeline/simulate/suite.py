@@ -75,7 +75,33 @@ def default_suite(
     min_key_rpm: float = 4.0,
     fleet: Fleet | None = None,
 ) -> list[Scenario]:
-    """Place the suite on ``config``'s fleet; see the module docstring for the rules."""
+    """Place the suite on ``config``'s fleet; see the module docstring for the rules.
+
+    Parameters
+    ----------
+    config
+        The fleet and period the suite is for.
+    seed
+        Placement seed (order, durations, entities); defaults to ``config.seed``.
+    warmup
+        Incident-free time from ``config.start`` for detectors to learn.
+    minutes
+        Range of incident durations in minutes (daily peaks last 3 h).
+    min_key_rpm
+        Traffic an attacked api key needs at the incident's time (×2 for subtle variants).
+    fleet
+        ``build_fleet(config)`` if not given.
+
+    Returns
+    -------
+    list[Scenario]
+        Sorted by start; label them with :func:`~pipeline.simulate.labels_for`.
+
+    Raises
+    ------
+    ValueError
+        When the period after the warm-up cannot hold the incidents.
+    """
     fleet = fleet or build_fleet(config)
     rng = np.random.default_rng([config.seed if seed is None else seed, 4])
     begin = config.start + warmup
