@@ -196,7 +196,8 @@ def _cost_and_latency(b: Block, fleet: Fleet) -> None:
     speed = a.server_speed[b.server] * b.slowdown
     limit = fleet.config.timeout_ms
     b.ttft = 35.0 * np.exp(0.9 * b.z[Z_QUEUE]) + b.prompt * wall * 0.02
-    per_token = wall * (1 + 0.3 * (b.passes - 1)) * np.exp(0.12 * b.z[Z_LATENCY])
+    parallel = 1 + 0.25 * np.log2(b.passes)  # passes run mostly side by side
+    per_token = wall * parallel * np.exp(0.12 * b.z[Z_LATENCY])
     decode_ms = (b.reasoning + b.completion) * per_token
     natural = b.ttft + decode_ms > limit
     kept = np.where(natural, np.clip((limit - b.ttft) / np.maximum(decode_ms, 1.0), 0, 1), 1.0)
