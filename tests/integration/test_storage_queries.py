@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -81,7 +82,9 @@ def test_efficiency_series_sql_and_params() -> None:
     sql, params = q.efficiency_series(START, END, bucket_s=300, by="route", tenants=["a", "b"])
     assert params == {"bucket_s": 300, "start": START, "end": END, "tenants": ["a", "b"]}
     text = norm(sql)
-    assert text.startswith("SELECT *, gpu_ms * 1000 / nullIf(completion_tokens + reasoning_tokens, 0)")
+    assert text.startswith(
+        "SELECT *, gpu_ms * 1000 / nullIf(completion_tokens + reasoning_tokens, 0)"
+    )
     assert (
         "FROM ( SELECT toStartOfInterval(window_start, toIntervalSecond({bucket_s:UInt32}))"
         " AS bucket, route, sum(requests) AS requests," in text
@@ -158,7 +161,7 @@ def stored(clickhouse_client: Client, storage_settings: Settings) -> Client:
     return clickhouse_client
 
 
-def run(client: Client, query: tuple[str, dict[str, object]]) -> list[dict[str, object]]:
+def run(client: Client, query: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     result = client.query(query[0], parameters=query[1])
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
@@ -181,20 +184,20 @@ def test_alerts_feed_filters_and_triage_on_the_engine(stored: Client) -> None:
     history = run(stored, q.alert_triage_history(str(target)))
     assert [h["status"] for h in history] == ["acknowledged", "resolved"]
     counts = run(stored, q.alert_counts(START, END, bucket_s=86_400))
-    assert sum(int(c["alerts"]) for c in counts) == 3  # type: ignore[call-overload]
+    assert sum(int(c["alerts"]) for c in counts) == 3
 
 
 def test_alert_events_returns_the_entitys_events_in_the_window(stored: Client) -> None:
     alert = run(stored, q.alerts_feed(START, END, kinds=["runaway_generation"]))[0]
-    rows = run(stored, q.alert_events("server", "gpu-02", alert["window_start"],  # type: ignore[arg-type]
-                                      alert["window_end"]))  # type: ignore[arg-type]
+    rows = run(stored, q.alert_events("server", "gpu-02", alert["window_start"],
+                                      alert["window_end"]))
     assert rows and {r["server_id"] for r in rows} == {"gpu-02"}
 
 
 @pytest.mark.parametrize("by", [None, "model", "route", "server", "tenant"])
 def test_efficiency_queries_run(stored: Client, by: str | None) -> None:
     series = run(stored, q.efficiency_series(START, END, bucket_s=3600, by=by))
-    assert sum(int(r["requests"]) for r in series) == 3000  # type: ignore[call-overload]
+    assert sum(int(r["requests"]) for r in series) == 3000
     hist = series[0]["latency_hist"]
     assert isinstance(hist, dict) and q.latency_percentiles(hist)["p50_ms"] is not None
     if by:
@@ -210,10 +213,10 @@ def test_confidence_vs_compute_and_health_queries_run(stored: Client) -> None:
     assert status["events_stored"] == 3000 and status["dead_letters_stored"] == 1
     now = datetime.now(UTC)
     minutes = run(stored, q.events_per_minute(now - timedelta(hours=1), now + timedelta(minutes=1)))
-    assert sum(int(m["events"]) for m in minutes) == 3000  # type: ignore[call-overload]
+    assert sum(int(m["events"]) for m in minutes) == 3000
     dead = run(stored, q.dead_letters_by_reason(START, END))
     assert dead[0]["rule"] == "invalid_json" and dead[0]["payload_bytes"] == 5000
-    assert len(dead[0]["samples"][0]) == 2048  # type: ignore[index]
+    assert len(dead[0]["samples"][0]) == 2048
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
