@@ -36,6 +36,7 @@ __all__ = [
     "latency_percentiles",
     "pipeline_status",
     "usage",
+    "usage_by_hour",
     "usage_from_events",
 ]
 
@@ -316,6 +317,21 @@ def usage(
     """Usage per tenant (plus api key, model or day) for days in [date_from, date_to), from the
     daily rollup. ``gpu_ms`` is exact (Decimal, 3 places) and ``cost_usd`` Decimal(38, 9)."""
     return _usage("usage_daily", "day", date_from, date_to, group_by, tenants)
+
+
+def usage_by_hour(
+    start: datetime, end: datetime, *, tenants: Sequence[str] | None = None
+) -> Query:
+    """Usage per hour and tenant in [start, end), from the hourly rollup (dashboard series)."""
+    params: dict[str, Any] = {}
+    where = [_range("hour", start, end, params), *_in("tenant_id", "tenants", tenants, params)]
+    sql = f"""SELECT
+    hour, tenant_id,{_USAGE_SUMS}
+FROM usage_hourly
+{_where(where)}
+GROUP BY hour, tenant_id
+ORDER BY hour, tenant_id"""
+    return sql, params
 
 
 def usage_from_events(

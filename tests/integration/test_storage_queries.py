@@ -209,6 +209,11 @@ def test_efficiency_queries_run(stored: Client, by: str | None) -> None:
 def test_confidence_vs_compute_and_health_queries_run(stored: Client) -> None:
     points = run(stored, q.confidence_vs_compute(START, END, limit=100))
     assert len(points) == 100 and all(p["confidence"] is not None for p in points)
+    hourly = run(stored, q.usage_by_hour(START, END, tenants=["acme", "globex"]))
+    assert {h["tenant_id"] for h in hourly} == {"acme", "globex"}
+    daily = run(stored, q.usage(START.date(), END.date(), tenants=["acme", "globex"]))
+    assert sum(h["requests"] for h in hourly) == sum(d["requests"] for d in daily)
+    assert sum(h["cost_usd"] for h in hourly) == sum(d["cost_usd"] for d in daily)
     status = run(stored, q.pipeline_status())[0]
     assert status["events_stored"] == 3000 and status["dead_letters_stored"] == 1
     now = datetime.now(UTC)
