@@ -27,7 +27,7 @@ SCHEMA_VERSION: Final = "1"
 STATUSES: Final = ("ok", "truncated", "timeout", "error", "cancelled")
 MAX_INT: Final = 2**63 - 1
 UUID_PATTERN: Final = (
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 
 Id128 = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -83,8 +83,15 @@ class InvalidEvent(ValueError):
 
 _decoder = msgspec.json.Decoder(AllocationEvent)
 _encoder = msgspec.json.Encoder()
-_NON_FINITE = re.compile(rb"(?<![\"\w])-?(NaN|Infinity|inf|nan)(?![\"\w])")
 _FIELD_AT = re.compile(r"at `\$\.([A-Za-z_0-9]+)")
+_BYTE_AT = re.compile(r"\(byte (\d+)\)")
+_KEY_BEFORE = re.compile(rb'"([A-Za-z_0-9]+)"\s*:\s*$')
+_NON_FINITE = re.compile(rb"-?(NaN|Infinity)")
+# msgspec also takes a space for "T" and "+HHMM" offsets; RFC 3339 (and the schema) do not.
+_TS_VALUES = re.compile(rb'"ts"\s*:\s*"([^"]*)"')
+_RFC3339 = re.compile(
+    rb"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
 
 
 def parse_event(raw: bytes, *, max_bytes: int | None = None) -> AllocationEvent:
@@ -92,16 +99,46 @@ def parse_event(raw: bytes, *, max_bytes: int | None = None) -> AllocationEvent:
     if max_bytes is not None and len(raw) > max_bytes:
         raise InvalidEvent(f"oversized: {len(raw)} bytes > limit {max_bytes}")
     try:
+        if not raw.isascii():
+            raw.decode("utf-8")  # msgspec skips unknown fields without checking their text
         event = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
+        _raise_if_malformed(raw)
         raise InvalidEvent(_reason_from(str(exc))) from None
     except msgspec.DecodeError as exc:
-        if _NON_FINITE.search(raw):
-            raise InvalidEvent("non_finite: NaN or Infinity is not a JSON number") from None
-        raise InvalidEvent(f"invalid_json: {exc}") from None
+        raise InvalidEvent(_malformed_reason(raw, str(exc))) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidEvent(f"invalid_json: {type(exc).__name__}") from None
+    for ts in _TS_VALUES.findall(raw):
+        if not _RFC3339.match(ts):
+            raise InvalidEvent("bad_timestamp: ts (not an RFC 3339 date-time)")
     if event.event_id != event.event_id.lower():
         event = msgspec.structs.replace(event, event_id=event.event_id.lower())
     return event
+
+
+def _raise_if_malformed(raw: bytes) -> None:
+    """A syntax error outranks a broken rule seen before it (only paid on rejects)."""
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.ValidationError:
+        return  # well-formed JSON with an out-of-range number: the typed reason stands
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(_malformed_reason(raw, str(exc))) from None
+    except RecursionError:
+        raise InvalidEvent("invalid_json: RecursionError") from None
+
+
+def _malformed_reason(raw: bytes, message: str) -> str:
+    """``non_finite: <field>`` when the offending token is NaN/Infinity, else ``invalid_json``."""
+    at = _BYTE_AT.search(message)
+    if at is not None:
+        offset = int(at.group(1))
+        if _NON_FINITE.match(raw, offset):
+            key = _KEY_BEFORE.search(raw[max(0, offset - 160) : offset])
+            field = key.group(1).decode() if key else "$"
+            return f"non_finite: {field} (NaN and Infinity are not JSON numbers)"
+    return f"invalid_json: {message}"
 
 
 def _reason_from(message: str) -> str:
@@ -125,7 +162,7 @@ def _reason_from(message: str) -> str:
         return f"bad_length: {field} ({detail})"
     if field == "ts" or "datetime" in detail:
         return f"bad_timestamp: {field} ({detail})"
-    if "match regex" in detail:
+    if "matching regex" in detail:
         return f"bad_format: {field} ({detail})"
     return f"out_of_range: {field} ({detail})"
 

@@ -1,0 +1,1 @@
+"""computewatch: streaming telemetry and anomaly detection for LLM inference-time compute."""
