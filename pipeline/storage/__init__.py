@@ -19,6 +19,7 @@ from pipeline.storage.migrations import (
     schema_version,
 )
 from pipeline.storage.sink import ClickHouseSink, RetryPolicy, Sink
+from pipeline.storage.store import Store, export_usage, migrate_database, open_store
 from pipeline.storage.triage import TRIAGE_STATUSES, record_triage
 from pipeline.storage.usage import reconcile, usage_report, write_usage
 
@@ -34,11 +35,15 @@ __all__ = [
     "SinkBackpressure",
     "SinkUnavailable",
     "Storable",
+    "Store",
     "check_schema",
     "connect",
     "describe_url",
+    "export_usage",
     "is_embedded",
     "migrate",
+    "migrate_database",
+    "open_store",
     "reconcile",
     "record_triage",
     "schema_version",

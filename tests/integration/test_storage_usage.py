@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline.config import Settings
 from pipeline.events import AllocationEvent
 from pipeline.pricing import PriceTable
+from pipeline.storage.client import connect, quote_database
 from pipeline.storage.faults import FlakyClient
 from pipeline.storage.sink import ClickHouseSink
 from pipeline.storage.usage import USAGE_COLUMNS, reconcile, usage_report, write_usage
@@ -141,3 +142,28 @@ def test_write_usage_formats_keep_exact_values(
     assert [str(r["cost_usd"]) for r in rows] == costs
     with pytest.raises(ValueError, match="format"):
         write_usage(report, "xlsx", buffer)
+
+
+def test_store_helpers_migrate_write_steps_and_export(
+    storage_settings: Settings, tmp_path: Path
+) -> None:
+    """The calls the CLI makes: migrate, replay --store (write_step), usage export."""
+    from pipeline.engine import StepOutput
+    from pipeline.storage.store import export_usage, migrate_database, open_store
+
+    assert [m.version for m in migrate_database(storage_settings)] == [1, 2, 3]
+    assert migrate_database(storage_settings) == []
+    events = synthetic_events(300, seed=41)
+    with open_store(storage_settings, max_buffer_rows=100, batch_rows=50) as store:
+        for i in range(0, 300, 60):  # steps bigger than the free buffer: write_step waits
+            store.write_step(StepOutput(events=events[i:i + 60]))
+        client = store.client
+        assert client.query("SELECT count() FROM events").result_rows[0][0] >= 240
+    out = tmp_path / "usage.csv"
+    rows = export_usage(storage_settings, FROM, TO, format="csv", output=out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == ",".join(USAGE_COLUMNS) and len(lines) == rows + 1
+    assert sum(int(line.split(",")[1]) for line in lines[1:]) == 300
+    cleanup = connect(storage_settings.clickhouse)
+    cleanup.command(f"DROP DATABASE {quote_database(storage_settings.clickhouse.database)}")
+    cleanup.close()

@@ -1,0 +1,99 @@
+"""Composition helpers for the command line, replay/demo and the worker: one call each.
+
+- :func:`open_store` — connect, migrate (or check) and hold a sink; ``store.write_step(out)``
+  is an engine-output handler that waits out backpressure.
+- :func:`migrate_database` — what ``computewatch migrate`` runs.
+- :func:`export_usage` — what ``computewatch usage`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from clickhouse_connect.driver.client import Client
+
+from pipeline.config import Settings
+from pipeline.engine import StepOutput
+from pipeline.storage.client import connect, describe_url
+from pipeline.storage.errors import SinkBackpressure
+from pipeline.storage.migrations import Migration, check_schema, migrate
+from pipeline.storage.sink import ClickHouseSink
+from pipeline.storage.usage import usage_report, write_usage
+
+__all__ = ["Store", "export_usage", "migrate_database", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Store:
+    """A client on the computewatch database and the sink writing to it."""
+
+    client: Client
+    sink: ClickHouseSink
+
+    def write_step(self, out: StepOutput) -> None:
+        """Hand one engine step to the sink; when it pushes back, flush (blocking, with
+        retries) and offer the step again. Raises ``SinkUnavailable`` if ClickHouse stays down."""
+        while True:
+            try:
+                self.sink.add_step(out)
+                return
+            except SinkBackpressure:
+                self.sink.flush()
+
+
+@contextmanager
+def open_store(
+    settings: Settings, *, migrate_schema: bool = True, **sink_options: Any
+) -> Iterator[Store]:
+    """Connect to ``settings.clickhouse``, bring the schema up to date (or only check it when
+    ``migrate_schema`` is False) and yield a :class:`Store`; flush and close on exit."""
+    ch = settings.clickhouse
+    client = connect(ch, create_database=migrate_schema)
+    try:
+        if migrate_schema:
+            migrate(client, ch)
+        else:
+            check_schema(client, ch.database)
+        sink = ClickHouseSink.from_settings(client, settings, **sink_options)
+        logger.info("storing to %s database %s", describe_url(ch.url), ch.database)
+        yield Store(client, sink)
+        sink.close()
+    finally:
+        client.close()
+
+
+def migrate_database(settings: Settings) -> list[Migration]:
+    """Apply pending migrations to ``settings.clickhouse``; return those applied (may be [])."""
+    client = connect(settings.clickhouse, create_database=True)
+    try:
+        return migrate(client, settings.clickhouse)
+    finally:
+        client.close()
+
+
+def export_usage(
+    settings: Settings,
+    date_from: date,
+    date_to: date,
+    *,
+    tenant: str | None = None,
+    group_by: str = "tenant",
+    format: str = "csv",
+    output: str | Path | BinaryIO | None = None,
+) -> int:
+    """Write the usage report for [date_from, date_to) and return its number of rows."""
+    client = connect(settings.clickhouse)
+    try:
+        table = usage_report(client, settings, date_from, date_to, tenant, group_by)
+    finally:
+        client.close()
+    write_usage(table, format, output)
+    return int(table.num_rows)
