@@ -1,0 +1,163 @@
+"""Alerts (security): the live feed, counts by kind, and one alert's evidence, events and triage."""
+
+import pandas as pd
+import streamlit as st
+
+import access
+import charts
+import components
+import data
+import frames
+from pipeline.alerts import ALERT_KINDS, SEVERITIES
+from pipeline.storage import TRIAGE_STATUSES
+from pipeline.storage.queries import ENTITY_COLUMNS
+
+OPEN = ("new", "acknowledged")
+ANY = "any entity"
+
+st.title("Alerts")
+st.caption("Reasoning inflation, runaway generation, pass explosions, volume spikes and other "
+           "compute anomalies, each with the evidence behind it.")
+viewer = access.require("security")
+
+
+def filters(window: components.Window) -> dict[str, object]:
+    """The feed's filters, as keyword arguments for ``data.alerts``."""
+    kind, severity, status = st.columns(3)
+    kinds = kind.multiselect("Kind", ALERT_KINDS, format_func=lambda k: k.replace("_", " "),
+                             placeholder="all kinds")
+    severities = severity.multiselect("Severity", SEVERITIES, placeholder="all severities")
+    statuses = status.multiselect("Status", TRIAGE_STATUSES, default=OPEN,
+                                  placeholder="any status")
+    tenant, entity_type, entity_id = st.columns(3)
+    tenants = tenant.multiselect(
+        "Tenant", data.tenant_ids(window.start, window.end, viewer.tenants),
+        placeholder="all tenants", help="Alerts on these tenants and on their api keys.",
+    )
+    kind_of_entity = entity_type.selectbox("Entity", [ANY, *ENTITY_COLUMNS])
+    entity = entity_id.text_input("Entity id", placeholder="e.g. an api key or server id",
+                                  disabled=kind_of_entity == ANY)
+    return {
+        "kinds": tuple(kinds) or None,
+        "severities": tuple(severities) or None,
+        "statuses": tuple(statuses) or None,
+        "tenants": tuple(tenants) or viewer.tenants,
+        "entity_type": None if kind_of_entity == ANY else kind_of_entity,
+        "entity_id": (entity.strip() or None) if kind_of_entity != ANY else None,
+    }
+
+
+def headline(feed: pd.DataFrame) -> None:
+    """Counts of the alerts in the feed."""
+    shown, open_, severe, events = st.columns(4)
+    shown.metric("Alerts shown", len(feed))
+    open_.metric("New", int((feed["status"] == "new").sum()))
+    severe.metric("High or critical", int(feed["severity"].isin(["high", "critical"]).sum()))
+    events.metric("Events behind them", components.number(float(feed["event_count"].sum())))
+
+
+def feed_table(feed: pd.DataFrame) -> None:
+    """The feed, newest first."""
+    st.dataframe(
+        feed[["detected_at", "severity", "kind", "entity_type", "entity_id", "summary",
+              "score", "event_count", "status"]],
+        hide_index=True,
+        column_config={
+            "detected_at": st.column_config.DatetimeColumn("Detected", format="YYYY-MM-DD HH:mm"),
+            "severity": "Severity", "kind": "Kind", "entity_type": "Entity",
+            "entity_id": "Entity id",
+            "summary": st.column_config.TextColumn("Summary", width="large"),
+            "score": st.column_config.NumberColumn("Score", format="%.1f"),
+            "event_count": "Events", "status": "Status",
+        },
+    )
+
+
+def detail(alert: pd.Series) -> None:
+    """One alert: summary, facts, evidence chart, the events behind it and its triage."""
+    st.markdown(f"**{alert['summary']}**")
+    facts = st.columns(5)
+    facts[0].metric("Severity", str(alert["severity"]))
+    facts[1].metric("Score", f"{alert['score']:.1f}")
+    facts[2].metric("Events", int(alert["event_count"]))
+    facts[3].metric("Status", str(alert["status"]))
+    facts[4].metric("Window", f"{alert['window_start']:%H:%M}–{alert['window_end']:%H:%M}")
+    evidence = frames.evidence_frame(alert["evidence"])
+    chart, numbers = st.columns([3, 2])
+    chart.altair_chart(charts.evidence(evidence))
+    numbers.dataframe(
+        evidence.pivot(index="feature", columns="series", values="amount").assign(
+            ratio=lambda d: d["value"] / d["baseline"].where(d["baseline"] != 0)
+        ),
+        column_config={"ratio": st.column_config.NumberColumn("value / baseline", format="%.2f")},
+    )
+    events = data.alert_events(str(alert["entity_type"]), str(alert["entity_id"]),
+                               alert["window_start"].to_pydatetime(),
+                               alert["window_end"].to_pydatetime())
+    st.markdown(f"**Events behind it** ({len(events)} of {alert['entity_type']} "
+                f"`{alert['entity_id']}` in the evidence window)")
+    st.dataframe(events, hide_index=True, height=240)
+    triage(alert)
+
+
+def record(alert_id: str) -> None:
+    """Form callback: store the triage action, then report it on the next run."""
+    state = st.session_state
+    try:
+        data.triage(alert_id, state["triage_status"], state["triage_actor"],
+                    state["triage_note"])
+    except ValueError as exc:
+        state["triage_message"] = ("error", str(exc))
+    else:
+        state["triage_message"] = ("success", f"Alert marked {state['triage_status']}.")
+
+
+def triage(alert: pd.Series) -> None:
+    """Acknowledge or resolve with a note; the audit trail below."""
+    alert_id = str(alert["alert_id"])
+    with st.form("triage", clear_on_submit=True, border=True):
+        st.markdown("**Triage**")
+        status, actor = st.columns([1, 2])
+        status.radio("Mark as", ["acknowledged", "resolved"], key="triage_status",
+                     horizontal=True)
+        actor.text_input("Your name", value=viewer.name, key="triage_actor")
+        st.text_area("Note", key="triage_note", placeholder="What you found, what you did")
+        st.form_submit_button("Save", type="primary", on_click=record, args=(alert_id,))
+    kind, message = st.session_state.pop("triage_message", (None, ""))
+    if kind == "success":
+        st.success(message)
+    elif kind == "error":
+        st.error(message)
+    history = data.triage_history(alert_id)
+    if not history.empty:
+        st.dataframe(history, hide_index=True)
+
+
+def body() -> None:
+    """Everything below the title, refreshed on the auto-refresh interval."""
+    status = data.status()
+    if not components.data_available(status):
+        return
+    window = components.window_picker("alerts", status)
+    chosen = filters(window)
+    feed = data.alerts(window.start, window.end, **chosen)
+    headline(feed)
+    counts = data.alert_counts(window.start, window.end, window.bucket_s)
+    if not counts.empty:
+        st.altair_chart(charts.stacked_over_time(
+            counts, "bucket", "alerts", "kind", title=f"Alerts by kind ({window.label})",
+            y_title="alerts",
+        ))
+    if feed.empty:
+        components.nothing_in(f"alerts match these filters in the {window.label}")
+        return
+    feed_table(feed)
+    st.subheader("Alert detail")
+    labels = {row["alert_id"]: frames.alert_label(row) for _, row in feed.iterrows()}
+    chosen_id = st.selectbox("Alert", list(labels), format_func=labels.__getitem__,
+                             key="alert_choice")
+    with st.container(border=True):
+        detail(feed[feed["alert_id"] == chosen_id].iloc[0])
+
+
+components.live(body)

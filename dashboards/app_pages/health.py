@@ -1,0 +1,94 @@
+"""Pipeline health: is data arriving, how fast, what is being rejected, and where it is stored."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import streamlit as st
+
+import access
+import charts
+import components
+import data
+
+RATE_WINDOW = timedelta(minutes=5)
+LOOKBACK = {"Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24),
+            "Last 7 days": timedelta(days=7)}
+
+st.title("Pipeline health")
+st.caption("Ingest rate, freshness, dead letters and the ClickHouse sink, on the wall clock.")
+viewer = access.require("operations")
+
+
+def sink(status: data.StoreStatus) -> None:
+    """Where the pipeline writes and whether the dashboard can read it."""
+    mode = "embedded engine (chDB)" if status.embedded else "ClickHouse server"
+    with st.container(border=True):
+        st.markdown(f"**Sink:** {mode} at `{status.target}`, database `{status.database}`")
+        if status.problem:
+            st.error(f"Unreachable or not ready: {status.problem}")
+        else:
+            st.markdown(f"Schema version {status.schema_version} · reachable")
+        lag = ("n/a in embedded mode (no Kafka consumer)" if status.embedded
+               else "not shown: no lag query yet (see the Faust worker's metrics)")
+        st.markdown(f"**Consumer lag:** {lag}")
+
+
+def freshness(status: data.StoreStatus, now: datetime) -> None:
+    """Ingest rate, stored counts and the newest event."""
+    recent = data.ingest_per_minute(now - RATE_WINDOW, now + timedelta(minutes=1))
+    rate = float(recent["events"].sum()) / RATE_WINDOW.total_seconds()
+    cells = st.columns(5)
+    cells[0].metric("Events/s in", components.number(rate, 1),
+                    help="Events stored in the last 5 minutes, per second.")
+    cells[1].metric("Events stored", components.number(float(status.events_stored)))
+    cells[2].metric("Last event time", components.moment(status.last_event_ts),
+                    help="Event time (ts) of the newest stored event.")
+    cells[3].metric("Last ingest", components.age(status.last_ingested_at, now),
+                    help=components.moment(status.last_ingested_at))
+    cells[4].metric("Dead letters stored", components.number(float(status.dead_letters_stored)))
+
+
+def dead_letter_details(letters: pd.DataFrame) -> None:
+    """Dead letters per rule, then each rule's commonest reasons and payload samples."""
+    st.dataframe(
+        letters[["rule", "dead_letters", "payload_bytes", "last_seen"]], hide_index=True,
+        column_config={"rule": "Rule", "dead_letters": "Dead letters",
+                       "payload_bytes": "Bytes",
+                       "last_seen": st.column_config.DatetimeColumn("Last seen",
+                                                                    format="YYYY-MM-DD HH:mm:ss")},
+    )
+    for _, row in letters.iterrows():
+        with st.expander(f"{row['rule']}: {row['dead_letters']} rejected"):
+            for reason in row["top_reasons"]:
+                st.markdown(f"- {reason}")
+            for sample in row["samples"]:
+                st.code(sample or "(empty payload)", language="json")
+
+
+def body() -> None:
+    """Everything below the title, refreshed on the auto-refresh interval."""
+    status = data.status()
+    sink(status)
+    if not components.data_available(status):
+        return
+    now = datetime.now(UTC)
+    freshness(status, now)
+    lookback = st.selectbox("Look back", list(LOOKBACK), index=1, key="health_lookback")
+    start, end = now - LOOKBACK[lookback], now + timedelta(minutes=1)
+    ingest = data.ingest_per_minute(start, end)
+    if ingest.empty:
+        st.info(f"Nothing ingested in the {lookback.lower()}.")
+    else:
+        st.altair_chart(charts.stacked_over_time(
+            ingest.assign(source="events"), "minute", "events", "source",
+            title="Events stored per minute (ingest time)", y_title="events",
+        ))
+    st.subheader("Dead letters by rule")
+    letters = data.dead_letters(start, end)
+    if letters.empty:
+        st.success(f"No dead letters in the {lookback.lower()}.")
+    else:
+        dead_letter_details(letters)
+
+
+components.live(body)

@@ -1,0 +1,150 @@
+"""Shaping query results for the pages: pure pandas/pyarrow functions, no Streamlit, no SQL.
+
+>>> evidence_frame('{"requests": {"value": 57.0, "baseline": 9.5}}')[["series", "amount", "ratio"]]
+     series  amount  ratio
+0     value    57.0    6.0
+1  baseline     9.5    6.0
+>>> overall(pd.DataFrame({"requests": [3, 1], "truncated": [1, 0], "timeouts": [0, 1],
+...     "gpu_ms": [10.0, 30.0], "completion_tokens": [10, 0], "reasoning_tokens": [30, 0],
+...     "confidence_sum": [1.5, 0.5], "confidence_count": [2, 1],
+...     "latency_hist": [{100: 3}, {200: 1}]}))["truncation_rate"]
+0.25
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.storage.queries import latency_percentiles
+from pipeline.storage.usage import write_usage
+
+PERCENTILES: Final = ("p50_ms", "p95_ms", "p99_ms")
+USAGE_NUMBERS: Final = (
+    "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "passes", "gpu_ms",
+    "cost_usd",
+)
+TOTAL_LABEL: Final = "Total"
+
+
+# -- efficiency ---------------------------------------------------------------------------------
+
+def merge_histograms(hists: Any) -> dict[int, int]:
+    """Sum ``{bucket: count}`` latency histograms (the sketch is mergeable by addition)."""
+    merged: dict[int, int] = {}
+    for hist in hists:
+        for index, count in (hist or {}).items():
+            merged[int(index)] = merged.get(int(index), 0) + int(count)
+    return merged
+
+
+def with_percentiles(df: pd.DataFrame, *, keep_hist: bool = False) -> pd.DataFrame:
+    """``df`` with p50/p95/p99 latency columns computed from each row's ``latency_hist``."""
+    out = df.copy()
+    rows = [latency_percentiles(merge_histograms([h])) for h in out.get("latency_hist", [])]
+    for name in PERCENTILES:
+        out[name] = pd.Series([r[name] for r in rows], index=out.index, dtype="float64")
+    if "cost_usd" in out:
+        out["cost_usd"] = out["cost_usd"].astype(float)
+    return out if keep_hist else out.drop(columns=["latency_hist"], errors="ignore")
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def overall(df: pd.DataFrame) -> dict[str, float | None]:
+    """Headline efficiency numbers of several groups together (sums first, then ratios)."""
+    s = {c: float(df[c].sum()) for c in (
+        "requests", "truncated", "timeouts", "gpu_ms", "completion_tokens", "reasoning_tokens",
+        "confidence_sum", "confidence_count",
+    )}
+    return {
+        "requests": s["requests"],
+        "gpu_ms_per_1k_tokens": _ratio(
+            s["gpu_ms"] * 1000, s["completion_tokens"] + s["reasoning_tokens"]
+        ),
+        "reasoning_tokens_per_request": _ratio(s["reasoning_tokens"], s["requests"]),
+        "confidence_mean": _ratio(s["confidence_sum"], s["confidence_count"]),
+        "truncation_rate": _ratio(s["truncated"], s["requests"]),
+        "timeout_rate": _ratio(s["timeouts"], s["requests"]),
+        **latency_percentiles(merge_histograms(df["latency_hist"])),
+    }
+
+
+def top_groups(df: pd.DataFrame, column: str, n: int = 8) -> list[str]:
+    """The ``n`` groups of ``column`` that used the most GPU time (to keep charts legible)."""
+    if df.empty:
+        return []
+    totals = df.groupby(column, observed=True)["gpu_ms"].sum().sort_values(ascending=False)
+    return [str(g) for g in totals.index[:n]]
+
+
+# -- alerts -------------------------------------------------------------------------------------
+
+def evidence_frame(evidence: str | Mapping[str, Any]) -> pd.DataFrame:
+    """An alert's evidence as rows ``feature, series (value|baseline), amount, ratio``."""
+    parsed = json.loads(evidence) if isinstance(evidence, str) else evidence
+    rows = []
+    for feature, pair in parsed.items():
+        value, baseline = float(pair["value"]), float(pair["baseline"])
+        ratio = value / baseline if baseline else None
+        rows.append({"feature": feature, "series": "value", "amount": value, "ratio": ratio})
+        rows.append({"feature": feature, "series": "baseline", "amount": baseline, "ratio": ratio})
+    return pd.DataFrame(rows, columns=["feature", "series", "amount", "ratio"])
+
+
+def alert_label(row: Mapping[str, Any]) -> str:
+    """One line naming an alert in a picker: time, severity, kind, entity."""
+    when = pd.Timestamp(row["detected_at"]).strftime("%Y-%m-%d %H:%M")
+    kind = str(row["kind"]).replace("_", " ")
+    return f"{when} · {row['severity']} · {kind} · {row['entity_type']} {row['entity_id']}"
+
+
+# -- usage --------------------------------------------------------------------------------------
+
+def usage_totals(table: pa.Table) -> dict[str, int | Decimal]:
+    """Exact column totals of a usage report (integers and Decimals, no float rounding)."""
+    totals: dict[str, int | Decimal] = {}
+    for name in USAGE_NUMBERS:
+        value = pc.sum(table.column(name)).as_py() if table.num_rows else None
+        zero: int | Decimal = Decimal(0) if name in ("gpu_ms", "cost_usd") else 0
+        totals[name] = zero if value is None else value
+    return totals
+
+
+def usage_display(table: pa.Table) -> pd.DataFrame:
+    """The usage report as shown: one row per group, then a ``Total`` row; money as Decimal."""
+    df = table.to_pandas()
+    if "day" in df:
+        df["day"] = df["day"].astype(str)
+    if df.empty:
+        return df
+    totals = usage_totals(table)
+    keys = [c for c in df.columns if c not in USAGE_NUMBERS]
+    total_row = {k: (TOTAL_LABEL if i == 0 else "") for i, k in enumerate(keys)}
+    total_row.update(totals)
+    return pd.concat([df, pd.DataFrame([total_row])], ignore_index=True)
+
+
+def usage_export(table: pa.Table, format: str) -> bytes:
+    """The usage report in ``format`` (csv or parquet), byte for byte what the CLI writes."""
+    buffer = io.BytesIO()
+    write_usage(table, format, buffer)
+    return buffer.getvalue()
+
+
+def usage_trend(df: pd.DataFrame, per: str = "hour") -> pd.DataFrame:
+    """Hourly usage rows regrouped per ``hour`` or ``day`` and tenant, for the trend chart."""
+    if df.empty or per == "hour":
+        return df.rename(columns={"hour": "period"})
+    out = df.assign(period=df["hour"].dt.floor("D"))
+    numbers = [c for c in USAGE_NUMBERS if c in out]
+    return out.groupby(["period", "tenant_id"], as_index=False, observed=True)[numbers].sum()
