@@ -248,6 +248,10 @@ def build_minute_view(
             if bucket is None:
                 bucket = by_type[entity_type][entity_id] = EntityMinute()
             bucket.add(part)
+        pair = view.key_model.get((api_key, model))
+        if pair is None:
+            pair = view.key_model[(api_key, model)] = EntityMinute()
+        pair.add(part)
         view.tenant_of_key[api_key] = tenant
         view.model_of_server[server] = model
     return view

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
@@ -47,6 +47,10 @@ class EntityMinute:
         for m in minutes:
             out.add(m)
         return out
+
+    def subtract(self, other: EntityMinute) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) - getattr(other, f.name))
 
     def add(self, other: EntityMinute) -> None:
         self.requests += other.requests
@@ -81,6 +85,17 @@ class MinuteView:
     tenant_of_key: dict[str, str] = field(default_factory=dict)
     model_of_server: dict[str, str] = field(default_factory=dict)
     named: set[tuple[str, str]] = field(default_factory=set)  # (entity type, id) already found
+    key_model: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
+
+    def without_keys(self, model: str, keys: set[str]) -> EntityMinute:
+        """The model's minute minus the traffic of ``keys`` (an incident already named)."""
+        rest = EntityMinute()
+        rest.add(self.entities("model")[model])
+        for key in keys:
+            part = self.key_model.get((key, model))
+            if part is not None:
+                rest.subtract(part)
+        return rest
 
     def entities(self, entity_type: str) -> dict[str, EntityMinute]:
         return self.by_type.get(entity_type, {})

@@ -1,5 +1,9 @@
 """An entity's own normal level, learned online: exponentially weighted mean and spread.
 
+Once warm, each value is winsorised to ``level ± clip_sd · sd`` before it is learned, so a slow
+ramp (a throttling GPU) cannot drag the baseline and widen its spread unnoticed, while a genuine
+lasting change is still followed, a few standard deviations per step.
+
 >>> import random
 >>> rng = random.Random(42)
 >>> b = EWBaseline(fading=0.05, min_sd=0.01, warm_up=20)
@@ -19,9 +23,12 @@ from river import stats
 class EWBaseline:
     """River-style baseline: ``score_one(x)`` is the z-score of ``x``; 0 during warm-up."""
 
-    __slots__ = ("mean", "min_sd", "n", "var", "warm_up")
+    __slots__ = ("clip_sd", "mean", "min_sd", "n", "var", "warm_up")
 
-    def __init__(self, fading: float = 0.02, min_sd: float = 0.01, warm_up: int = 30) -> None:
+    def __init__(
+        self, fading: float = 0.02, min_sd: float = 0.01, warm_up: int = 30, clip_sd: float = 3.0
+    ) -> None:
+        self.clip_sd = clip_sd
         self.mean = stats.EWMean(fading_factor=fading)
         self.var = stats.EWVar(fading_factor=fading)
         self.min_sd = min_sd
@@ -44,6 +51,9 @@ class EWBaseline:
         return (x - self.mean.get()) / self.sd if self.warm else 0.0
 
     def learn_one(self, x: float) -> None:
+        if self.warm:
+            bound = self.clip_sd * self.sd
+            x = min(max(x, self.level - bound), self.level + bound)
         self.mean.update(x)
         self.var.update(x)
         self.n += 1

@@ -55,7 +55,7 @@ class EfficiencyDriftDetector:
         self,
         horizon_minutes: int = 2,
         score_floor: float = 6.0,
-        min_ratio: float = 1.25,
+        min_ratio: float = 1.15,
         min_requests: int = 10,
         max_entities: int = 50_000,
     ) -> None:

@@ -3,8 +3,9 @@
 Aimed at ``reasoning_inflation`` (OverThink-style decoys: far more reasoning tokens than the
 route and difficulty warrant) and ``pass_explosion`` (far more passes than the route allows).
 Each request is scored against its context (model x route x difficulty band) in log space;
-an api key alerts only when its requests over a short horizon sit far above the norm, so one
-odd request never pages anyone.
+an api key alerts only when its requests sit far above the norm over one of its horizons (the
+last minute or the last few: a blatant decoy shows at once, a steadier one adds up)
+and several of its requests are outliers, so one odd request never pages anyone.
 
 >>> import random
 >>> from pipeline.events import example_event
@@ -110,9 +111,10 @@ class RequestNormDetector:
         self,
         kind: str = "reasoning_inflation",
         feature: str = "reasoning_tokens",
-        horizon_minutes: int = 3,
+        horizons_min: tuple[int, ...] = (1, 3),
         flag_z: float = 3.0,
         min_flagged: int = 3,
+        min_requests: int = 8,
         score_floor: float = 6.0,
         max_entities: int = 200_000,
         min_sd: float = 0.1,
@@ -122,9 +124,10 @@ class RequestNormDetector:
         self.feature = feature
         self.flag_z = flag_z
         self.min_flagged = min_flagged
+        self.min_requests = min_requests
         self.min_sd = min_sd
         self.threshold = AdaptiveThreshold(score_floor)
-        self.horizon_minutes = horizon_minutes
+        self.horizons_min = horizons_min
         self.contexts: BoundedStore[ContextNorm] = BoundedStore(max_entries=50_000)
         self.horizons: BoundedStore[Horizon[KeyMinute]] = BoundedStore(max_entities)
         self.offsets: BoundedStore[KeyOffset] = BoundedStore(max_entities)
@@ -168,20 +171,33 @@ class RequestNormDetector:
         return findings
 
     def _score_key(self, key: str, acc: KeyMinute, view: MinuteView) -> Finding | None:
-        horizon = self.horizons.get_or_create(key, lambda: Horizon[KeyMinute](self.horizon_minutes))
-        recent = horizon.push(view.start, acc)
-        n = sum(m.requests for m in recent)
-        flagged = sum(m.flagged for m in recent)
+        horizon = self.horizons.get_or_create(
+            key, lambda: Horizon[KeyMinute](self.horizons_min[-1])
+        )
+        horizon.push(view.start, acc)
         offset = self.offsets.get_or_create(key, KeyOffset)
-        mean_z = sum(m.z_sum for m in recent) / n
-        score = (mean_z - offset.get()) * math.sqrt(n)
+        best: tuple[float, list[KeyMinute], datetime] | None = None
+        for minutes in self.horizons_min:
+            recent = [
+                (t, m) for t, m in horizon.recent if (view.start - t).total_seconds() < minutes * 60
+            ]
+            n = sum(m.requests for _, m in recent)
+            if n < self.min_requests:
+                continue
+            score = (sum(m.z_sum for _, m in recent) / n - offset.get()) * math.sqrt(n)
+            if best is None or score > best[0]:
+                best = (score, [m for _, m in recent], recent[0][0])
+        if best is None:
+            offset.learn(acc)
+            return None
+        score, window, start = best
         self.threshold.update(score)
         threshold = self.threshold.value
-        if score < threshold or flagged < self.min_flagged:
+        if score < threshold or sum(m.flagged for m in window) < self.min_flagged:
             offset.learn(acc)
             return None
         usual_confidence = offset.confidence.get() if offset.minutes else None
-        return self._finding(key, recent, horizon.start, view, score, threshold, usual_confidence)
+        return self._finding(key, window, start, view, score, threshold, usual_confidence)
 
     def _finding(
         self,

@@ -1,8 +1,8 @@
 """Runaway generation: truncation and timeout rate per api key and per model against baseline.
 
 Requests that never converge hit their budget (``truncated``) or the deadline (``timeout``).
-Over a short horizon, the count of such requests is compared with the entity's usual rate
-(never below the fleet's) by a binomial tail bound.
+Over a short horizon, the count of such requests is compared with the entity's own usual rate
+(learned during a warm-up, then only from minutes that did not alert) by a binomial tail bound.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -59,30 +59,34 @@ class RunawayDetector:
         self.min_ratio = min_ratio
         self.min_count = min_count
         self.threshold = AdaptiveThreshold(score_floor)
-        self.fleet = EWBaseline(fading=0.02, min_sd=0.001, warm_up=15)
         self.states: BoundedStore[_EntityState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
-        fleet_rate = self.fleet.level if self.fleet.warm else MIN_RATE
-        findings = []
+        findings: list[Finding] = []
         for entity_type in self.entity_types:
+            # A model is judged without the keys already named: one runaway key is not a
+            # broken model.
+            keys = {f.entity_id for f in findings if f.entity_type == "api_key"}
             for entity_id, minute in view.entities(entity_type).items():
-                finding = self._observe(entity_type, entity_id, minute, view, fleet_rate)
+                if entity_type == "model" and keys:
+                    minute = view.without_keys(entity_id, keys)
+                finding = self._observe(entity_type, entity_id, minute, view)
                 if finding is not None:
                     findings.append(finding)
-        if view.fleet.requests:
-            self.fleet.learn_one(view.fleet.runaway / view.fleet.requests)
         return findings
 
     def _observe(
-        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView, fleet: float
+        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
     ) -> Finding | None:
         state = self.states.get_or_create(
             f"{entity_type}:{entity_id}", lambda: _EntityState(self.horizon_minutes)
         )
         total = EntityMinute.total(state.horizon.push(view.start, minute))
-        usual = state.baseline.level if state.baseline.warm else fleet
-        base = max(usual, fleet, MIN_RATE)
+        if not state.baseline.warm:
+            if minute.requests:
+                state.baseline.learn_one(minute.runaway / minute.requests)
+            return None
+        base = max(state.baseline.level, MIN_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
         self.threshold.update(score)
         threshold = self.threshold.value

@@ -50,7 +50,7 @@ class VolumeDetector:
         horizon_minutes: int = 2,
         warm_up: int = 30,
         score_floor: float = 8.0,
-        min_ratio: float = 3.0,
+        min_ratio: float = 2.0,
         max_entities: int = 200_000,
     ) -> None:
         self.name = "volume_spike"
@@ -64,9 +64,13 @@ class VolumeDetector:
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         if not view.fleet.requests:
             return []
-        findings = []
+        findings: list[Finding] = []
         for entity_type in self.entity_types:
+            # A tenant whose key already alerted is the same incident: name the key only.
+            covered = {view.tenant_of_key.get(f.entity_id) for f in findings}
             for entity_id, minute in view.entities(entity_type).items():
+                if entity_type == "tenant" and entity_id in covered:
+                    continue
                 finding = self._observe(entity_type, entity_id, minute, view)
                 if finding is not None:
                     findings.append(finding)
@@ -88,15 +92,12 @@ class VolumeDetector:
         expected_gpu = state.gpu_share.level * sum(f.gpu_ms for _, f in recent)
         ratio = observed / expected if expected > 0 else float("inf")
         gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
-        # GPU-ms counted in units of the entity's usual GPU-ms per request.
-        gpu_per_request = expected_gpu / expected if expected > 0 else 0.0
-        gpu_score = (
-            poisson_surprise(observed_gpu / gpu_per_request, expected) if gpu_per_request else 0.0
-        )
-        score = max(poisson_surprise(observed, expected), gpu_score)
+        # Scored on request counts (Poisson); GPU-ms per request is too heavy-tailed to count
+        # on, so the GPU-ms share is evidence and must have risen as well.
+        score = poisson_surprise(observed, expected)
         self.threshold.update(score)
         threshold = self.threshold.value
-        if score < threshold or max(ratio, gpu_ratio) < self.min_ratio:
+        if score < threshold or ratio < self.min_ratio or gpu_ratio < self.min_ratio / 2:
             self._learn(state, minute, view.fleet)
             return None
         label = entity_type.replace("_", " ")
