@@ -1,7 +1,8 @@
 """Altair charts used by the pages: small functions from a DataFrame to a chart, no Streamlit.
 
 Every chart has a title and axis titles in words, tooltips with the exact numbers, and
-``width="container"`` so it fills its column.
+``width="container"`` so it fills its column. Times are drawn in UTC whatever the browser's
+time zone (they are handed to Vega-Lite as naive UTC wall times).
 
 >>> import pandas as pd
 >>> chart = over_time(pd.DataFrame({"bucket": [pd.Timestamp("2026-03-02", tz="UTC")],
@@ -13,11 +14,44 @@ Every chart has a title and axis titles in words, tooltips with the exact number
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import altair as alt
 import pandas as pd
 
-SEVERITY_COLOURS = {"low": "#9ecae1", "medium": "#fdae6b", "high": "#e6550d", "critical": "#a50f15"}
+TIME_TITLE = "time (UTC)"
+TOOLTIP_TIME = "%Y-%m-%d %H:%M"
+
+
+def _naive_utc(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy with tz-aware time ``columns`` as naive UTC (Vega-Lite shows them unshifted)."""
+    out = df.copy()
+    for column in columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
+def _time_axis(times: pd.Series, domain: tuple[datetime, datetime] | None = None) -> alt.Axis:
+    """Hours and minutes for windows up to a day and a half, else month and day."""
+    if domain is not None:
+        span = pd.Timestamp(domain[1]) - pd.Timestamp(domain[0])
+    else:
+        span = times.max() - times.min() if len(times) else pd.Timedelta(0)
+    return alt.Axis(format="%H:%M" if span <= pd.Timedelta(hours=36) else "%b %d",
+                    labelOverlap=True)
+
+
+def _time_scale(domain: tuple[datetime, datetime] | None) -> alt.Scale | Any:
+    """A time scale fixed to ``domain`` (UTC), or Altair's default (the data's extent)."""
+    if domain is None:
+        return alt.Undefined
+    ends = [pd.Timestamp(t).tz_convert("UTC") for t in domain]
+    return alt.Scale(domain=[
+        alt.DateTime(year=t.year, month=t.month, date=t.day, hours=t.hour, minutes=t.minute)
+        for t in ends
+    ])
 
 
 def over_time(
@@ -32,18 +66,16 @@ def over_time(
     height: int = 240,
 ) -> alt.Chart:
     """A line per ``color`` group (or one line) of ``y`` over time."""
-    tooltip = [
-        alt.Tooltip(f"{x}:T", title="time", format="%Y-%m-%d %H:%M"),
-        alt.Tooltip(f"{y}:Q", title=y_title, format=y_format),
-    ]
-    encoding = {
-        "x": alt.X(f"{x}:T", title=None),
-        "y": alt.Y(f"{y}:Q", title=y_title, axis=alt.Axis(format=y_format.lstrip(","))),
+    df = _naive_utc(df[[c for c in (x, y, color) if c]], [x])
+    tooltip: list[Any] = [alt.Tooltip(f"{x}:T", title="UTC", format=TOOLTIP_TIME),
+                          alt.Tooltip(f"{y}:Q", title=y_title, format=y_format)]
+    encoding: dict[str, Any] = {
+        "x": alt.X(f"{x}:T", title=TIME_TITLE, axis=_time_axis(df[x])),
+        "y": alt.Y(f"{y}:Q", title=y_title, axis=alt.Axis(format=y_format)),
     }
     if color:
         encoding["color"] = alt.Color(f"{color}:N", title=None)
         tooltip.insert(0, alt.Tooltip(f"{color}:N"))
-    df = df[[c for c in (x, y, color) if c]]
     return (
         alt.Chart(df, title=title, height=height, width="container")
         .mark_line(point=len(df) < 40)
@@ -52,16 +84,17 @@ def over_time(
 
 
 def percentile_lines(df: pd.DataFrame, columns: Sequence[str], *, title: str) -> alt.Chart:
-    """Several columns of ``df`` (e.g. p50/p95/p99 latency) as lines over ``bucket``."""
-    long = df.melt(id_vars=["bucket"], value_vars=list(columns), var_name="series")
+    """Several columns of ``df`` (e.g. p50/p95/p99 latency) as lines over ``bucket``; a
+    ``_ms`` suffix is left out of the legend."""
+    long = df[["bucket", *columns]].melt(id_vars=["bucket"], var_name="series")
+    long["series"] = long["series"].str.removesuffix("_ms")
     return over_time(long, "value", title=title, y_title="ms", color="series", y_format=",.0f")
 
 
 def rates_over_time(df: pd.DataFrame, columns: dict[str, str], *, title: str) -> alt.Chart:
     """Rates (0..1) named by ``columns`` (column -> label) as percentage lines over ``bucket``."""
-    long = df.rename(columns=columns).melt(
-        id_vars=["bucket"], value_vars=list(columns.values()), var_name="rate"
-    )
+    long = (df[["bucket", *columns]].rename(columns=columns)
+            .melt(id_vars=["bucket"], var_name="rate"))
     return over_time(long, "value", title=title, y_title="share of requests", color="rate",
                      y_format=".1%")
 
@@ -76,8 +109,7 @@ def bars(
         .mark_bar()
         .encode(
             y=alt.Y(f"{category}:N", title=None, sort="-x"),
-            x=alt.X(f"{value}:Q", title=value_title,
-                    axis=alt.Axis(format=value_format.lstrip(","))),
+            x=alt.X(f"{value}:Q", title=value_title, axis=alt.Axis(format=value_format)),
             tooltip=[alt.Tooltip(f"{category}:N"),
                      alt.Tooltip(f"{value}:Q", title=value_title, format=value_format)],
         )
@@ -85,18 +117,23 @@ def bars(
 
 
 def stacked_over_time(
-    df: pd.DataFrame, x: str, y: str, color: str, *, title: str, y_title: str,
-    y_format: str = ",.0f", height: int = 220,
+    df: pd.DataFrame, x: str, y: str, color: str, *, bucket_s: int, title: str, y_title: str,
+    y_format: str = ",.0f", height: int = 220, domain: tuple[datetime, datetime] | None = None,
 ) -> alt.Chart:
-    """Stacked bars of ``y`` per time ``x``, one colour per ``color`` group."""
+    """Stacked bars of ``y`` per time bucket starting at ``x`` (``bucket_s`` wide), one colour
+    per ``color`` group; the time axis spans ``domain`` when given, else the data."""
+    df = _naive_utc(df[[x, y, color]], [x])
+    df["bucket_end"] = df[x] + pd.Timedelta(seconds=bucket_s)
     return (
-        alt.Chart(df[[x, y, color]], title=title, height=height, width="container")
+        alt.Chart(df, title=title, height=height, width="container")
         .mark_bar()
         .encode(
-            x=alt.X(f"{x}:T", title=None),
-            y=alt.Y(f"sum({y}):Q", title=y_title, stack="zero"),
+            x=alt.X(f"{x}:T", title=TIME_TITLE, axis=_time_axis(df[x], domain),
+                    scale=_time_scale(domain)),
+            x2="bucket_end:T",
+            y=alt.Y(f"sum({y}):Q", title=y_title, stack="zero", axis=alt.Axis(format=y_format)),
             color=alt.Color(f"{color}:N", title=None),
-            tooltip=[alt.Tooltip(f"{x}:T", title="time", format="%Y-%m-%d %H:%M"),
+            tooltip=[alt.Tooltip(f"{x}:T", title="UTC from", format=TOOLTIP_TIME),
                      alt.Tooltip(f"{color}:N"),
                      alt.Tooltip(f"sum({y}):Q", title=y_title, format=y_format)],
         )

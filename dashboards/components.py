@@ -5,8 +5,8 @@ number formats.
 900
 >>> money(Decimal("1234.565"))
 '$1,234.57'
->>> percent(0.01234), percent(None)
-('1.23%', '–')
+>>> percent(0.01234), percent(None), duration(87_252.4)
+('1.23%', '–', '87.3 s')
 """
 
 from __future__ import annotations
@@ -147,6 +147,15 @@ def percent(value: float | None) -> str:
     return DASH if value is None else f"{value:.2%}"
 
 
+def duration(ms: float | None) -> str:
+    """Milliseconds as ``850 ms``, ``87.3 s`` (below 10 min) or ``12.5 min``; a dash for none."""
+    if ms is None:
+        return DASH
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.1f} s" if ms < 600_000 else f"{ms / 60_000:.1f} min"
+
+
 def money(value: Decimal) -> str:
     """US dollars rounded half-up to the cent: ``$1,234.57``."""
     cents = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
@@ -154,8 +163,8 @@ def money(value: Decimal) -> str:
 
 
 def moment(value: datetime | None) -> str:
-    """A UTC time to the second, or a dash."""
-    return DASH if value is None else f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    """A (UTC) time to the second, or a dash."""
+    return DASH if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
 def age(value: datetime | None, now: datetime) -> str:

@@ -46,10 +46,23 @@ class Database:
         self.lock = threading.Lock()
 
     def frame(self, query: Query) -> pd.DataFrame:
-        """Run a ``(sql, params)`` query and return its rows as a DataFrame."""
+        """Run a ``(sql, params)`` query and return its rows as a DataFrame.
+
+        An empty result still has the query's columns (the embedded engine returns none for
+        an empty result, so they are asked for with ``DESCRIBE``): pages can index them.
+        """
         sql, params = query
         with self.lock:
-            return self.client.query_df(sql, parameters=params)
+            df = self.client.query_df(sql, parameters=params)
+            if len(df.columns) == 0:
+                described = self.client.query(f"DESCRIBE TABLE ({sql})", parameters=params)
+                df = pd.DataFrame(columns=[row[0] for row in described.result_rows])
+        return df
+
+    def close(self) -> None:
+        """Close the client (called when the resource cache drops it)."""
+        with self.lock:
+            self.client.close()
 
 
 @st.cache_resource(show_spinner=False)
@@ -58,9 +71,10 @@ def settings() -> Settings:
     return Settings()
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, on_release=Database.close)
 def database() -> Database:
-    """The one client of this process on ``settings().clickhouse`` (never closed while serving)."""
+    """The one client of this process on ``settings().clickhouse``; ``st.cache_resource.clear()``
+    closes it (which lets a test process open another embedded-engine path afterwards)."""
     return Database(connect(settings().clickhouse))
 
 

@@ -76,12 +76,14 @@ def feed_table(feed: pd.DataFrame) -> None:
 def detail(alert: pd.Series) -> None:
     """One alert: summary, facts, evidence chart, the events behind it and its triage."""
     st.markdown(f"**{alert['summary']}**")
-    facts = st.columns(5)
+    st.caption(f"{str(alert['kind']).replace('_', ' ')} on {alert['entity_type']} "
+               f"`{alert['entity_id']}` · evidence window {alert['window_start']:%Y-%m-%d %H:%M}"
+               f"–{alert['window_end']:%H:%M} UTC · alert id `{alert['alert_id']}`")
+    facts = st.columns(4)
     facts[0].metric("Severity", str(alert["severity"]))
     facts[1].metric("Score", f"{alert['score']:.1f}")
     facts[2].metric("Events", int(alert["event_count"]))
     facts[3].metric("Status", str(alert["status"]))
-    facts[4].metric("Window", f"{alert['window_start']:%H:%M}–{alert['window_end']:%H:%M}")
     evidence = frames.evidence_frame(alert["evidence"])
     chart, numbers = st.columns([3, 2])
     chart.altair_chart(charts.evidence(evidence))
@@ -145,8 +147,8 @@ def body() -> None:
     counts = data.alert_counts(window.start, window.end, window.bucket_s)
     if not counts.empty:
         st.altair_chart(charts.stacked_over_time(
-            counts, "bucket", "alerts", "kind", title=f"Alerts by kind ({window.label})",
-            y_title="alerts",
+            counts, "bucket", "alerts", "kind", bucket_s=window.bucket_s,
+            title=f"Alerts by kind ({window.label})", y_title="alerts",
         ))
     if feed.empty:
         components.nothing_in(f"alerts match these filters in the {window.label}")

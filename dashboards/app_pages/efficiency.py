@@ -49,23 +49,25 @@ def headline(numbers: dict[str, float | None]) -> None:
     """The window's headline numbers for the selection."""
     cells = st.columns(6)
     cells[0].metric("GPU-ms per 1k tokens", components.number(numbers["gpu_ms_per_1k_tokens"]))
-    cells[1].metric("Reasoning tokens / request",
+    cells[1].metric("Reasoning / request",
                     components.number(numbers["reasoning_tokens_per_request"]))
-    cells[2].metric("p95 latency", f"{components.number(numbers['p95_ms'])} ms")
+    cells[2].metric("p95 latency", components.duration(numbers["p95_ms"]))
     cells[3].metric("Mean confidence", components.number(numbers["confidence_mean"], 2))
     cells[4].metric("Truncation rate", components.percent(numbers["truncation_rate"]))
     cells[5].metric("Timeout rate", components.percent(numbers["timeout_rate"]))
 
 
-def breakdown_table(groups: pd.DataFrame, column: str) -> None:
+def breakdown_table(groups: pd.DataFrame, by: str) -> None:
     """One row per group with its efficiency numbers."""
+    column = ENTITY_COLUMNS[by]
     st.dataframe(
         groups[[column, "requests", "gpu_ms_per_1k_tokens", "reasoning_tokens_per_request",
                 "passes_per_request", "confidence_mean", "p50_ms", "p95_ms", "p99_ms",
                 "truncation_rate", "timeout_rate", "cost_usd"]],
         hide_index=True,
         column_config={
-            column: column, "requests": st.column_config.NumberColumn("Requests", format="%d"),
+            column: BREAKDOWNS[by],
+            "requests": st.column_config.NumberColumn("Requests", format="%d"),
             "gpu_ms_per_1k_tokens": st.column_config.NumberColumn("GPU-ms / 1k tok", format="%.0f"),
             "reasoning_tokens_per_request": st.column_config.NumberColumn("Reasoning tok / req",
                                                                           format="%.0f"),
@@ -118,12 +120,14 @@ def body() -> None:
     ))
 
     left, right = st.columns(2)
+    by_tenant = by == "tenant" and focus != ALL
     routes = data.efficiency_breakdown(window.start, window.end, "route",
-                                       (focus,) if by == "tenant" and focus != ALL
-                                       else viewer.tenants)
+                                       (focus,) if by_tenant else viewer.tenants)
     left.altair_chart(charts.bars(routes, "route", "reasoning_tokens_per_request",
                                   title="Reasoning tokens per request by route",
                                   value_title="reasoning tokens / request", value_format=",.0f"))
+    if focus != ALL and not by_tenant:
+        left.caption(f"Routes over all traffic (not filtered by {by.replace('_', ' ')}).")
     sample = data.confidence_sample(window.start, window.end, viewer.tenants)
     if focus != ALL and column in sample:
         sample = sample[sample[column] == focus]
@@ -132,7 +136,7 @@ def body() -> None:
         right.caption(f"Sampled requests are not filtered by {by}.")
 
     st.subheader(f"By {BREAKDOWNS[by].lower()}")
-    breakdown_table(selected, column)
+    breakdown_table(selected, by)
 
 
 components.live(body)

@@ -37,32 +37,37 @@ def freshness(status: data.StoreStatus, now: datetime) -> None:
     """Ingest rate, stored counts and the newest event."""
     recent = data.ingest_per_minute(now - RATE_WINDOW, now + timedelta(minutes=1))
     rate = float(recent["events"].sum()) / RATE_WINDOW.total_seconds()
-    cells = st.columns(5)
-    cells[0].metric("Events/s in", components.number(rate, 1),
-                    help="Events stored in the last 5 minutes, per second.")
-    cells[1].metric("Events stored", components.number(float(status.events_stored)))
-    cells[2].metric("Last event time", components.moment(status.last_event_ts),
+    counts = st.columns(3)
+    counts[0].metric("Events/s in", components.number(rate, 1),
+                     help="Events stored in the last 5 minutes, per second.")
+    counts[1].metric("Events stored", components.number(float(status.events_stored)))
+    counts[2].metric("Dead letters stored", components.number(float(status.dead_letters_stored)))
+    times = st.columns(2)
+    times[0].metric("Last event time (UTC)", components.moment(status.last_event_ts),
                     help="Event time (ts) of the newest stored event.")
-    cells[3].metric("Last ingest", components.age(status.last_ingested_at, now),
-                    help=components.moment(status.last_ingested_at))
-    cells[4].metric("Dead letters stored", components.number(float(status.dead_letters_stored)))
+    times[1].metric("Last ingest", components.age(status.last_ingested_at, now),
+                    help=f"{components.moment(status.last_ingested_at)} UTC")
 
 
 def dead_letter_details(letters: pd.DataFrame) -> None:
     """Dead letters per rule, then each rule's commonest reasons and payload samples."""
     st.dataframe(
-        letters[["rule", "dead_letters", "payload_bytes", "last_seen"]], hide_index=True,
-        column_config={"rule": "Rule", "dead_letters": "Dead letters",
-                       "payload_bytes": "Bytes",
-                       "last_seen": st.column_config.DatetimeColumn("Last seen",
-                                                                    format="YYYY-MM-DD HH:mm:ss")},
+        letters[["rule", "dead_letters", "top_reasons", "samples", "payload_bytes", "last_seen"]],
+        hide_index=True,
+        column_config={
+            "rule": "Rule", "dead_letters": "Dead letters",
+            "top_reasons": st.column_config.ListColumn("Commonest reasons", width="large"),
+            "samples": st.column_config.ListColumn("Payload samples", width="medium"),
+            "payload_bytes": "Bytes",
+            "last_seen": st.column_config.DatetimeColumn("Last seen", format="YYYY-MM-DD HH:mm:ss"),
+        },
     )
     for _, row in letters.iterrows():
-        with st.expander(f"{row['rule']}: {row['dead_letters']} rejected"):
+        with st.expander(f"Samples of {row['rule']} ({row['dead_letters']} rejected)"):
             for reason in row["top_reasons"]:
-                st.markdown(f"- {reason}")
+                st.text(reason)
             for sample in row["samples"]:
-                st.code(sample or "(empty payload)", language="json")
+                st.code(sample or "(empty payload)", language="json", wrap_lines=True)
 
 
 def body() -> None:
@@ -80,8 +85,9 @@ def body() -> None:
         st.info(f"Nothing ingested in the {lookback.lower()}.")
     else:
         st.altair_chart(charts.stacked_over_time(
-            ingest.assign(source="events"), "minute", "events", "source",
+            ingest.assign(source="events"), "minute", "events", "source", bucket_s=60,
             title="Events stored per minute (ingest time)", y_title="events",
+            domain=(start, end),
         ))
     st.subheader("Dead letters by rule")
     letters = data.dead_letters(start, end)

@@ -82,11 +82,11 @@ def downloads(table: pa.Table, date_from: date, date_to: date, group_by: str,
               tenants: tuple[str, ...] | None) -> None:
     """CSV and Parquet exports and the equivalent command line."""
     stem = f"usage_{date_from}_{date_to}_{group_by}"
-    csv_col, parquet_col, _ = st.columns([1, 1, 4])
-    csv_col.download_button("Download CSV", frames.usage_export(table, "csv"),
+    buttons = st.container(horizontal=True)
+    buttons.download_button("Download CSV", frames.usage_export(table, "csv"),
                             file_name=f"{stem}.csv", mime="text/csv", on_click="ignore",
                             icon=":material/download:")
-    parquet_col.download_button("Download Parquet", frames.usage_export(table, "parquet"),
+    buttons.download_button("Download Parquet", frames.usage_export(table, "parquet"),
                                 file_name=f"{stem}.parquet",
                                 mime="application/vnd.apache.parquet", on_click="ignore",
                                 icon=":material/download:")
@@ -94,7 +94,8 @@ def downloads(table: pa.Table, date_from: date, date_to: date, group_by: str,
         tenant = f" --tenant {tenants[0]}" if tenants else ""
         st.caption("Same file from the command line:")
         st.code(f"computewatch usage --from {date_from} --to {date_to}{tenant} "
-                f"--group-by {group_by} --format csv --output {stem}.csv", language="bash")
+                f"--group-by {group_by} --format csv --output {stem}.csv", language="bash",
+                wrap_lines=True)
 
 
 def trend(date_from: date, date_to: date, tenants: tuple[str, ...] | None) -> None:
@@ -106,6 +107,7 @@ def trend(date_from: date, date_to: date, tenants: tuple[str, ...] | None) -> No
         return
     st.altair_chart(charts.stacked_over_time(
         frames.usage_trend(hourly, per), "period", "cost_usd", "tenant_id",
+        bucket_s=3600 if per == "hour" else 86_400,
         title=f"Cost per {per} by tenant", y_title="cost (USD)", y_format="$,.2f",
     ))
 
