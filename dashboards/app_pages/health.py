@@ -78,7 +78,7 @@ def body() -> None:
         return
     now = datetime.now(UTC)
     freshness(status, now)
-    lookback = st.selectbox("Look back", list(LOOKBACK), index=1, key="health_lookback")
+    lookback = st.selectbox("Look back", list(LOOKBACK), key="health_lookback")
     start, end = now - LOOKBACK[lookback], now + timedelta(minutes=1)
     ingest = data.ingest_per_minute(start, end)
     if ingest.empty:
