@@ -129,7 +129,7 @@ def usage_display(table: pa.Table) -> pd.DataFrame:
         return df
     totals = usage_totals(table)
     keys = [c for c in df.columns if c not in USAGE_NUMBERS]
-    total_row = {k: (TOTAL_LABEL if i == 0 else "") for i, k in enumerate(keys)}
+    total_row: dict[str, object] = {k: (TOTAL_LABEL if i == 0 else "") for i, k in enumerate(keys)}
     total_row.update(totals)
     return pd.concat([df, pd.DataFrame([total_row])], ignore_index=True)
 

@@ -1,5 +1,7 @@
 """Alerts (security): the live feed, counts by kind, and one alert's evidence, events and triage."""
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -21,7 +23,7 @@ st.caption("Reasoning inflation, runaway generation, pass explosions, volume spi
 viewer = access.require("security")
 
 
-def filters(window: components.Window) -> dict[str, object]:
+def filters(window: components.Window) -> dict[str, Any]:
     """The feed's filters, as keyword arguments for ``data.alerts``."""
     kind, severity, status = st.columns(3)
     kinds = kind.multiselect("Kind", ALERT_KINDS, format_func=lambda k: k.replace("_", " "),

@@ -1,6 +1,7 @@
 """Overview: what the store holds, and one headline per page the viewer may open."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import streamlit as st
 
@@ -31,8 +32,8 @@ def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
         first = end.date().replace(day=1)
         report = data.usage_report(first, end.date() + timedelta(days=1), "tenant",
                                    viewer.tenants)
-        cost = frames.usage_totals(report)["cost_usd"]
-        return f"{components.money(cost)} spent since {first:%B %-d}."  # type: ignore[arg-type]
+        cost = Decimal(frames.usage_totals(report)["cost_usd"])
+        return f"{components.money(cost)} spent since {first:%B %-d}."
     return (f"{components.number(float(status.events_stored))} events stored; newest event "
             f"{components.moment(status.last_event_ts)} UTC.")
 

@@ -2,6 +2,7 @@
 match ``computewatch usage`` byte for byte (both call ``pipeline.storage.usage``)."""
 
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pyarrow as pa
 import streamlit as st
@@ -54,7 +55,7 @@ def totals(table: pa.Table) -> None:
     cells[1].metric("Tokens", components.number(float(tokens)),
                     help="Prompt + completion + reasoning tokens.")
     cells[2].metric("GPU hours", components.number(float(sums["gpu_ms"]) / 3_600_000, 2))
-    cells[3].metric("Cost", components.money(sums["cost_usd"]),  # type: ignore[arg-type]
+    cells[3].metric("Cost", components.money(Decimal(sums["cost_usd"])),
                     help=f"Exact: ${sums['cost_usd']} (exports keep 9 decimals).")
 
 

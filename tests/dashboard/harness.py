@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -34,7 +35,7 @@ class SeededStore:
     seeded: Seeded
     client: Client
 
-    def scalar(self, sql: str, **params: object) -> object:
+    def scalar(self, sql: str, **params: object) -> Any:
         """The one value of a query on the seeded database."""
         return self.client.query(sql, parameters=params).result_rows[0][0]
 
@@ -73,8 +74,13 @@ def chart_titles(at: AppTest) -> list[str]:
     titles = []
     for chart in at.get("vega_lite_chart"):
         title = json.loads(chart.proto.spec).get("title")
-        titles.append(title.get("text") if isinstance(title, dict) else title)
+        titles.append(str(title.get("text") if isinstance(title, dict) else title))
     return titles
+
+
+def page_links(at: AppTest) -> list[str]:
+    """Labels of the page links on the page."""
+    return [str(link.proto.label) for link in at.get("page_link")]
 
 
 def texts(at: AppTest, kind: str) -> list[str]:

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pyarrow.parquet as pq
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from pipeline.storage import export_usage, migrate_database, usage_report
@@ -23,6 +24,7 @@ from tests.dashboard.harness import (
     metric,
     new_database,
     open_page,
+    page_links,
     serving,
     texts,
 )
@@ -48,8 +50,7 @@ def open_alerts(store: SeededStore) -> int:
 def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None:
     at = open_page()
     assert at.title[0].value == "computewatch"
-    assert [link.label for link in at.get("page_link")] == [
-        "Alerts", "Efficiency", "Usage & cost", "Pipeline health"]
+    assert page_links(at) == ["Alerts", "Efficiency", "Usage & cost", "Pipeline health"]
     lines = "\n".join(texts(at, "markdown"))
     assert f"{open_alerts(store)} new alerts in the last 24 hours of data." in lines
     cost = usage_report(store.client, store.settings, *PERIOD).column("cost_usd")
@@ -109,6 +110,30 @@ def test_alerts_filter_by_kind_and_severity(store: SeededStore) -> None:
     assert set(at.dataframe[0].value["kind"]) == {kind}
 
 
+def test_alerts_for_one_entity_on_custom_days(store: SeededStore) -> None:
+    entity_type, entity_id = store.client.query(
+        "SELECT entity_type, entity_id FROM alerts FINAL GROUP BY entity_type, entity_id"
+        " ORDER BY count() DESC, entity_id LIMIT 1").result_rows[0]
+    expected = store.scalar(
+        "SELECT count() FROM alerts FINAL WHERE entity_type = {t:String} AND entity_id ="
+        " {i:String} AND alert_id NOT IN (SELECT alert_id FROM alert_triage)",
+        t=entity_type, i=entity_id)
+    at = open_page(ALERTS)
+    at.selectbox(key="alerts_win").set_value("Custom dates").run()
+    assert at.date_input(key="alerts_days").value == (PERIOD[0].replace(day=2),) * 2
+    [entity] = [w for w in at.selectbox if w.label == "Entity"]
+    entity.set_value(entity_type).run()
+    [entity_box] = [w for w in at.text_input if w.label == "Entity id"]
+    entity_box.input(entity_id).run()
+    assert not at.exception
+    assert metric(at, "Alerts shown") == str(expected)
+    assert set(at.dataframe[0].value["entity_id"]) == {entity_id}
+
+    entity_box.input("x' OR 1=1 --").run()  # values travel as parameters: matches nothing
+    assert not at.exception and metric(at, "Alerts shown") == "0"
+    assert any("No alerts match these filters" in t for t in texts(at, "info"))
+
+
 def test_triage_resolves_an_alert_and_keeps_the_note(store: SeededStore) -> None:
     before = open_alerts(store)
     at = open_page(ALERTS)
@@ -158,8 +183,8 @@ def test_efficiency_headline_matches_the_raw_events(store: SeededStore) -> None:
 
 
 def test_efficiency_breakdown_lists_each_model_with_its_requests(store: SeededStore) -> None:
-    expected = dict(store.client.query(
-        "SELECT model, count() FROM events FINAL GROUP BY model").result_rows)
+    expected = {model: count for model, count in store.client.query(
+        "SELECT model, count() FROM events FINAL GROUP BY model").result_rows}
     at = open_page(EFFICIENCY)
     table = at.dataframe[0].value
     assert dict(zip(table["model"], table["requests"], strict=True)) == expected
@@ -198,7 +223,7 @@ def test_usage_table_and_totals_equal_the_usage_report(store: SeededStore) -> No
     total = table[table["tenant_id"] == "Total"].iloc[0]
     assert (total["requests"], total["cost_usd"]) == (total_requests, total_cost)
     assert "Cost per hour by tenant" in chart_titles(at)
-    assert [b.label for b in at.get("download_button")] == ["Download CSV", "Download Parquet"]
+    assert [b.label for b in at.download_button] == ["Download CSV", "Download Parquet"]
 
 
 def test_usage_for_one_tenant_per_model(store: SeededStore) -> None:
@@ -217,13 +242,13 @@ def test_usage_for_one_tenant_per_model(store: SeededStore) -> None:
 
 
 @pytest.fixture
-def downloads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+def downloads(monkeypatch: pytest.MonkeyPatch) -> list[MemoryMediaFileStorage]:
     """Every in-memory media store AppTest creates, to read the download buttons' files."""
     import streamlit.testing.v1.app_test as app_test
 
-    stores: list[object] = []
+    stores: list[MemoryMediaFileStorage] = []
 
-    class Recording(app_test.MemoryMediaFileStorage):  # type: ignore[misc, name-defined]
+    class Recording(MemoryMediaFileStorage):
         def __init__(self, endpoint: str) -> None:
             super().__init__(endpoint)
             stores.append(self)
@@ -232,14 +257,14 @@ def downloads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return stores
 
 
-def downloaded(at: AppTest, stores: list[object], label: str) -> bytes:
-    [button] = [b for b in at.get("download_button") if b.label == label]
-    name = button.proto.url.rsplit("/", 1)[-1]
-    return stores[-1].get_file(name).content  # type: ignore[attr-defined, no-any-return]
+def downloaded(at: AppTest, stores: list[MemoryMediaFileStorage], label: str) -> bytes:
+    """The bytes behind a download button (AppTest keeps them in its media store)."""
+    [button] = [b for b in at.download_button if b.label == label]
+    return stores[-1].get_file(button.proto.url.rsplit("/", 1)[-1]).content
 
 
 def test_finance_exports_equal_the_cli_and_the_report_to_the_cent(
-    store: SeededStore, downloads: list[object]
+    store: SeededStore, downloads: list[MemoryMediaFileStorage]
 ) -> None:
     at = open_page(USAGE)
     csv_bytes = downloaded(at, downloads, "Download CSV")
@@ -254,7 +279,7 @@ def test_finance_exports_equal_the_cli_and_the_report_to_the_cent(
     lines = csv_bytes.decode().splitlines()
     header = lines[0].split(",")
     assert header[:2] == ["tenant_id", "requests"] and header[-1] == "cost_usd"
-    exported = sum(Decimal(line.split(",")[-1]) for line in lines[1:])
+    exported = sum((Decimal(line.split(",")[-1]) for line in lines[1:]), Decimal(0))
     expected = sum(report.column("cost_usd").to_pylist(), Decimal(0))
     assert exported == expected  # exact: 9 decimals, so equal to the cent and beyond
     assert metric(at, "Cost") == dollars(exported)
@@ -323,7 +348,7 @@ def test_roles_decide_the_pages_and_tenants_scope_the_data(
     viewer = access.Viewer("fin", frozenset({"finance"}), ("tenant-03",))
     monkeypatch.setattr(access, "current_viewer", lambda: viewer)
     at = open_page()
-    assert [link.label for link in at.get("page_link")] == ["Usage & cost"]
+    assert page_links(at) == ["Usage & cost"]
     with pytest.raises(ValueError):
         at.switch_page(ALERTS)
     at.switch_page(USAGE).run()

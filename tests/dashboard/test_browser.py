@@ -159,7 +159,8 @@ def blank(png: Path) -> str | None:
     """Why the screenshot is empty (one colour, or little right of the sidebar), or None."""
     with Image.open(png) as image:
         rgb = image.convert("RGB")
-        if all(lo == hi for lo, hi in rgb.getextrema()):
+        extrema: tuple[tuple[int, int], ...] = rgb.getextrema()  # type: ignore[assignment]
+        if all(lo == hi for lo, hi in extrema):
             return "a single colour"
         colours = rgb.crop((400, 0, rgb.width, rgb.height)).getcolors(maxcolors=1 << 16)
         if colours is not None and len(colours) < 64:
