@@ -186,9 +186,11 @@ def shoot(browser: Chromium, url: str, page: PageCheck) -> float:
     dom = browser.dom()
     broken = fatal(dom, str(browser.evaluate("document.body.innerText") or ""))
     problem = broken or problem or blank(png)
+    failed_dom = SHOTS / f"{page.name}.html"  # kept only for a failed page
     if problem is not None:
-        (SHOTS / f"{page.name}.html").write_text(dom)
+        failed_dom.write_text(dom)
         pytest.fail(f"/{page.path}: {problem} (see {png})")
+    failed_dom.unlink(missing_ok=True)
     return time.monotonic() - started
 
 
