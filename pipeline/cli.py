@@ -119,5 +119,216 @@ def _store_handler(settings: Settings) -> Iterator[object]:
         yield store.write_step
 
 
+Hours = Annotated[float, typer.Option(min=0.001, help="Hours of event time to simulate.")]
+Rate = Annotated[float, typer.Option(min=0.001, help="Fleet-wide mean requests per second.")]
+Seed = Annotated[int, typer.Option(min=0, help="Random seed (same seed, same traffic).")]
+Tenants = Annotated[int, typer.Option(min=1, help="Number of tenants in the fleet.")]
+
+
+def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> object:
+    from pipeline.simulate import FleetConfig
+
+    return FleetConfig(hours=hours, rate=rate, seed=seed, tenants=tenants)
+
+
+@app.command()
+def simulate(
+    hours: Hours = 24.0,
+    rate: Rate = 25.0,
+    seed: Seed = 0,
+    tenants: Tenants = 30,
+    out: Annotated[
+        Path | None, typer.Option(help="Fast-forward to this JSONL file (else: send to Kafka).")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Write the incident labels here.")] = None,
+    incidents: Annotated[
+        bool, typer.Option(help="Inject the default suite of attacks, faults and benign shifts.")
+    ] = True,
+    fast_forward: Annotated[
+        bool, typer.Option(help="To Kafka: send as fast as possible instead of in real time.")
+    ] = False,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
+    ] = None,
+) -> None:
+    """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
+    from pipeline.feeds import simulate_to_files, simulate_to_kafka
+
+    config = fleet_config(hours, rate, seed, tenants)
+    if out is not None:
+        try:
+            count = simulate_to_files(config, out, labels, incidents)  # type: ignore[arg-type]
+        except ValueError as exc:
+            fail(f"{exc} (use more --hours, or --no-incidents)")
+        typer.echo(
+            f"wrote {count} events to {out}" + (f" and labels to {labels}" if labels else "")
+        )
+        return
+    if labels is not None:
+        fail("--labels needs --out (labels describe a file of events)")
+    settings = load_settings(kafka__bootstrap=kafka_bootstrap)
+    sent = simulate_to_kafka(
+        config,  # type: ignore[arg-type]
+        settings,
+        realtime=not fast_forward,
+        incidents=incidents,
+        progress=lambda n: typer.echo(f"sent {n} events", err=True),
+    )
+    typer.echo(f"sent {sent} events to {settings.kafka.events_topic}")
+
+
+@app.command()
+def evaluate(
+    events: Annotated[Path | None, typer.Option(help="JSONL events (with --labels).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Incident labels for --events.")] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(help="Without --events: simulate the default suite with this seed (repeat)."),
+    ] = None,
+    hours: Hours = 24.0,
+    rate: Rate = 25.0,
+    tenants: Tenants = 30,
+) -> None:
+    """Score the detectors against labelled incidents: per-kind detection, delay, precision."""
+    from pipeline.feeds import evaluate_files, evaluate_suite
+
+    settings = load_settings()
+    if events is not None or labels is not None:
+        if events is None or labels is None:
+            fail("--events and --labels go together")
+        report, line = evaluate_files(
+            existing_file(events, "events"), existing_file(labels, "labels"), settings
+        )
+        typer.echo(line)
+        typer.echo(report.table())
+        return
+    for s in seed or [0]:
+        report, line = evaluate_suite(fleet_config(hours, rate, s, tenants), settings)  # type: ignore[arg-type]
+        typer.echo(
+            f"\n### default suite, seed {s}, {hours:g} h, {tenants} tenants, {rate:g} req/s\n"
+        )
+        typer.echo(report.table())
+        typer.echo(f"\n({line})")
+
+
+@app.command()
+def migrate(
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """Create or upgrade the ClickHouse schema (idempotent)."""
+    from pipeline.storage import MigrationError, migrate_database
+
+    settings = load_settings(clickhouse__url=clickhouse_url)
+    try:
+        applied = migrate_database(settings)
+    except MigrationError as exc:
+        fail(str(exc))
+    names = ", ".join(m.name for m in applied) if applied else "none (schema up to date)"
+    typer.echo(f"applied migrations: {names}")
+
+
+@app.command()
+def usage(
+    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
+    to: Annotated[str, typer.Option(help="Day after the last, YYYY-MM-DD (exclusive).")],
+    format: Annotated[str, typer.Option(help="csv, parquet or json.")] = "csv",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant.")] = None,
+    group_by: Annotated[str, typer.Option(help="tenant, api_key, model or day.")] = "tenant",
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """Per-tenant usage and cost for a period, reconciling with the raw events."""
+    from datetime import date
+
+    from pipeline.storage import export_usage
+
+    try:
+        start, end = date.fromisoformat(from_), date.fromisoformat(to)
+    except ValueError as exc:
+        fail(f"dates must be YYYY-MM-DD: {exc}")
+    if end <= start:
+        fail("--to must be after --from (it is exclusive)")
+    if format not in ("csv", "parquet", "json"):
+        fail(f"--format must be csv, parquet or json, not {format!r}")
+    if group_by not in ("tenant", "api_key", "model", "day"):
+        fail(f"--group-by must be tenant, api_key, model or day, not {group_by!r}")
+    if format == "parquet" and output is None:
+        fail("--format parquet needs --output FILE")
+    settings = load_settings(clickhouse__url=clickhouse_url)
+    try:
+        export_usage(
+            settings,
+            start,
+            end,
+            tenant=tenant,
+            group_by=group_by,
+            format=format,
+            output=output if output is not None else sys.stdout.buffer,
+        )
+    except Exception as exc:  # one line for the user; the traceback with --verbose
+        logging.getLogger(__name__).info("usage failed", exc_info=True)
+        fail(str(exc).splitlines()[0])
+
+
+@app.command()
+def worker(
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
+    ] = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
+) -> None:
+    """Consume compute.events with Faust: metrics and alerts to ClickHouse and compute.alerts."""
+    from pipeline.stream import run_worker
+
+    settings = load_settings(kafka__bootstrap=kafka_bootstrap, clickhouse__url=clickhouse_url)
+    run_worker(settings, loglevel=loglevel)
+
+
+Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")]
+
+
+@app.command()
+def dashboard(
+    port: Port = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """Serve the Streamlit dashboard on 127.0.0.1 (default port 8501)."""
+    from pipeline.serve import serve_dashboard
+
+    settings = load_settings(dashboard_port=port, clickhouse__url=clickhouse_url)
+    serve_dashboard(settings)
+
+
+@app.command()
+def demo(
+    port: Port = None,
+    rate: Rate = 10.0,
+    tenants: Tenants = 12,
+    seed: Seed = 0,
+    backfill_hours: Annotated[
+        float, typer.Option(min=0, help="Hours of history fast-forwarded before going live.")
+    ] = 6.0,
+) -> None:
+    """Embedded demo: a simulated fleet feeds the core in-process; the dashboard serves it."""
+    from pipeline.serve import serve_demo
+
+    settings = load_settings(dashboard_port=port)
+    config = fleet_config(24.0, rate, seed, tenants)
+    serve_demo(settings, config, backfill_hours)  # type: ignore[arg-type]
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +37,40 @@ class Store:
 
     client: Client
     sink: ClickHouseSink
+
+    def save_snapshot(self, key: str, offset: int, state: bytes) -> None:
+        """Store an engine snapshot covering messages up to ``offset`` (after the rows it made:
+        call :meth:`flush` first, so restored state never counts rows that were not written)."""
+        self.client.insert(
+            "engine_state",
+            [[key, offset, datetime.now(UTC), state]],
+            column_names=["state_key", "kafka_offset", "saved_at", "state"],
+        )
+
+    def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
+        """The latest snapshot for ``key`` as ``(offset, state)``, or None."""
+        result = self.client.query(
+            "SELECT kafka_offset, state FROM engine_state FINAL WHERE state_key = {key:String}",
+            parameters={"key": key},
+            column_formats={"state": "bytes"},
+        )
+        if not result.result_rows:
+            return None
+        offset, state = result.result_rows[0]
+        return int(offset), bytes(state)
+
+    def stored_event_ids(self, event_ids: list[str]) -> set[str]:
+        """Which of ``event_ids`` the events table already holds (used after a restore)."""
+        if not event_ids:
+            return set()
+        result = self.client.query(
+            "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
+            parameters={"ids": event_ids},
+        )
+        return {row[0] for row in result.result_rows}
+
+    def flush(self) -> None:
+        self.sink.flush()
 
     def write_step(self, out: StepOutput) -> None:
         """Hand one engine step to the sink; when it pushes back, flush (blocking, with

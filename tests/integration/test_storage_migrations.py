@@ -22,8 +22,17 @@ from pipeline.storage.migrations import (
 )
 
 TABLES = {
-    "alert_triage", "alerts", "dead_letters", "events", "metrics_1m", "schema_migrations",
-    "usage_daily", "usage_daily_mv", "usage_hourly", "usage_hourly_mv",
+    "alert_triage",
+    "alerts",
+    "dead_letters",
+    "engine_state",
+    "events",
+    "metrics_1m",
+    "schema_migrations",
+    "usage_daily",
+    "usage_daily_mv",
+    "usage_hourly",
+    "usage_hourly_mv",
 }
 
 
@@ -51,23 +60,25 @@ def test_apply_from_empty_then_rerun_is_a_no_op(
     with pytest.raises(SchemaNotReady, match="computewatch migrate"):
         check_schema(empty_client, db)
     applied = migrate(empty_client, clickhouse_settings)
-    assert [m.version for m in applied] == [m.version for m in discover()] == [1, 2, 3]
+    assert [m.version for m in applied] == [m.version for m in discover()] == [1, 2, 3, 4]
     assert tables(empty_client, db) == TABLES
-    assert check_schema(empty_client, db) == 3
+    assert check_schema(empty_client, db) == 4
     assert migrate(empty_client, clickhouse_settings) == []
     recorded = empty_client.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert [r[0] for r in recorded.result_rows] == [1, 2, 3]
+    assert [r[0] for r in recorded.result_rows] == [1, 2, 3, 4]
 
 
 def test_refuses_a_newer_schema(
     clickhouse_client: Client, clickhouse_settings: ClickHouseSettings
 ) -> None:
+    latest = discover()[-1].version
     clickhouse_client.insert(
-        "schema_migrations", [[4, "from_the_future", "x", datetime.now(UTC)]],
+        "schema_migrations",
+        [[latest + 1, "from_the_future", "x", datetime.now(UTC)]],
         column_names=["version", "name", "checksum", "applied_at"],
     )
-    assert schema_version(clickhouse_client, clickhouse_settings.database) == 4
-    with pytest.raises(SchemaTooNew, match="version 4, newer than the 3"):
+    assert schema_version(clickhouse_client, clickhouse_settings.database) == latest + 1
+    with pytest.raises(SchemaTooNew, match=f"version {latest + 1}, newer than the {latest}"):
         migrate(clickhouse_client, clickhouse_settings)
     with pytest.raises(SchemaTooNew):
         check_schema(clickhouse_client, clickhouse_settings.database)
@@ -80,11 +91,13 @@ def test_ttl_comes_from_settings_and_follows_a_change(
     migrate(empty_client, short)
 
     def engine(table: str) -> str:
-        return str(empty_client.query(
-            "SELECT engine_full FROM system.tables"
-            " WHERE database = {db:String} AND name = {t:String}",
-            parameters={"db": short.database, "t": table},
-        ).result_rows[0][0])
+        return str(
+            empty_client.query(
+                "SELECT engine_full FROM system.tables"
+                " WHERE database = {db:String} AND name = {t:String}",
+                parameters={"db": short.database, "t": table},
+            ).result_rows[0][0]
+        )
 
     assert "TTL toDateTime(ts) + toIntervalDay(30)" in engine("events")
     assert "TTL" not in engine("usage_daily")  # bills outlive raw events
@@ -95,19 +108,22 @@ def test_ttl_comes_from_settings_and_follows_a_change(
 def test_interrupted_migration_is_completed_by_the_next_run(
     empty_client: Client, clickhouse_settings: ClickHouseSettings, tmp_path: Path
 ) -> None:
-    for migration in discover():
+    known = discover()
+    for migration in known:
         (tmp_path / migration.path.name).write_text(migration.text)
-    (tmp_path / "004_broken.sql").write_text(
+    latest = known[-1].version
+    broken = tmp_path / f"{latest + 1:03d}_broken.sql"
+    broken.write_text(
         "CREATE TABLE IF NOT EXISTS {db}.extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
         "CREATE TABLE IF NOT EXISTS {db}.broken (x UInt8) ENGINE = NoSuchEngine;\n"
     )
     with pytest.raises(Exception, match="NoSuchEngine"):
         migrate(empty_client, clickhouse_settings, schema_dir=tmp_path)
-    assert schema_version(empty_client, clickhouse_settings.database) == 3
-    (tmp_path / "004_broken.sql").write_text(
+    assert schema_version(empty_client, clickhouse_settings.database) == latest
+    broken.write_text(
         "CREATE TABLE IF NOT EXISTS {db}.extra (x UInt8) ENGINE = MergeTree ORDER BY x;\n"
     )
-    assert [m.version for m in migrate(empty_client, clickhouse_settings, tmp_path)] == [4]
+    assert [m.version for m in migrate(empty_client, clickhouse_settings, tmp_path)] == [latest + 1]
 
 
 def test_bad_file_names_and_database_names_are_refused(tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""Serve the Streamlit dashboard in this process, alone or with the embedded demo feed.
+
+The embedded engine (chDB) lets one process hold a data directory. So ``computewatch demo``
+runs the simulated feed, the engine and the sink in a background thread of the same process
+that serves the dashboard: both use the same ``chdb://`` path, and the dashboard sees rows as
+soon as the sink flushes them (about every second).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.engine import StepOutput
+from pipeline.simulate import FleetConfig
+
+log = logging.getLogger(__name__)
+
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "streamlit_app.py"
+
+
+def _run_streamlit(settings: Settings) -> None:
+    from streamlit.web import bootstrap
+
+    if not APP.is_file():
+        raise FileNotFoundError(f"dashboard app not found at {APP}")
+    # The dashboard builds its own Settings from the environment: pass the overrides on.
+    os.environ["COMPUTEWATCH_CLICKHOUSE_URL"] = settings.clickhouse.url
+    os.environ["COMPUTEWATCH_CLICKHOUSE_DATABASE"] = settings.clickhouse.database
+    flags = {
+        "server.port": settings.dashboard_port,
+        "server.address": "127.0.0.1",
+        "server.headless": True,
+        "browser.gatherUsageStats": False,
+        "server.fileWatcherType": "none",
+    }
+    bootstrap.load_config_options(flag_options=flags)
+    bootstrap.run(str(APP), False, [], flags)
+
+
+def serve_dashboard(settings: Settings) -> None:
+    """Serve the dashboard on 127.0.0.1 until interrupted (blocking)."""
+    _run_streamlit(settings)
+
+
+def serve_demo(settings: Settings, config: FleetConfig, backfill_hours: float) -> None:
+    """Feed a simulated fleet through the engine into ClickHouse while serving the dashboard."""
+    from pipeline.feeds import LiveFeed
+    from pipeline.storage import open_store
+
+    with open_store(settings) as store:
+
+        def write(out: StepOutput) -> None:
+            store.write_step(out)
+            store.sink.flush_due()
+
+        feed = LiveFeed(config, settings, write, backfill_hours=backfill_hours)
+        feed.start()
+        log.info("demo feed started: %g req/s, %d tenants", config.rate, config.tenants)
+        try:
+            _run_streamlit(settings)
+        finally:
+            feed.stop()
+            feed.join(timeout=10)

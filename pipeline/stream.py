@@ -1,0 +1,186 @@
+"""The Faust app: topics, one agent, partition-local engines. Wiring only.
+
+``compute.events`` is keyed by tenant_id, so a tenant's detector state stays in one partition.
+Each assigned partition has its own :class:`~pipeline.engine.Engine`. Per batch the agent runs
+the engine, writes the step to ClickHouse and flushes, sends alerts and dead letters, then
+stores the partition's engine snapshot with the offset it covers; only then are the offsets
+acknowledged. On assignment the snapshot is restored and messages at or below its offset are
+skipped; rows of messages processed after the snapshot but already stored (a crash between
+flush and snapshot) are recognised by event_id and not written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from pipeline.alerts import encode_alert
+from pipeline.config import Settings
+from pipeline.engine import DeadLetter, Engine, Message, StepOutput
+from pipeline.kafka_options import faust_credentials
+from pipeline.storage import Store, open_store
+from pipeline.webhook import WebhookNotifier
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 10_000
+BATCH_WITHIN_S = 0.5
+
+
+@dataclass
+class PartitionEngines:
+    """The engines of the partitions this worker owns, restored from and saved to the store."""
+
+    settings: Settings
+    store: Store
+    engines: dict[int, Engine] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)
+    recovering: set[int] = field(default_factory=set)
+
+    def key(self, partition: int) -> str:
+        kafka = self.settings.kafka
+        return f"{kafka.consumer_group}/{kafka.events_topic}/{partition}"
+
+    def engine(self, partition: int) -> Engine:
+        if partition not in self.engines:
+            snapshot = self.store.load_snapshot(self.key(partition))
+            if snapshot is None:
+                self.engines[partition], self.offsets[partition] = Engine(self.settings), -1
+            else:
+                self.offsets[partition] = snapshot[0]
+                self.engines[partition] = Engine.restore(snapshot[1])
+                log.info("partition %d: state restored at offset %d", partition, snapshot[0])
+            self.recovering.add(partition)
+        return self.engines[partition]
+
+    def process(self, partition: int, messages: list[Message]) -> StepOutput:
+        """Run the partition's engine on the messages it has not seen and store the step."""
+        engine = self.engine(partition)
+        fresh = [m for m in messages if m.offset > self.offsets[partition]]
+        out = engine.process(fresh)
+        if partition in self.recovering:
+            self._drop_stored(partition, out)
+        self.store.write_step(out)
+        if fresh:
+            self.offsets[partition] = fresh[-1].offset
+        return out
+
+    def _drop_stored(self, partition: int, out: StepOutput) -> None:
+        stored = self.store.stored_event_ids([e.event_id for e in out.events])
+        if not stored:
+            self.recovering.discard(partition)
+            return
+        kept = [
+            (e, c) for e, c in zip(out.events, out.costs, strict=True) if e.event_id not in stored
+        ]
+        out.events = [e for e, _ in kept]
+        out.costs = [c for _, c in kept]
+        log.info("partition %d: %d events were already stored", partition, len(stored))
+
+    def commit(self, partitions: Sequence[int]) -> None:
+        """Flush the sink, then snapshot each partition's engine with its offset."""
+        self.store.flush()
+        for partition in partitions:
+            engine = self.engines.get(partition)
+            if engine is not None:
+                self.store.save_snapshot(
+                    self.key(partition), self.offsets[partition], engine.snapshot()
+                )
+
+    def drop(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            self.engines.pop(partition, None)
+            self.recovering.discard(partition)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's Faust app, wired to ``settings``' topics and ClickHouse."""
+    kafka = settings.kafka
+    app = faust.App(
+        kafka.consumer_group,
+        broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],
+        broker_credentials=faust_credentials(kafka),
+        store="memory://",
+        topic_partitions=kafka.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+    )
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(kafka.events_topic, key_type=bytes, value_type=bytes, **raw)
+    alerts_topic = app.topic(kafka.alerts_topic, partitions=kafka.partitions, **raw)
+    dlq_topic = app.topic(kafka.dlq_topic, partitions=kafka.partitions, **raw)
+    webhook = WebhookNotifier(settings.worker.webhook_url)
+    resources = contextlib.ExitStack()
+    state: dict[str, PartitionEngines] = {}
+
+    def engines() -> PartitionEngines:
+        if "engines" not in state:
+            store = resources.enter_context(open_store(settings))
+            state["engines"] = PartitionEngines(settings, store)
+        return state["engines"]
+
+    @app.agent(events_topic)
+    async def process(stream: faust.StreamT[bytes]) -> None:
+        for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
+            await topic.maybe_declare()
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            parts = engines()
+            groups = _by_partition(batch, kafka.events_topic)
+            for partition, messages in groups.items():
+                out = await asyncio.to_thread(parts.process, partition, messages)
+                for alert in out.alerts:
+                    await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
+                    webhook.notify(alert)
+                for dead in out.dead_letters:
+                    await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
+            await asyncio.to_thread(parts.commit, list(groups))
+            log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        if "engines" in state:
+            partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
+            await asyncio.to_thread(state["engines"].commit, partitions)
+            state["engines"].drop(partitions)
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app: faust.App, **_: Any) -> None:
+        webhook.close()
+        await asyncio.to_thread(resources.close)
+
+    return app
+
+
+def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:
+    groups: dict[int, list[Message]] = defaultdict(list)
+    for event in batch:
+        m = event.message
+        groups[m.partition].append(
+            Message(m.value, topic=topic, partition=m.partition, offset=m.offset)
+        )
+    return groups
+
+
+def _dlq_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", dead.reason.encode()),
+        ("rule", dead.rule.encode()),
+        ("source_topic", dead.topic.encode()),
+        ("source_partition", str(dead.partition).encode()),
+        ("source_offset", str(dead.offset).encode()),
+    ]
+
+
+def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+    """Run the worker until SIGTERM/SIGINT (blocking)."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
