@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -105,18 +105,18 @@ class StoreStatus:
 def status() -> StoreStatus:
     """The store's status; connection and schema problems are reported, not raised."""
     ch = settings().clickhouse
-    where = {"target": describe_url(ch.url), "database": ch.database,
-             "embedded": is_embedded(ch.url)}
+    where = StoreStatus(target=describe_url(ch.url), database=ch.database,
+                        embedded=is_embedded(ch.url))
     try:
         db = database()
         with db.lock:
             version = check_schema(db.client, ch.database)
         row = db.frame(queries.pipeline_status()).iloc[0]
     except Exception as exc:  # any failure becomes a message on the page
-        logger.warning("cannot read %s: %s", where["target"], exc)
-        return StoreStatus(**where, problem=_first_line(exc))
-    return StoreStatus(
-        **where,
+        logger.warning("cannot read %s: %s", where.target, exc)
+        return replace(where, problem=_first_line(exc))
+    return replace(
+        where,
         schema_version=version,
         events_stored=int(row["events_stored"]),
         dead_letters_stored=int(row["dead_letters_stored"]),

@@ -10,11 +10,15 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from pipeline.config import Settings
+
+if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
+    from pipeline.embedded import OutputHandler
+    from pipeline.simulate import FleetConfig
 
 app = typer.Typer(
     help="Watch LLM inference-time compute: telemetry, efficiency metrics and anomaly alerts.",
@@ -48,7 +52,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 @contextlib.contextmanager
-def open_output(path: Path | None) -> Iterator[object]:
+def open_output(path: Path | None) -> Iterator[IO[bytes] | None]:
     if path is None:
         yield None
         return
@@ -99,11 +103,11 @@ def replay(
     existing_file(events, "events")
     settings = load_settings(clickhouse__url=clickhouse_url)
     with open_output(alerts_out) as alerts_fh, open_output(dead_letters_out) as dl_fh:
-        handlers = []
+        handlers: list[OutputHandler] = []
         if alerts_fh is not None:
-            handlers.append(AlertsWriter(alerts_fh))  # type: ignore[arg-type]
+            handlers.append(AlertsWriter(alerts_fh))
         if dl_fh is not None:
-            handlers.append(DeadLettersWriter(dl_fh))  # type: ignore[arg-type]
+            handlers.append(DeadLettersWriter(dl_fh))
         with contextlib.ExitStack() as stack:
             if store:
                 handlers.append(stack.enter_context(_store_handler(settings)))
@@ -112,7 +116,7 @@ def replay(
 
 
 @contextlib.contextmanager
-def _store_handler(settings: Settings) -> Iterator[object]:
+def _store_handler(settings: Settings) -> Iterator[OutputHandler]:
     from pipeline.storage import open_store
 
     with open_store(settings) as store:
@@ -125,7 +129,7 @@ Seed = Annotated[int, typer.Option(min=0, help="Random seed (same seed, same tra
 Tenants = Annotated[int, typer.Option(min=1, help="Number of tenants in the fleet.")]
 
 
-def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> object:
+def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> FleetConfig:
     from pipeline.simulate import FleetConfig
 
     return FleetConfig(hours=hours, rate=rate, seed=seed, tenants=tenants)
@@ -157,7 +161,7 @@ def simulate(
     config = fleet_config(hours, rate, seed, tenants)
     if out is not None:
         try:
-            count = simulate_to_files(config, out, labels, incidents)  # type: ignore[arg-type]
+            count = simulate_to_files(config, out, labels, incidents)
         except ValueError as exc:
             fail(f"{exc} (use more --hours, or --no-incidents)")
         typer.echo(
@@ -168,7 +172,7 @@ def simulate(
         fail("--labels needs --out (labels describe a file of events)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
     sent = simulate_to_kafka(
-        config,  # type: ignore[arg-type]
+        config,
         settings,
         realtime=not fast_forward,
         incidents=incidents,
@@ -203,7 +207,7 @@ def evaluate(
         typer.echo(report.table())
         return
     for s in seed or [0]:
-        report, line = evaluate_suite(fleet_config(hours, rate, s, tenants), settings)  # type: ignore[arg-type]
+        report, line = evaluate_suite(fleet_config(hours, rate, s, tenants), settings)
         typer.echo(
             f"\n### default suite, seed {s}, {hours:g} h, {tenants} tenants, {rate:g} req/s\n"
         )
@@ -323,7 +327,7 @@ def demo(
 
     settings = load_settings(dashboard_port=port)
     config = fleet_config(24.0, rate, seed, tenants)
-    serve_demo(settings, config, backfill_hours)  # type: ignore[arg-type]
+    serve_demo(settings, config, backfill_hours)
 
 
 def main() -> None:

@@ -165,7 +165,7 @@ class Engine:
             out.too_late += 1
         else:
             for detector in self._request_detectors:
-                detector.observe_event(event)  # type: ignore[attr-defined]
+                detector.observe_event(event)
         out.events.append(event)
         out.costs.append(cost)
 

@@ -86,7 +86,7 @@ def simulate_to_kafka(
             if progress is not None and sent % 10_000 == 0:
                 progress(sent)
         emitter.flush(timeout=60.0)
-        stats = emitter.stats()
+        stats = emitter.stats
     if stats.dropped or stats.failed:
         raise RuntimeError(f"{stats.dropped} events dropped and {stats.failed} failed")
     return sent

@@ -112,10 +112,25 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
     )
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    events_topic = app.topic(kafka.events_topic, key_type=bytes, value_type=bytes, **raw)
-    alerts_topic = app.topic(kafka.alerts_topic, partitions=kafka.partitions, **raw)
-    dlq_topic = app.topic(kafka.dlq_topic, partitions=kafka.partitions, **raw)
+    events_topic = app.topic(
+        kafka.events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    alerts_topic = app.topic(
+        kafka.alerts_topic,
+        partitions=kafka.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dlq_topic = app.topic(
+        kafka.dlq_topic,
+        partitions=kafka.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     webhook = WebhookNotifier(settings.worker.webhook_url)
     resources = contextlib.ExitStack()
     state: dict[str, PartitionEngines] = {}
@@ -130,7 +145,9 @@ def create_app(settings: Settings) -> faust.App:
     async def process(stream: faust.StreamT[bytes]) -> None:
         for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
             await topic.maybe_declare()
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        # take_events is defined on faust.Stream but missing from the StreamT stub
+        batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
+        async for batch in batches:
             parts = engines()
             groups = _by_partition(batch, kafka.events_topic)
             for partition, messages in groups.items():
@@ -143,14 +160,16 @@ def create_app(settings: Settings) -> faust.App:
             await asyncio.to_thread(parts.commit, list(groups))
             log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
 
-    @app.on_partitions_revoked.connect
+    # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
+    # signal's actual positional arguments, as faust's documentation shows
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         if "engines" in state:
             partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
             await asyncio.to_thread(state["engines"].commit, partitions)
             state["engines"].drop(partitions)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # see on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:
         webhook.close()
         await asyncio.to_thread(resources.close)

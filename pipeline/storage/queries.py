@@ -42,11 +42,13 @@ __all__ = [
 
 Query = tuple[str, dict[str, Any]]
 TS: Final = "DateTime64(6, 'UTC')"
-ENTITY_COLUMNS: Final[dict[str | None, str | None]] = {
+ENTITY_COLUMNS: Final[dict[str, str]] = {
     "tenant": "tenant_id", "api_key": "api_key_id", "server": "server_id",
     "model": "model", "route": "route",
 }
-GROUP_BY_COLUMNS: Final[dict[str | None, str | None]] = {None: None, **ENTITY_COLUMNS}
+GROUP_BY_COLUMNS: Final[dict[str | None, str | None]] = dict(
+    [(None, None), *ENTITY_COLUMNS.items()]
+)
 USAGE_GROUPS: Final = {"tenant": None, "api_key": "api_key_id", "model": "model", "day": "day"}
 _USAGE_SUMS: Final = """
     sum(requests) AS requests,

@@ -88,9 +88,9 @@ def stop_worker(worker: subprocess.Popen[bytes], log: Path) -> None:
     worker.send_signal(signal.SIGTERM)
     try:
         worker.wait(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         worker.kill()
-        raise AssertionError("worker did not stop on SIGTERM:\n" + log.read_text()[-3000:])
+        raise AssertionError("worker did not stop on SIGTERM:\n" + log.read_text()[-3000:]) from exc
 
 
 def query(env: dict[str, str], sql: str) -> list[list[object]]:
