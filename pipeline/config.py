@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     default_price: PriceSettings = PriceSettings()
     dashboard_port: int = Field(8501, ge=1, le=65535)
+    dashboard_host: str = "127.0.0.1"  # 0.0.0.0 inside a container whose port is published
 
     def price_for(self, model: str) -> PriceSettings:
         return self.prices.get(model, self.default_price)

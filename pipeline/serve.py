@@ -31,7 +31,7 @@ def _run_streamlit(settings: Settings) -> None:
     os.environ["COMPUTEWATCH_CLICKHOUSE_DATABASE"] = settings.clickhouse.database
     flags = {
         "server.port": settings.dashboard_port,
-        "server.address": "127.0.0.1",
+        "server.address": settings.dashboard_host,
         "server.headless": True,
         "browser.gatherUsageStats": False,
         "server.fileWatcherType": "none",
@@ -41,7 +41,7 @@ def _run_streamlit(settings: Settings) -> None:
 
 
 def serve_dashboard(settings: Settings) -> None:
-    """Serve the dashboard on 127.0.0.1 until interrupted (blocking)."""
+    """Serve the dashboard (127.0.0.1 by default) until interrupted (blocking)."""
     _run_streamlit(settings)
 
 

@@ -367,7 +367,7 @@ def test_dashboard_port_health_and_publication_agree_with_settings(
     assert (port, port) in set(container_ports(dashboard))
     assert f"localhost:{port}/_stcore/health" in healthcheck_text(dashboard)
     # Inside a container a loopback-only Streamlit cannot be reached through a published port.
-    assert environment(dashboard).get("STREAMLIT_SERVER_ADDRESS") == "0.0.0.0"
+    assert environment(dashboard).get("COMPUTEWATCH_DASHBOARD_HOST") == "0.0.0.0"
 
 
 def test_dependencies_wait_for_health_and_completion(
