@@ -4,7 +4,8 @@ confidence (``confidence_collapse``).
 Efficiency is measured *relative to the server's peers*: each minute, a server's log GPU-ms per
 token minus the median of the servers running the same model. A fleet-wide rollout that makes a
 model dearer everywhere moves the median with it and alerts nobody; one throttled GPU stands out.
-Baselines learn slowly and stop learning while an entity is anomalous, so a ramp is not absorbed.
+Baselines learn slowly and skip minutes more than 3 standard deviations out, so a ramp is not
+absorbed into the baseline it is measured against.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -38,6 +39,8 @@ from pipeline.detectors.base import (
     MinuteView,
 )
 from pipeline.detectors.baseline import EWBaseline
+
+SUSPECT_Z = 3.0  # beyond this many standard deviations a minute is not learned
 
 
 class _DriftState:
@@ -100,7 +103,8 @@ class EfficiencyDriftDetector:
         threshold = self.threshold.value
         excess = mean_relative - base.level
         if not base.warm or score < threshold or excess < self.min_log_ratio:
-            base.learn_one(relative)
+            if score < SUSPECT_Z:  # a drifting server must not teach its baseline the drift
+                base.learn_one(relative)
             return None
         total = EntityMinute.total([m for _, m in recent])
         per_token = total.gpu_ms_per_token or 0.0
@@ -185,7 +189,8 @@ class ConfidenceCollapseDetector:
         drop = base.level - mean_confidence
         gpu_per_request = total.gpu_ms / total.requests
         if not base.warm or score < threshold or drop < self.min_drop:
-            base.learn_one(confidence)
+            if score < SUSPECT_Z:
+                base.learn_one(confidence)
             compute.learn_one(minute.gpu_ms / minute.requests)
             return None
         summary = (

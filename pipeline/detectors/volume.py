@@ -47,7 +47,7 @@ class VolumeDetector:
     def __init__(
         self,
         entity_types: tuple[str, ...] = ("api_key", "tenant"),
-        horizon_minutes: int = 2,
+        horizons_min: tuple[int, ...] = (2, 5),
         warm_up: int = 30,
         score_floor: float = 8.0,
         min_ratio: float = 2.0,
@@ -55,7 +55,7 @@ class VolumeDetector:
     ) -> None:
         self.name = "volume_spike"
         self.entity_types = entity_types
-        self.horizon_minutes = horizon_minutes
+        self.horizons_min = horizons_min
         self.warm_up = warm_up
         self.min_ratio = min_ratio
         self.threshold = AdaptiveThreshold(score_floor)
@@ -80,30 +80,29 @@ class VolumeDetector:
         self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
     ) -> Finding | None:
         state = self.states.get_or_create(
-            f"{entity_type}:{entity_id}", lambda: _ShareState(self.horizon_minutes, self.warm_up)
+            f"{entity_type}:{entity_id}", lambda: _ShareState(max(self.horizons_min), self.warm_up)
         )
-        recent = state.horizon.push(view.start, (minute, view.fleet))
+        state.horizon.push(view.start, (minute, view.fleet))
         if not state.share.warm:
             self._learn(state, minute, view.fleet)
             return None
-        observed = sum(m.requests for m, _ in recent)
-        expected = state.share.level * sum(f.requests for _, f in recent)
-        observed_gpu = sum(m.gpu_ms for m, _ in recent)
-        expected_gpu = state.gpu_share.level * sum(f.gpu_ms for _, f in recent)
+        best = max(
+            (self._score(state, view, minutes) for minutes in self.horizons_min),
+            key=lambda scored: scored[0],
+        )
+        score, observed, expected, observed_gpu, expected_gpu, minutes = best
         ratio = observed / expected if expected > 0 else float("inf")
         gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
-        # Scored on request counts (Poisson); GPU-ms per request is too heavy-tailed to count
-        # on, so the GPU-ms share is evidence and must have risen as well.
-        score = poisson_surprise(observed, expected)
         self.threshold.update(score)
         threshold = self.threshold.value
         if score < threshold or ratio < self.min_ratio or gpu_ratio < self.min_ratio / 2:
-            self._learn(state, minute, view.fleet)
+            if ratio < self.min_ratio:  # a spiking key must not teach its baseline the spike
+                self._learn(state, minute, view.fleet)
             return None
         label = entity_type.replace("_", " ")
         summary = (
             f"{label} {entity_id} sent {observed} requests using {observed_gpu / 1000:,.0f} GPU-s "
-            f"in {len(recent)} min, {ratio:.1f}x its usual share of fleet traffic "
+            f"in {minutes} min, {ratio:.1f}x its usual share of fleet traffic "
             f"({expected:,.0f} requests expected; GPU-ms {gpu_ratio:.1f}x)"
         )
         return Finding(
@@ -121,6 +120,26 @@ class VolumeDetector:
             },
             event_count=observed,
         )
+
+    def _score(
+        self, state: _ShareState, view: MinuteView, minutes: int
+    ) -> tuple[float, int, float, float, float, int]:
+        """Poisson surprise of the last ``minutes``' request count against the usual share.
+
+        Scored on request counts; GPU-ms per request is too heavy-tailed to count on, so the
+        GPU-ms share is evidence and must have risen as well.
+        """
+        recent = [
+            item
+            for start, item in state.horizon.recent
+            if (view.start - start).total_seconds() < minutes * 60
+        ]
+        observed = sum(m.requests for m, _ in recent)
+        expected = state.share.level * sum(f.requests for _, f in recent)
+        observed_gpu = sum(m.gpu_ms for m, _ in recent)
+        expected_gpu = state.gpu_share.level * sum(f.gpu_ms for _, f in recent)
+        score = poisson_surprise(observed, expected)
+        return score, observed, expected, observed_gpu, expected_gpu, len(recent)
 
     @staticmethod
     def _learn(state: _ShareState, minute: EntityMinute, fleet: EntityMinute) -> None:
