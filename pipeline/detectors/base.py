@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -23,6 +23,7 @@ from river import stats
 
 from pipeline.events import AllocationEvent
 
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
@@ -127,10 +128,10 @@ class RequestDetector(WindowDetector, Protocol):
     def observe_event(self, event: AllocationEvent) -> None: ...
 
 
-class BoundedStore(Generic[V]):
+class BoundedStore(Generic[K, V]):
     """Per-entity state with a hard cap: least recently used entities are evicted first.
 
-    >>> store = BoundedStore[int](max_entries=2)
+    >>> store = BoundedStore[str, int](max_entries=2)
     >>> store.get_or_create("a", int); store.get_or_create("b", int); store.get_or_create("c", int)
     0
     0
@@ -141,9 +142,9 @@ class BoundedStore(Generic[V]):
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._items: OrderedDict[str, V] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
 
-    def get_or_create(self, key: str, make: Callable[[], V]) -> V:
+    def get_or_create(self, key: K, make: Callable[[], V]) -> V:
         item = self._items.get(key)
         if item is None:
             item = make()
@@ -154,10 +155,10 @@ class BoundedStore(Generic[V]):
             self._items.move_to_end(key)
         return item
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: K) -> V | None:
         return self._items.get(key)
 
-    def keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[K]:
         return iter(self._items.keys())
 
     def __len__(self) -> int:

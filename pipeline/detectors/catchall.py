@@ -75,7 +75,7 @@ class MultivariateKeyDetector:
         )
         self.threshold = AdaptiveThreshold(score_floor, q=0.9995)
         self.means = {f: stats.Mean() for f in FEATURES}
-        self.streaks: BoundedStore[list[int]] = BoundedStore(max_entities)
+        self.streaks: BoundedStore[str, list[int]] = BoundedStore(max_entities)
         self.seen = 0
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:

@@ -67,7 +67,7 @@ class EfficiencyDriftDetector:
         self.min_log_ratio = math.log(min_ratio)
         self.min_requests = min_requests
         self.threshold = AdaptiveThreshold(score_floor)
-        self.states: BoundedStore[_DriftState] = BoundedStore(max_entities)
+        self.states: BoundedStore[str, _DriftState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         costs: dict[str, float] = {}
@@ -160,8 +160,8 @@ class ConfidenceCollapseDetector:
         self.min_drop = min_drop
         self.min_samples = min_samples
         self.threshold = AdaptiveThreshold(score_floor)
-        self.states: BoundedStore[_DriftState] = BoundedStore(max_entities)
-        self.compute: BoundedStore[EWBaseline] = BoundedStore(max_entities)
+        self.states: BoundedStore[str, _DriftState] = BoundedStore(max_entities)
+        self.compute: BoundedStore[str, EWBaseline] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         findings = []

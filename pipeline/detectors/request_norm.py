@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from river import stats
 
@@ -34,38 +35,54 @@ Z_CLIP = (-4.0, 10.0)
 class ContextNorm:
     """River-style robust baseline of ``log1p(value)``: ``score_one`` gives a z-score.
 
-    Learning winsorises at 4 standard deviations, so an attack barely moves the norm while a
-    genuine fleet-wide shift is still followed.
+    An exponentially weighted mean and variance in log space. Learning winsorises at 4
+    standard deviations, so an attack barely moves the norm while a genuine fleet-wide shift is
+    still followed. (Plain float arithmetic rather than river's ``EWMean``/``EWVar``: this runs
+    twice per event on the hot path.)
     """
 
+    __slots__ = ("alpha", "mean", "min_sd", "n", "sd", "var", "warm_up")
+
     def __init__(self, fading: float = 0.01, min_sd: float = 0.1, warm_up: int = 30) -> None:
-        self.mean = stats.EWMean(fading_factor=fading)
-        self.var = stats.EWVar(fading_factor=fading)
+        self.alpha = fading
+        self.mean = 0.0
+        self.var = 0.0
+        self.sd = min_sd
         self.min_sd = min_sd
         self.warm_up = warm_up
         self.n = 0
 
     @property
-    def sd(self) -> float:
-        return max(self.min_sd, math.sqrt(max(self.var.get(), 0.0)))
-
-    @property
     def expected(self) -> float:
         """The context's typical value (back from log space)."""
-        return math.expm1(self.mean.get())
+        return math.expm1(self.mean)
 
     def score_one(self, value: float) -> float:
         if self.n < self.warm_up:
             return 0.0
-        return (math.log1p(value) - self.mean.get()) / self.sd
+        return (math.log1p(value) - self.mean) / self.sd
 
     def learn_one(self, value: float) -> None:
+        self._learn_log(math.log1p(value))
+
+    def score_and_learn(self, value: float) -> float:
+        """``score_one`` then ``learn_one``, taking the logarithm once (the hot path)."""
         x = math.log1p(value)
+        z = (x - self.mean) / self.sd if self.n >= self.warm_up else 0.0
+        self._learn_log(x)
+        return z
+
+    def _learn_log(self, x: float) -> None:
         if self.n >= self.warm_up:
             bound = 4 * self.sd
-            x = min(max(x, self.mean.get() - bound), self.mean.get() + bound)
-        self.mean.update(x)
-        self.var.update(x)
+            x = min(max(x, self.mean - bound), self.mean + bound)
+        if self.n == 0:
+            self.mean = x
+        else:
+            delta = x - self.mean
+            self.mean += self.alpha * delta
+            self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
+            self.sd = max(self.min_sd, math.sqrt(self.var))
         self.n += 1
 
     @staticmethod
@@ -128,23 +145,20 @@ class RequestNormDetector:
         self.min_sd = min_sd
         self.threshold = AdaptiveThreshold(score_floor)
         self.horizons_min = horizons_min
-        self.contexts: BoundedStore[ContextNorm] = BoundedStore(max_entries=50_000)
-        self.horizons: BoundedStore[Horizon[KeyMinute]] = BoundedStore(max_entities)
-        self.offsets: BoundedStore[KeyOffset] = BoundedStore(max_entities)
+        self.contexts: BoundedStore[tuple[str, str, int], ContextNorm] = BoundedStore(
+            max_entries=50_000
+        )
+        self._new_norm = partial(ContextNorm, min_sd=min_sd)
+        self.horizons: BoundedStore[str, Horizon[KeyMinute]] = BoundedStore(max_entities)
+        self.offsets: BoundedStore[str, KeyOffset] = BoundedStore(max_entities)
         self._pending: dict[tuple[int, str], KeyMinute] = {}
-
-    def _context(self, e: AllocationEvent) -> str:
-        band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
-        return f"{e.model}|{e.route}|{band}"
 
     def observe_event(self, e: AllocationEvent) -> None:
         value = float(getattr(e, self.feature))
-        norm = self.contexts.get_or_create(
-            self._context(e), lambda: ContextNorm(min_sd=self.min_sd)
-        )
-        z = norm.score_one(value)
+        band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
+        norm = self.contexts.get_or_create((e.model, e.route, band), self._new_norm)
         expected = norm.expected if norm.n >= norm.warm_up else value
-        norm.learn_one(value)
+        z = norm.score_and_learn(value)
         slot = (int(e.ts.timestamp() // 60) * 60, e.api_key_id)
         acc = self._pending.get(slot)
         if acc is None:

@@ -59,7 +59,7 @@ class RunawayDetector:
         self.min_ratio = min_ratio
         self.min_count = min_count
         self.threshold = AdaptiveThreshold(score_floor)
-        self.states: BoundedStore[_EntityState] = BoundedStore(max_entities)
+        self.states: BoundedStore[str, _EntityState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         findings: list[Finding] = []

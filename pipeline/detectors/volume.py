@@ -59,7 +59,7 @@ class VolumeDetector:
         self.warm_up = warm_up
         self.min_ratio = min_ratio
         self.threshold = AdaptiveThreshold(score_floor)
-        self.states: BoundedStore[_ShareState] = BoundedStore(max_entities)
+        self.states: BoundedStore[str, _ShareState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         if not view.fleet.requests:
