@@ -24,6 +24,7 @@ class KafkaSettings(BaseModel):
     dlq_topic: str = "compute.events.dlq"
     partitions: int = Field(4, ge=1)
     consumer_group: str = "computewatch"
+    session_timeout_s: float = Field(15.0, gt=0)  # a crashed worker's partitions move after this
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -110,6 +110,8 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         topic_partitions=kafka.partitions,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.session_timeout_s / 5,
         web_enabled=False,
     )
     events_topic = app.topic(

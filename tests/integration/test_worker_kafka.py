@@ -46,7 +46,7 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes
 
 
 def wait_consumed(
-    worker: subprocess.Popen[bytes], bootstrap: str, group: str, topic: str, timeout: float = 60.0
+    worker: subprocess.Popen[bytes], bootstrap: str, group: str, topic: str, timeout: float = 180.0
 ) -> None:
     """Until the group's committed offsets reach the topic's end offsets (or the worker dies)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)

@@ -1,0 +1,79 @@
+"""A worker killed with SIGKILL mid-stream and restarted loses no event and writes none twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from pipeline.events import encode_event
+from pipeline.simulate import FleetConfig, simulate
+from tests.fixtures.kafka import unique_topic_name
+from tests.integration.test_worker_kafka import (
+    T0,
+    produce,
+    query,
+    start_worker,
+    stop_worker,
+    wait_consumed,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def committed_total(bootstrap: str, group: str) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return sum(m.offset for m in admin.list_group_offsets(group).get(group, {}).values())
+    except KafkaError:
+        return 0
+    finally:
+        admin.close()
+
+
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = FleetConfig(tenants=6, rate=20.0, hours=1.0, seed=11, start=T0)
+    events = [e for batch in simulate(config) for e in batch.to_events()]
+    topic, group = unique_topic_name("events"), unique_topic_name("group")
+    env = {
+        **os.environ,
+        "COMPUTEWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
+        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
+        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
+        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
+        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+    log = tmp_path / "worker.log"
+    produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
+
+    worker = start_worker(env, log)
+    deadline = time.monotonic() + 120
+    while committed_total(kafka_bootstrap, group) < len(events) // 4:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)  # mid-stream: no flush, no snapshot, no commit
+    worker.wait(timeout=30)
+    assert committed_total(kafka_bootstrap, group) < len(events), "killed too late to matter"
+
+    worker = start_worker(env, log)
+    try:
+        wait_consumed(worker, kafka_bootstrap, group, topic)
+    finally:
+        stop_worker(worker, log)
+
+    [[rows, distinct]] = query(env, "SELECT count(), uniqExact(event_id) FROM events")
+    assert (rows, distinct) == (len(events), len(events))
+    [[requests, tokens]] = query(
+        env, "SELECT sum(requests), sum(reasoning_tokens) FROM usage_daily"
+    )
+    assert requests == len(events)
+    assert tokens == sum(e.reasoning_tokens for e in events)
