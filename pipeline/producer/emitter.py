@@ -1,113 +1,28 @@
-"""TelemetryEmitter: the SDK inference servers use to send allocation events to Kafka.
-
-``emit()`` validates the event at the call site (a bad event raises
-:class:`~pipeline.events.InvalidEvent`) and puts its contract-v1 bytes on a bounded in-memory
-queue; it never waits for Kafka. A background thread connects lazily (retrying with backoff while
-the broker is down) and hands events to an idempotent kafka-python producer (``acks='all'``,
-batching, compression), keyed by ``tenant_id``. When the queue is full the event is dropped,
-counted and passed to ``on_drop``. Counters are in :attr:`TelemetryEmitter.stats`.
-
-The Kafka client is built by ``producer_factory`` (default: :class:`kafka.KafkaProducer`), the one
-I/O seam; :class:`MemoryProducer` is its in-memory twin for examples and tests.
-
->>> from pipeline.config import KafkaSettings
->>> from pipeline.events import example_event
->>> memory = MemoryProducer()
->>> with TelemetryEmitter(KafkaSettings(), producer_factory=lambda options: memory) as emitter:
-...     emitter.emit(example_event())
-...     with emitter.track(tenant_id="acme", api_key_id="key-1", model="reasoner-large",
-...                        server_id="gpu-01", route="deep") as request:
-...         request.prompt_tokens, request.reasoning_tokens, request.passes = 700, 4000, 3
-True
->>> emitter.stats
-EmitterStats(emitted=2, sent=2, dropped=0, failed=0)
->>> [(topic, key) for topic, key, value in memory.messages]
-[('compute.events', b'acme'), ('compute.events', b'acme')]
-"""
+"""TelemetryEmitter: non-blocking, bounded, batching delivery of allocation events."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import math
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
-
-from kafka import KafkaProducer
+from typing import Any, Final
 
 from pipeline.config import KafkaSettings
-from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
+from pipeline.events import AllocationEvent, InvalidEvent, parse_event
 from pipeline.kafka_options import kafka_python_producer_options
-
-__all__ = [
-    "EmitterStats",
-    "MemoryProducer",
-    "RequestRecord",
-    "TelemetryEmitter",
-    "to_wire",
-]
+from pipeline.producer.record import RequestRecord, status_for
+from pipeline.producer.transport import DropCallback, Producer, ProducerFactory, kafka_producer
+from pipeline.producer.wire import to_wire
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_S: Final = 0.05
-
-
-class DeliveryFuture(Protocol):
-    """What ``send()`` returns: callbacks get the record metadata, errbacks the exception."""
-
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
-    def add_errback(self, fn: Callable[..., Any], *args: Any) -> Any: ...
-
-
-class Producer(Protocol):
-    """The part of :class:`kafka.KafkaProducer` the emitter uses."""
-
-    def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None
-    ) -> DeliveryFuture: ...
-    def flush(self, timeout: float | None = None) -> None: ...
-    def close(self, timeout: float | None = None) -> None: ...
-
-
-ProducerFactory = Callable[[dict[str, Any]], Producer]
-DropCallback = Callable[[AllocationEvent, str], None]
-
-
-class _Done:
-    """An already-acknowledged delivery: callbacks run at once (for :class:`MemoryProducer`)."""
-
-    def add_callback(self, fn: Callable[..., Any], *args: Any) -> _Done:
-        fn(*args, None)
-        return self
-
-    def add_errback(self, fn: Callable[..., Any], *args: Any) -> _Done:
-        return self
-
-
-class MemoryProducer:
-    """An in-memory :class:`Producer`: every send succeeds and lands in ``messages``."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes | None, bytes | None]] = []
-
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> _Done:
-        self.messages.append((topic, key, value))
-        return _Done()
-
-    def flush(self, timeout: float | None = None) -> None:
-        return None
-
-    def close(self, timeout: float | None = None) -> None:
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,91 +39,6 @@ class EmitterStats:
     @property
     def pending(self) -> int:
         return self.emitted - self.sent - self.dropped - self.failed
-
-
-def _rfc3339(value: datetime, name: str) -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidEvent(f"bad_timestamp: {name} (naive datetime; give it a timezone, e.g. UTC)")
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _plain(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Obvious conversions for dict events: aware datetime -> RFC 3339 UTC, UUID -> str."""
-    out: dict[str, Any] = {}
-    for name, value in event.items():
-        if isinstance(value, datetime):
-            value = _rfc3339(value, name)
-        elif isinstance(value, uuid.UUID):
-            value = str(value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise InvalidEvent(f"non_finite: {name} ({value!r})")
-        out[name] = value
-    return out
-
-
-def to_wire(event: AllocationEvent | Mapping[str, Any]) -> tuple[AllocationEvent, bytes]:
-    """Validate ``event`` against contract v1; return it parsed, with its canonical wire bytes.
-
-    Raises :class:`~pipeline.events.InvalidEvent` naming the field and the rule.
-    """
-    if isinstance(event, AllocationEvent):
-        candidate: Any = event
-    elif isinstance(event, Mapping):
-        candidate = _plain(event)
-    else:
-        raise InvalidEvent(f"not_an_object: expected AllocationEvent or dict, not {type(event)}")
-    try:
-        raw = encode_event(candidate)
-    except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"wrong_type: {exc}") from None
-    parsed = parse_event(raw)
-    return parsed, encode_event(parsed)
-
-
-@dataclass
-class RequestRecord:
-    """What a serving function fills in during one request; see :meth:`TelemetryEmitter.track`.
-
-    ``latency_ms`` is measured around the ``with`` block unless set; ``status`` becomes
-    ``error`` (``timeout``, ``cancelled``) when the block raises.
-    """
-
-    tenant_id: str
-    api_key_id: str
-    model: str
-    server_id: str
-    route: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    passes: int = 1
-    gpu_ms: float = 0.0
-    status: str = "ok"
-    confidence: float | None = None
-    difficulty: float | None = None
-    budget_tokens: int | None = None
-    latency_ms: float | None = None
-    ttft_ms: float | None = None
-    gpu_type: str | None = None
-    region: str | None = None
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def event_fields(self, ts: datetime, measured_latency_ms: float) -> dict[str, Any]:
-        """The record as a contract-v1 dict, completed at ``ts``."""
-        fields = dataclasses.asdict(self)
-        if fields["latency_ms"] is None:
-            fields["latency_ms"] = measured_latency_ms
-        return {"schema_version": "1", "ts": ts, **fields}
-
-
-def _status_for(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(
-        exc, KeyboardInterrupt | asyncio.CancelledError | concurrent.futures.CancelledError
-    ):
-        return "cancelled"
-    return "error"
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -267,7 +97,7 @@ class TelemetryEmitter:
         )
         self._options = {**options, **(extra_options or {})}
         self._topic = topic or kafka.events_topic
-        self._factory: ProducerFactory = producer_factory or _kafka_producer
+        self._factory: ProducerFactory = producer_factory or kafka_producer
         self._on_drop = on_drop
         self._clock = clock or (lambda: datetime.now(UTC))
         self._backoff = reconnect_backoff_s
@@ -334,7 +164,7 @@ class TelemetryEmitter:
         try:
             yield record
         except BaseException as exc:
-            record.status = _status_for(exc)
+            record.status = status_for(exc)
             try:
                 self._emit_record(record, started)
             except InvalidEvent as invalid:
@@ -501,8 +331,3 @@ class TelemetryEmitter:
             self._unacked = 0
             self._finished = True
             self._changed.notify_all()
-
-
-def _kafka_producer(options: dict[str, Any]) -> Producer:
-    producer: Producer = KafkaProducer(**options)
-    return producer
