@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import streamlit as st
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 import frames
 from pipeline.config import Settings
@@ -33,6 +35,9 @@ from pipeline.storage.usage import usage_report as build_usage_report
 logger = logging.getLogger(__name__)
 
 TTL_S: Final = 15
+MAX_SCOPED_ALERTS: Final = 100_000
+"""Alerts counted for a tenant-scoped viewer's chart (from the scoped feed)."""
+_READ_ONLY: Final = re.compile(r"\b(READONLY|ACCESS_DENIED)\b|Code: (164|497)\b")
 """Seconds a query result is reused: shorter than the default auto-refresh interval."""
 Query = tuple[str, dict[str, Any]]
 Tenants = tuple[str, ...] | None
@@ -73,9 +78,14 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False, on_release=Database.close)
 def database() -> Database:
-    """The one client of this process on ``settings().clickhouse``; ``st.cache_resource.clear()``
-    closes it (which lets a test process open another embedded-engine path afterwards)."""
-    return Database(connect(settings().clickhouse))
+    """The one client of this process; ``st.cache_resource.clear()`` closes it (which lets a
+    test process open another embedded-engine path afterwards).
+
+    It connects as the dashboard's own ClickHouse user when one is set
+    (``COMPUTEWATCH_DASHBOARD_CLICKHOUSE_USERNAME``; see ``schemas/clickhouse/roles/``), else
+    with ``COMPUTEWATCH_CLICKHOUSE_USERNAME``.
+    """
+    return Database(connect(settings().dashboard_clickhouse()))
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -161,15 +171,24 @@ def alerts(
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def alert_counts(start: datetime, end: datetime, bucket_s: int) -> pd.DataFrame:
-    """Alerts per kind per ``bucket_s`` bucket in [start, end)."""
-    return database().frame(queries.alert_counts(start, end, bucket_s=bucket_s))
+def alert_counts(start: datetime, end: datetime, bucket_s: int,
+                 tenants: Tenants = None) -> pd.DataFrame:
+    """Alerts per kind per ``bucket_s`` bucket in [start, end) (of ``tenants`` only, if given:
+    counted from the tenant-scoped feed, as the fleet-wide count would reveal other tenants')."""
+    if tenants is None:
+        return database().frame(queries.alert_counts(start, end, bucket_s=bucket_s))
+    feed = database().frame(queries.alerts_feed(start, end, tenants=tenants,
+                                                limit=MAX_SCOPED_ALERTS))
+    return frames.alert_counts(feed, bucket_s)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def alert_events(entity_type: str, entity_id: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The events of an alert's entity inside its evidence window."""
+def alert_events(entity_type: str, entity_id: str, start: datetime, end: datetime,
+                 tenants: Tenants = None) -> pd.DataFrame:
+    """The events of an alert's entity inside its evidence window (of ``tenants`` only)."""
     df = database().frame(queries.alert_events(entity_type, entity_id, start, end))
+    if tenants is not None:
+        df = df[df["tenant_id"].isin(tenants)].reset_index(drop=True)
     df["event_id"] = df["event_id"].astype(str)
     df["cost_usd"] = df["cost_usd"].astype(float)
     return df
@@ -181,11 +200,24 @@ def triage_history(alert_id: str) -> pd.DataFrame:
     return database().frame(queries.alert_triage_history(alert_id))
 
 
+class TriageRefused(ValueError):
+    """ClickHouse refused the triage write: the dashboard's user may only read."""
+
+
 def triage(alert_id: str, status: str, actor: str, note: str) -> None:
     """Record a triage action and drop the cached results it changes."""
     db = database()
     with db.lock:
-        record_triage(db.client, alert_id, status, actor, note)
+        try:
+            record_triage(db.client, alert_id, status, actor, note)
+        except DatabaseError as exc:
+            if not _READ_ONLY.search(str(exc)):
+                raise
+            logger.warning("triage refused by ClickHouse: %s", _first_line(exc))
+            raise TriageRefused(
+                "The dashboard's ClickHouse user may not record triage (it is read-only). "
+                "Grant it with schemas/clickhouse/roles/triage_grant.sql."
+            ) from None
     alerts.clear()
     triage_history.clear()
 

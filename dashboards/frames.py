@@ -108,6 +108,25 @@ def alert_label(row: Mapping[str, Any]) -> str:
     return f"{when} · {row['severity']} · {kind} · {row['entity_type']} {row['entity_id']}"
 
 
+def alert_counts(feed: pd.DataFrame, bucket_s: int) -> pd.DataFrame:
+    """Alerts per kind per ``bucket_s`` bucket (``bucket, kind, alerts``) counted from a feed,
+    with buckets aligned to the epoch as ClickHouse's ``toStartOfInterval`` aligns them.
+
+    >>> feed = pd.DataFrame({"detected_at": pd.to_datetime(
+    ...     ["2026-03-02 10:05", "2026-03-02 10:55", "2026-03-02 11:10"], utc=True),
+    ...     "kind": ["volume_spike", "volume_spike", "other"]})
+    >>> alert_counts(feed, 3600).values.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    [[Timestamp('2026-03-02 10:00:00+0000', tz='UTC'), 'volume_spike', 2],
+     [Timestamp('2026-03-02 11:00:00+0000', tz='UTC'), 'other', 1]]
+    """
+    if feed.empty:
+        return pd.DataFrame(columns=["bucket", "kind", "alerts"])
+    buckets = pd.to_datetime(feed["detected_at"], utc=True).dt.floor(f"{int(bucket_s)}s")
+    counts = feed.assign(bucket=buckets).groupby(["bucket", "kind"]).size()
+    return counts.rename("alerts").reset_index().sort_values(["bucket", "kind"],
+                                                             ignore_index=True)
+
+
 # -- usage --------------------------------------------------------------------------------------
 
 def usage_totals(table: pa.Table) -> dict[str, int | Decimal]:

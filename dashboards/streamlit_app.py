@@ -2,9 +2,10 @@
 finance, and the pipeline's health, read from ClickHouse.
 
 Run with ``computewatch dashboard`` (or ``streamlit run dashboards/streamlit_app.py``); the
-settings come from ``COMPUTEWATCH_*`` (see :mod:`pipeline.config`). The overview is at ``/``;
-the other pages at ``/alerts``, ``/efficiency``, ``/usage`` and ``/health`` (see
-:mod:`site_map`); the menu lists the pages the viewer's roles allow (see :mod:`access`).
+settings come from ``COMPUTEWATCH_*`` (see :mod:`pipeline.config`). Nobody gets past
+:func:`access.sign_in` without signing in when sign-in is configured (see :mod:`access`). The
+overview is at ``/``; the other pages at ``/alerts``, ``/efficiency``, ``/usage`` and
+``/health`` (see :mod:`site_map`); the menu lists the pages the viewer's roles allow.
 """
 
 import streamlit as st
@@ -16,11 +17,12 @@ import site_map
 
 st.set_page_config(page_title="computewatch", page_icon=":material/monitoring:", layout="wide")
 
+access.sign_in()
 viewer = access.current_viewer()
 page = st.navigation([site_map.st_page(spec) for spec in site_map.pages_for(viewer)])
 
 with st.sidebar:
-    st.caption(f"Signed in as **{viewer.name}**")
+    access.sidebar_identity(viewer)
     components.refresh_controls()
     source = data.status()
     st.caption(f"Data: `{source.target}` · database `{source.database}`")

@@ -9,12 +9,50 @@ app, dashboard data module) and pass it down.
 'compute.events'
 >>> s.clickhouse.url
 'chdb://./data/clickhouse'
+
+Secrets are :class:`~pydantic.SecretStr` (``repr`` and ``str`` show ``**********``) and may come
+from a file instead of the environment, as container secrets are mounted: each ``*_PASSWORD``
+has a ``*_PASSWORD_FILE`` twin (``COMPUTEWATCH_CLICKHOUSE_PASSWORD_FILE``,
+``COMPUTEWATCH_KAFKA_SASL_PASSWORD_FILE``, ``COMPUTEWATCH_DASHBOARD_CLICKHOUSE_PASSWORD_FILE``)
+whose file is read here, once, with one trailing newline dropped. Giving both is an error.
+
+>>> ClickHouseSettings(password="s3cret")
+ClickHouseSettings(url='chdb://./data/clickhouse', ..., password=SecretStr('**********'), ...)
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, SecretStr
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def read_secret_file(path: Path, variable: str) -> SecretStr:
+    """The secret in ``path``, one trailing newline dropped; errors name the file, not its text."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"{variable}: cannot read {path}: {reason}") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise ValueError(f"{variable}: {path} is empty")
+    return SecretStr(secret)
+
+
+def _from_file(
+    value: SecretStr | None, path: Path | None, variable: str
+) -> SecretStr | None:
+    """``value``, or the secret in ``path`` when a file is named (giving both is an error)."""
+    if path is None:
+        return value
+    if value is not None and value.get_secret_value():
+        raise ValueError(
+            f"both {variable} and {variable}_FILE are set; keep one (the file is preferred)"
+        )
+    return read_secret_file(path, f"{variable}_FILE")
 
 
 class KafkaSettings(BaseModel):
@@ -29,7 +67,15 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None  # read into sasl_password (container secrets)
     ssl_cafile: str | None = None
+
+    @model_validator(mode="after")
+    def _sasl_password_from_file(self) -> Self:
+        self.sasl_password = _from_file(
+            self.sasl_password, self.sasl_password_file, "COMPUTEWATCH_KAFKA_SASL_PASSWORD"
+        )
+        return self
 
 
 class ClickHouseSettings(BaseModel):
@@ -37,9 +83,18 @@ class ClickHouseSettings(BaseModel):
     database: str = "computewatch"
     username: str = "default"
     password: SecretStr = SecretStr("")
+    password_file: Path | None = None  # read into password (container secrets)
     events_ttl_days: int = Field(400, ge=1)
     batch_rows: int = Field(20_000, ge=1)
     batch_seconds: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> Self:
+        password = _from_file(
+            self.password, self.password_file, "COMPUTEWATCH_CLICKHOUSE_PASSWORD"
+        )
+        self.password = password or SecretStr("")
+        return self
 
 
 class WorkerSettings(BaseModel):
@@ -49,6 +104,7 @@ class WorkerSettings(BaseModel):
     max_entities: int = Field(200_000, ge=100)
     alert_cooldown_s: float = Field(600.0, ge=0)
     webhook_url: str | None = None
+    future_horizon_s: float = Field(3600.0, gt=0)  # events further ahead of event time wait
 
 
 class PriceSettings(BaseModel):
@@ -76,6 +132,50 @@ class Settings(BaseSettings):
     default_price: PriceSettings = PriceSettings()
     dashboard_port: int = Field(8501, ge=1, le=65535)
     dashboard_host: str = "127.0.0.1"  # 0.0.0.0 inside a container whose port is published
+    # The dashboard's own ClickHouse user (server mode; see schemas/clickhouse/roles/): when
+    # set, the dashboard connects as this user instead of COMPUTEWATCH_CLICKHOUSE_USERNAME.
+    dashboard_clickhouse_username: str | None = None
+    dashboard_clickhouse_password: SecretStr | None = None
+    dashboard_clickhouse_password_file: Path | None = None
+    # Who may look (dashboards/access.py): unset or "auto" = Streamlit OIDC when secrets.toml
+    # has an [auth] section, else the users file when set, else the open local-operator mode.
+    dashboard_auth: Literal["auto", "oidc", "users", "none"] | None = None
+    dashboard_users_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _dashboard_credentials(self) -> Self:
+        self.dashboard_clickhouse_password = _from_file(
+            self.dashboard_clickhouse_password,
+            self.dashboard_clickhouse_password_file,
+            "COMPUTEWATCH_DASHBOARD_CLICKHOUSE_PASSWORD",
+        )
+        if self.dashboard_clickhouse_password and not self.dashboard_clickhouse_username:
+            raise ValueError(
+                "COMPUTEWATCH_DASHBOARD_CLICKHOUSE_PASSWORD is set without "
+                "COMPUTEWATCH_DASHBOARD_CLICKHOUSE_USERNAME"
+            )
+        if self.dashboard_auth == "users" and self.dashboard_users_file is None:
+            raise ValueError(
+                "COMPUTEWATCH_DASHBOARD_AUTH=users needs COMPUTEWATCH_DASHBOARD_USERS_FILE"
+            )
+        return self
+
+    def dashboard_clickhouse(self) -> ClickHouseSettings:
+        """The ClickHouse settings the dashboard connects with: its own user when one is set.
+
+        >>> s = Settings(dashboard_clickhouse_username="viewer",
+        ...              dashboard_clickhouse_password="pw")
+        >>> ch = s.dashboard_clickhouse()
+        >>> ch.username, ch.password.get_secret_value(), s.clickhouse.username
+        ('viewer', 'pw', 'default')
+        """
+        if not self.dashboard_clickhouse_username:
+            return self.clickhouse
+        return self.clickhouse.model_copy(update={
+            "username": self.dashboard_clickhouse_username,
+            "password": self.dashboard_clickhouse_password or SecretStr(""),
+            "password_file": None,
+        })
 
     def price_for(self, model: str) -> PriceSettings:
         return self.prices.get(model, self.default_price)

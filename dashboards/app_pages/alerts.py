@@ -97,7 +97,7 @@ def detail(alert: pd.Series) -> None:
     )
     events = data.alert_events(str(alert["entity_type"]), str(alert["entity_id"]),
                                alert["window_start"].to_pydatetime(),
-                               alert["window_end"].to_pydatetime())
+                               alert["window_end"].to_pydatetime(), viewer.tenants)
     st.markdown(f"**Events behind it** ({len(events)} of {alert['entity_type']} "
                 f"`{alert['entity_id']}` in the evidence window)")
     st.dataframe(events, hide_index=True, height=240)
@@ -105,11 +105,15 @@ def detail(alert: pd.Series) -> None:
 
 
 def record(alert_id: str) -> None:
-    """Form callback: store the triage action, then report it on the next run."""
+    """Form callback: store the triage action, then report it on the next run.
+
+    A signed-in viewer triages under their own name; only the open mode's local operator types
+    one in.
+    """
     state = st.session_state
+    actor = viewer.name if viewer.signed_in else state["triage_actor"]
     try:
-        data.triage(alert_id, state["triage_status"], state["triage_actor"],
-                    state["triage_note"])
+        data.triage(alert_id, state["triage_status"], actor, state["triage_note"])
     except ValueError as exc:
         state["triage_message"] = ("error", str(exc))
     else:
@@ -124,7 +128,8 @@ def triage(alert: pd.Series) -> None:
         status, actor = st.columns([1, 2])
         status.radio("Mark as", ["acknowledged", "resolved"], key="triage_status",
                      horizontal=True)
-        actor.text_input("Your name", value=viewer.name, key="triage_actor")
+        actor.text_input("Your name", value=viewer.name, key="triage_actor",
+                         disabled=viewer.signed_in)
         st.text_area("Note", key="triage_note", placeholder="What you found, what you did")
         st.form_submit_button("Save", type="primary", on_click=record, args=(alert_id,))
     kind, message = st.session_state.pop("triage_message", (None, ""))
@@ -146,7 +151,7 @@ def body() -> None:
     chosen = filters(window)
     feed = data.alerts(window.start, window.end, **chosen)
     headline(feed)
-    counts = data.alert_counts(window.start, window.end, window.bucket_s)
+    counts = data.alert_counts(window.start, window.end, window.bucket_s, viewer.tenants)
     if not counts.empty:
         st.altair_chart(charts.stacked_over_time(
             counts, "bucket", "alerts", "kind", bucket_s=window.bucket_s,

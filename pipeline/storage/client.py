@@ -12,6 +12,11 @@ The embedded engine has rules a server does not (measured with chdb 4.4 / engine
 'https://ch.example:8443'
 >>> chdb_path("chdb:///var/lib/cw") == "/var/lib/cw"
 True
+
+Credentials come from the settings (``COMPUTEWATCH_CLICKHOUSE_PASSWORD`` or ``..._PASSWORD_FILE``)
+and leave their ``SecretStr`` only in :func:`_server_client`, for the HTTP ``Authorization``
+header; logs name the server with :func:`describe_url`. :func:`create_dashboard_user` gives the
+dashboard its own read-only user on a server (``schemas/clickhouse/roles/``).
 """
 
 from __future__ import annotations
@@ -20,22 +25,28 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from pydantic import SecretStr
 
 from pipeline.config import ClickHouseSettings
 
 __all__ = [
+    "ROLES_DIR",
     "StorageConfigError",
     "chdb_path",
     "connect",
+    "create_dashboard_user",
+    "dashboard_user_statements",
     "describe_url",
     "is_embedded",
     "quote_database",
+    "quote_identifier",
     "snapshot_copy",
 ]
 
@@ -44,6 +55,7 @@ logger = logging.getLogger(__name__)
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _MUTABLE_SUFFIXES: Final = (".txt", ".sql", ".log", ".json")
 _SNAPSHOT_SKIP: Final = shutil.ignore_patterns("status", "*.lock", "tmp_*", "tmp")
+ROLES_DIR: Final = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse" / "roles"
 
 
 class StorageConfigError(ValueError):
@@ -81,11 +93,25 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+def quote_identifier(name: str, what: str = "name") -> str:
+    """``name`` checked to be a plain identifier and back-quoted, for statements that cannot
+    take it as a parameter (database names in DDL, user names in GRANT).
+
+    >>> quote_identifier("cw_dashboard", "user name")
+    '`cw_dashboard`'
+    >>> quote_identifier("x` TO admin --", "user name")
+    Traceback (most recent call last):
+    ...
+    pipeline.storage.client.StorageConfigError: user name must match ...: 'x` TO admin --'
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):  # no trailing newline
+        raise StorageConfigError(f"{what} must match {_IDENTIFIER.pattern}: {name!r}")
+    return f"`{name}`"
+
+
 def quote_database(name: str) -> str:
     """A database name checked to be a plain identifier and back-quoted for DDL."""
-    if not _IDENTIFIER.match(name):
-        raise StorageConfigError(f"database name must match {_IDENTIFIER.pattern}: {name!r}")
-    return f"`{name}`"
+    return quote_identifier(name, "database name")
 
 
 def connect(settings: ClickHouseSettings, *, create_database: bool = False) -> Client:
@@ -144,6 +170,72 @@ def _server_client(settings: ClickHouseSettings) -> Client:
         "tz_mode": "aware",
     }
     return clickhouse_connect.get_client(**kwargs)
+
+
+Statement = tuple[str, dict[str, Any]]
+
+
+def dashboard_user_statements(
+    user: str, password: SecretStr | str, database: str, *, triage: bool = False
+) -> list[Statement]:
+    """The ``(sql, params)`` statements that create the dashboard's read-only ClickHouse user
+    (or give it a new password), from ``schemas/clickhouse/roles/``.
+
+    ``user`` and ``database`` must be plain identifiers (checked, then back-quoted: GRANT takes
+    no parameters); the password travels only as the server-side parameter ``password``.
+    ``triage`` adds ``triage_grant.sql`` (INSERT on ``alert_triage``, the dashboard's one write).
+
+    >>> statements = dashboard_user_statements("cw_dashboard", "s3cret", "computewatch")
+    >>> [" ".join(sql.split()[:2]) for sql, _ in statements]
+    ['CREATE USER', 'ALTER USER', 'REVOKE ALL', 'GRANT SELECT']
+    >>> any("s3cret" in sql for sql, _ in statements), statements[0][1]
+    (False, {'password': 's3cret'})
+    """
+    from pipeline.storage.migrations import split_statements  # migrations imports this module
+
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    if not secret:
+        raise StorageConfigError("the dashboard's ClickHouse user needs a non-empty password")
+    names = {"{user}": quote_identifier(user, "user name"), "{db}": quote_database(database)}
+    statements: list[Statement] = []
+    for file in ("readonly_user.sql", *(("triage_grant.sql",) if triage else ())):
+        text = (ROLES_DIR / file).read_text(encoding="utf-8")
+        for placeholder, quoted in names.items():
+            text = text.replace(placeholder, quoted)
+        for sql in split_statements(text):
+            statements.append((sql, {"password": secret} if "{password:String}" in sql else {}))
+    return statements
+
+
+def create_dashboard_user(
+    settings: ClickHouseSettings,
+    user: str,
+    password: SecretStr | str,
+    *,
+    triage: bool = False,
+    connector: Callable[[ClickHouseSettings], Client] = connect,
+) -> None:
+    """Create (or rotate) the dashboard's read-only user on the server ``settings`` names,
+    connected as ``settings.username`` (an administrator). Server mode only.
+
+    Parameters travel form-encoded in the request body, so the new password is in no URL.
+    """
+    if is_embedded(settings.url):
+        raise StorageConfigError(
+            "the embedded engine (chdb://) has no users or grants: the dashboard's read-only "
+            "user is for a ClickHouse server (http(s)://)"
+        )
+    statements = dashboard_user_statements(user, password, settings.database, triage=triage)
+    client = connector(settings)
+    try:
+        if hasattr(client, "form_encode_query_params"):  # HTTP clients; default: URL params
+            client.form_encode_query_params = True
+        for sql, params in statements:
+            client.command(sql, parameters=params)
+    finally:
+        client.close()
+    logger.info("dashboard user %s may now read %s on %s%s", user, settings.database,
+                describe_url(settings.url), " and record triage" if triage else "")
 
 
 def snapshot_copy(source: str | Path, target: str | Path) -> Path:
