@@ -330,6 +330,90 @@ def demo(
     serve_demo(settings, config, backfill_hours)
 
 
+@app.command()
+def bench(
+    only: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated parts: limit,worker,latency,replay,rss,scaleout."),
+    ] = None,
+    skip: Annotated[str | None, typer.Option(help="Comma-separated parts to leave out.")] = None,
+    events: Annotated[int, typer.Option(min=1, help="N for limit, worker, scale-out.")] = 200_000,
+    rate: Annotated[
+        list[float] | None,
+        typer.Option(min=1, help="Latency: live events/s (repeat for several runs; 5000)."),
+    ] = None,
+    live_seconds: Annotated[
+        float, typer.Option(min=16, help="Latency: live phase (a minute boundary every 60 s).")
+    ] = 150.0,
+    history_minutes: Annotated[
+        float, typer.Option(min=1, help="Latency: preloaded history (detector warm-up).")
+    ] = 35.0,
+    history_rate: Annotated[float, typer.Option(min=0.1, help="Latency: history rate.")] = 50.0,
+    replay_events: Annotated[int, typer.Option(min=1, help="Replay file size.")] = 1_000_000,
+    keys: Annotated[int, typer.Option(min=1, help="RSS: distinct api keys.")] = 100_000,
+    rss_events: Annotated[int, typer.Option(min=1, help="RSS: events fed.")] = 1_000_000,
+    fleet_rate: Rate = 25.0,
+    tenants: Tenants = 30,
+    seed: Seed = 0,
+    markdown_out: Annotated[Path | None, typer.Option(help="Write the table as Markdown.")] = None,
+    readme: Annotated[
+        Path | None, typer.Option(help="Replace the README's <!-- bench:start/end --> block.")
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep work files here (default: a temp dir, removed).")
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
+    ] = None,
+) -> None:
+    """Measure throughput, latency and memory against the bare-consumer limit (real broker)."""
+    import shlex
+
+    from pipeline.bench import PARTS, BenchConfig, markdown, parse_parts, run_bench, text
+    from pipeline.bench import update_readme as write_readme
+
+    settings = load_settings(kafka__bootstrap=kafka_bootstrap)
+    try:
+        chosen = parse_parts(only) if only else PARTS
+        left_out = parse_parts(skip) if skip else ()
+        config = BenchConfig(
+            parts=tuple(p for p in chosen if p not in left_out),
+            bootstrap=settings.kafka.bootstrap,
+            workdir=workdir,
+            events=events,
+            partitions=settings.kafka.partitions,
+            tenants=tenants,
+            fleet_rate=fleet_rate,
+            seed=seed,
+            rates=tuple(rate or [5_000.0]),
+            live_seconds=live_seconds,
+            history_minutes=history_minutes,
+            history_rate=history_rate,
+            replay_events=replay_events,
+            keys=keys,
+            rss_events=rss_events,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    command = shlex.join(["computewatch", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else ""
+    report = run_bench(
+        config,
+        progress=lambda line: typer.echo(line, err=True),
+        command=command or "computewatch bench",
+    )
+    typer.echo(text(report))
+    block = markdown(report)
+    if markdown_out is not None:
+        markdown_out.write_text(block, encoding="utf-8")
+    if readme is not None:
+        try:
+            write_readme(readme, block)
+        except (OSError, ValueError) as exc:
+            fail(f"cannot update {readme}: {exc}")
+    if report.errors:
+        fail(f"bench parts failed: {', '.join(report.errors)}")
+
+
 def main() -> None:
     app()
 
