@@ -11,20 +11,27 @@ The engine is transport-free and driven by event time only: the Faust worker, ``
 (1, 'invalid_json')
 >>> len(engine.finish().metrics)
 1
+
+Event time is trusted within limits (:meth:`Engine.process` documents them): times storage cannot
+hold are dead letters, and an event far ahead of the latest event time is held back until the
+stream either confirms its time (a run of such events) or contradicts it (then a dead letter
+``future_timestamp``), so one bad clock cannot close every window or stall detection.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 
 import msgspec
 
 from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
-from pipeline.config import Settings
+from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import (
     EntityMinute,
     Finding,
@@ -32,12 +39,25 @@ from pipeline.detectors import (
     WindowDetector,
     default_detectors,
 )
-from pipeline.events import AllocationEvent, InvalidEvent, parse_event
-from pipeline.metrics import WINDOW_S, MetricRow, WindowAggregator, WindowTotals
+from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
+from pipeline.metrics import (
+    COST_LIMIT_USD,
+    WINDOW_S,
+    MetricRow,
+    WindowAggregator,
+    WindowTotals,
+    window_of,
+)
 from pipeline.pricing import PriceTable
 
 DETECTION_GRACE_S = 5.0  # a minute is scored once events 5 s past its end have been seen
 ENTITY_TYPES = ("api_key", "tenant", "model", "route", "server")
+# Times ClickHouse can store: metrics_1m and usage_hourly use DateTime (1970-01-01 to
+# 2106-02-07); outside it an insert fails (and is retried forever) or the rollups wrap.
+EARLIEST_TS: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TS: Final = datetime(2106, 1, 1, tzinfo=UTC)
+FUTURE_CONFIRM: Final = 10  # far-ahead events in a row that show event time has moved on
+OPEN_WINDOWS: Final = 4  # about how many 1-minute windows are open at once (lateness 120 s)
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -98,7 +118,12 @@ class Engine:
         self.max_message_bytes = worker.max_message_bytes
         self.prices = PriceTable(settings.prices, settings.default_price)
         lateness = max(worker.allowed_lateness_s, DETECTION_GRACE_S)
-        self.aggregator = WindowAggregator(self.prices, allowed_lateness_s=lateness)
+        self.aggregator = WindowAggregator(  # bounded against floods of fake ids
+            self.prices,
+            allowed_lateness_s=lateness,
+            max_groups=OPEN_WINDOWS * worker.max_entities,
+            max_keys_per_tenant=max(1, worker.max_entities // 10),
+        )
         self.detectors = (
             list(detectors)
             if detectors is not None
@@ -108,38 +133,53 @@ class Engine:
         self.gate = CooldownGate(cooldown_s=worker.alert_cooldown_s)
         self.seen = SeenIds(worker.dedupe_max_ids)
         self.next_minute: int | None = None
+        self.future_horizon_s = worker.future_horizon_s
+        self.held: list[tuple[Message | None, AllocationEvent]] = []  # far ahead, undecided
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
 
     def process(self, messages: Iterable[Message]) -> StepOutput:
+        """Run one batch of wire messages; each becomes an event, a duplicate or a dead letter.
+
+        A valid event whose cost storage cannot hold (``Decimal(18, 9)``) is a dead letter
+        (``out_of_range: cost_usd``). Event-time rules: a ``ts`` before :data:`EARLIEST_TS` or from
+        :data:`LATEST_TS` on is a dead letter (``past_timestamp`` / ``future_timestamp``); an
+        event more than ``worker.future_horizon_s`` ahead of the latest event time is held in
+        :attr:`held` (in no step's output yet) until the next event within the horizon makes it
+        a dead letter (``future_timestamp``), or until :data:`FUTURE_CONFIRM` such events in a
+        row (an idle partition resuming, a replay across a gap) make them all events, as
+        :meth:`finish` does. Events older than the open windows are still events (``too_late``).
+        """
         out = StepOutput()
+        count = 0
         for message in messages:
+            count += 1
             try:
                 event = parse_event(message.value, max_bytes=self.max_message_bytes)
             except InvalidEvent as exc:
                 out.dead_letters.append(_dead_letter(message, exc))
                 continue
-            self._ingest(event, out)
+            self._accept(event, message, out)
         self._advance(out)
-        self._count(out, len(out.events) + len(out.dead_letters) + out.duplicates)
+        self._count(out, count)
         return out
 
     def process_events(self, events: Iterable[AllocationEvent]) -> StepOutput:
         """Like :meth:`process` for events that are already parsed (the in-process demo)."""
         out = StepOutput()
+        count = 0
         for event in events:
-            self._ingest(event, out)
+            count += 1
+            self._accept(event, None, out)
         self._advance(out)
-        self._count(out, len(out.events) + out.duplicates)
+        self._count(out, count)
         return out
 
     def finish(self) -> StepOutput:
         """Score the last minutes and close every window (end of a replay)."""
         out = StepOutput()
+        self._release_held(out, as_events=True)  # nothing came to contradict their time
         if self.next_minute is not None:
-            last = self.aggregator.max_event_s
-            while self.next_minute <= last:
-                self._score_minute(self.next_minute, out)
-                self.next_minute += WINDOW_S
+            self._score_through(self.aggregator.max_event_s, out)
         out.metrics.extend(self.aggregator.close_all())
         self._count(out, 0)
         return out
@@ -151,21 +191,82 @@ class Engine:
     @classmethod
     def restore(cls, blob: bytes) -> Engine:
         engine = cls.__new__(cls)
+        # a snapshot taken before a field existed gets its default
+        defaults = WorkerSettings()
+        engine.__dict__.update(future_horizon_s=defaults.future_horizon_s, held=[])
         engine.__dict__.update(pickle.loads(blob))
+        aggregator = engine.aggregator
+        if "max_groups" not in vars(aggregator):  # from before the windows were bounded
+            aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
+            aggregator.max_keys_per_tenant = max(1, defaults.max_entities // 10)
+            aggregator._keys = {}
         return engine
 
-    def _ingest(self, event: AllocationEvent, out: StepOutput) -> None:
+    def _accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
+        """Apply the storage and event-time rules of :meth:`process` to one valid event."""
+        cost = self.aggregator.cost(event)
+        if cost >= COST_LIMIT_USD:
+            reason = (
+                f"out_of_range: cost_usd ({cost:.6g} USD for one request; storage holds less "
+                f"than {COST_LIMIT_USD:.0e})"
+            )
+            _reject(out, event, message, reason)
+            return
+        if not EARLIEST_TS <= event.ts < LATEST_TS:
+            rule = "past_timestamp" if event.ts < EARLIEST_TS else "future_timestamp"
+            reason = (
+                f"{rule}: ts {event.ts.isoformat()} is outside the storable range "
+                f"[{EARLIEST_TS.isoformat()}, {LATEST_TS.isoformat()})"
+            )
+            _reject(out, event, message, reason)
+            return
+        latest = self.aggregator.max_event_s  # -inf until the first event is in a window
+        if latest > -math.inf and event.ts.timestamp() - latest > self.future_horizon_s:
+            self._hold(event, message, out)
+            return
+        self._release_held(out, as_events=False)
+        self._ingest(event, out, cost)
+
+    def _hold(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
+        """Keep a far-ahead event until the stream confirms or contradicts its time."""
+        if self.held:
+            run = [e.ts.timestamp() for _, e in self.held]
+            epoch = event.ts.timestamp()
+            if not min(run) - self.future_horizon_s <= epoch <= max(run) + self.future_horizon_s:
+                self._release_held(out, as_events=False)  # not one clock: a new run starts
+        self.held.append((message, event))
+        if len(self.held) >= FUTURE_CONFIRM:
+            self._release_held(out, as_events=True)
+
+    def _release_held(self, out: StepOutput, *, as_events: bool) -> None:
+        held, self.held = self.held, []
+        for message, event in held:
+            if as_events:
+                self._ingest(event, out)
+                continue
+            ahead = event.ts.timestamp() - self.aggregator.max_event_s
+            latest = datetime.fromtimestamp(self.aggregator.max_event_s, UTC)
+            reason = (
+                f"future_timestamp: ts {event.ts.isoformat()} is {ahead:.0f} s ahead of the "
+                f"latest event time {latest.isoformat()} (limit {self.future_horizon_s:.0f} s)"
+            )
+            _reject(out, event, message, reason)
+
+    def _ingest(self, event: AllocationEvent, out: StepOutput, cost: float | None = None) -> None:
         if not self.seen.add(event.event_id):
             out.duplicates += 1
             return
         if self.next_minute is None:
             self.next_minute = int(event.ts.timestamp() // WINDOW_S) * WINDOW_S
-        cost = self.aggregator.cost(event)
-        if not self.aggregator.add(event, cost):
+        if cost is None:
+            cost = self.aggregator.cost(event)
+        group = self.aggregator.add(event, cost)
+        if group is None:
             out.too_late += 1
         else:
+            seen = event if group[2] == event.api_key_id else _as_in(group, event)
             for detector in self._request_detectors:
-                detector.observe_event(event)
+                detector.observe_event(seen)
         out.events.append(event)
         out.costs.append(cost)
 
@@ -173,11 +274,23 @@ class Engine:
         """Score every minute that is complete in event time, then close ripe windows."""
         if self.next_minute is None:
             return
-        latest = self.aggregator.max_event_s
-        while self.next_minute + WINDOW_S <= latest - DETECTION_GRACE_S:
-            self._score_minute(self.next_minute, out)
-            self.next_minute += WINDOW_S
+        self._score_through(self.aggregator.max_event_s - DETECTION_GRACE_S - WINDOW_S, out)
         out.metrics.extend(self.aggregator.close_ready())
+
+    def _score_through(self, last_start: float, out: StepOutput) -> None:
+        """Score the minutes from ``next_minute`` to the one starting at ``last_start``, in order.
+
+        Minutes without events are skipped: an empty minute is a no-op for every detector, and
+        a jump in event time (an idle partition, a replay across a gap) must not cost one step
+        per minute of the gap.
+        """
+        assert self.next_minute is not None
+        if self.next_minute > last_start:
+            return
+        for minute in self.aggregator.open_windows():
+            if self.next_minute <= minute <= last_start:
+                self._score_minute(minute, out)
+        self.next_minute = window_of(last_start) + WINDOW_S
 
     def _score_minute(self, minute: int, out: StepOutput) -> None:
         view = build_minute_view(minute, self.aggregator.open_groups(minute))
@@ -255,6 +368,20 @@ def build_minute_view(
         view.tenant_of_key[api_key] = tenant
         view.model_of_server[server] = model
     return view
+
+
+def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -> AllocationEvent:
+    """The event under the ids of the overflow group it was counted in (bounded state)."""
+    _, tenant, api_key, model, route, server = group
+    return msgspec.structs.replace(
+        event, tenant_id=tenant, api_key_id=api_key, model=model, route=route, server_id=server
+    )
+
+
+def _reject(out: StepOutput, event: AllocationEvent, message: Message | None, reason: str) -> None:
+    """Dead-letter a valid event (one that came already parsed is encoded for its payload)."""
+    source = message or Message(encode_event(event))
+    out.dead_letters.append(_dead_letter(source, InvalidEvent(reason)))
 
 
 def _dead_letter(message: Message, exc: InvalidEvent) -> DeadLetter:

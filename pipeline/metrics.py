@@ -4,11 +4,17 @@ A window closes once the watermark (latest event time seen minus the allowed lat
 its end; late events within the lateness merge into their window, later ones are counted in
 :attr:`WindowAggregator.too_late` (they still reach the raw events table and usage).
 
+Open groups can be bounded: a tenant's api keys beyond ``max_keys_per_tenant`` in one window
+share the groups of api key :data:`OVERFLOW_ID`, and past ``max_groups`` open groups new ones
+all go to one group per window whose ids are all :data:`OVERFLOW_ID`. A flood of fake keys thus
+costs bounded memory and leaves other tenants' keys their own groups; requests, tokens and cost
+are all still counted.
+
 >>> from pipeline.events import example_event
 >>> from pipeline.pricing import PriceTable
 >>> agg = WindowAggregator(PriceTable({}), allowed_lateness_s=0)
->>> agg.add(example_event())
-True
+>>> agg.add(example_event())[1:3]
+('acme', 'key-1')
 >>> rows = agg.close_all()
 >>> rows[0].requests, rows[0].reasoning_tokens, rows[0].window_start.isoformat()
 (1, 1024, '2026-03-02T06:00:00+00:00')
@@ -25,6 +31,13 @@ from pipeline.pricing import PriceTable
 from pipeline.sketch import LatencySketch
 
 WINDOW_S = 60
+# What the ClickHouse columns hold (schemas/clickhouse): counts are UInt64 and costs
+# Decimal(18, 9). A window's sums saturate there rather than fail the insert (which the sink
+# would retry forever); the engine dead-letters a single request that costs more.
+UINT64_MAX = 2**64 - 1
+COST_LIMIT_USD = 1e9  # exclusive
+MAX_SKETCH_MS = 1e300  # larger latencies count as this in the sketch (its buckets overflow a float)
+OVERFLOW_ID = "(overflow)"  # the ids of a group that stands for groups past the bounds
 GroupKey = tuple[
     int, str, str, str, str, str
 ]  # (window epoch s, tenant, key, model, route, server)
@@ -123,7 +136,7 @@ class WindowTotals:
         self.token_passes += (e.completion_tokens + e.reasoning_tokens) * e.passes
         self.gpu_ms += e.gpu_ms
         self.latency_sum += e.latency_ms
-        self.latency.add(e.latency_ms)
+        self.latency.add(min(e.latency_ms, MAX_SKETCH_MS))
         self.cost_usd += cost_usd
         if e.budget_tokens is not None:
             self.budget_tokens += e.budget_tokens
@@ -153,14 +166,14 @@ class WindowTotals:
             route=route,
             server_id=server,
             requests=self.requests,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-            passes=self.passes,
+            prompt_tokens=min(self.prompt_tokens, UINT64_MAX),
+            completion_tokens=min(self.completion_tokens, UINT64_MAX),
+            reasoning_tokens=min(self.reasoning_tokens, UINT64_MAX),
+            passes=min(self.passes, UINT64_MAX),
             gpu_ms=self.gpu_ms,
             latency_ms_sum=self.latency_sum,
-            budget_tokens=self.budget_tokens,
-            budgeted_generated_tokens=self.budgeted_generated,
+            budget_tokens=min(self.budget_tokens, UINT64_MAX),
+            budgeted_generated_tokens=min(self.budgeted_generated, UINT64_MAX),
             confidence_sum=self.confidence_sum,
             confidence_count=self.confidence_count,
             truncated=self.truncated,
@@ -171,7 +184,7 @@ class WindowTotals:
             latency_p50_ms=sketch.quantile(0.5) or 0.0,
             latency_p95_ms=sketch.quantile(0.95) or 0.0,
             latency_p99_ms=sketch.quantile(0.99) or 0.0,
-            cost_usd=round(self.cost_usd, 9),
+            cost_usd=min(round(self.cost_usd, 9), COST_LIMIT_USD - 0.001),
         )
 
 
@@ -183,9 +196,18 @@ def window_of(epoch_s: float) -> int:
 class WindowAggregator:
     """Open windows keyed by (window, tenant, key, model, route, server), closed by watermark."""
 
-    def __init__(self, prices: PriceTable, allowed_lateness_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        prices: PriceTable,
+        allowed_lateness_s: float = 120.0,
+        max_groups: int | None = None,
+        max_keys_per_tenant: int | None = None,
+    ) -> None:
         self.prices = prices
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_groups = max_groups
+        self.max_keys_per_tenant = max_keys_per_tenant
+        self._keys: dict[tuple[int, str], set[str]] = {}  # api keys per (window, tenant)
         self.max_event_s = float("-inf")
         self.too_late = 0
         self._closed_before = float("-inf")  # windows starting before this are closed
@@ -203,25 +225,49 @@ class WindowAggregator:
             generated_tokens=e.completion_tokens + e.reasoning_tokens,
         )
 
-    def add(self, e: AllocationEvent, cost_usd: float | None = None) -> bool:
-        """Add one event; False when it is later than the allowed lateness (then only counted)."""
+    def add(self, e: AllocationEvent, cost_usd: float | None = None) -> GroupKey | None:
+        """Add one event and return its group; None when it is later than the allowed lateness
+        (then it is only counted)."""
         epoch = e.ts.timestamp()
         window = window_of(epoch)
         if window < self._closed_before:
             self.too_late += 1
-            return False
+            return None
         if epoch > self.max_event_s:
             self.max_event_s = epoch
         key = (window, e.tenant_id, e.api_key_id, e.model, e.route, e.server_id)
         acc = self._open.get(key)
         if acc is None:
-            acc = self._open[key] = WindowTotals()
+            if self.max_groups is not None or self.max_keys_per_tenant is not None:
+                key = self._bounded(key)
+            acc = self._open.get(key)
+            if acc is None:
+                acc = self._open[key] = WindowTotals()
         acc.add(e, self.cost(e) if cost_usd is None else cost_usd)
-        return True
+        return key
+
+    def _bounded(self, key: GroupKey) -> GroupKey:
+        """Where a new group goes under the bounds (see the module docstring)."""
+        window, tenant, api_key = key[:3]
+        if self.max_keys_per_tenant is not None:
+            keys = self._keys.setdefault((window, tenant), set())
+            if api_key not in keys:
+                if len(keys) < self.max_keys_per_tenant:
+                    keys.add(api_key)
+                else:
+                    key = (window, tenant, OVERFLOW_ID, *key[3:])
+        full = self.max_groups is not None and len(self._open) >= self.max_groups
+        if full and key not in self._open:
+            key = (window, *(OVERFLOW_ID,) * 5)
+        return key
 
     def open_groups(self, window: int) -> list[tuple[GroupKey, WindowTotals]]:
         """The still-open groups of one window (detectors read them before the window closes)."""
         return [(k, acc) for k, acc in self._open.items() if k[0] == window]
+
+    def open_windows(self) -> list[int]:
+        """Start times of the windows that hold at least one open group, in order."""
+        return sorted({key[0] for key in self._open})
 
     def close_ready(self) -> list[MetricRow]:
         """Close and return every window whose end is at or before the watermark."""
@@ -236,6 +282,8 @@ class WindowAggregator:
 
     def _close(self, cutoff: float) -> list[MetricRow]:
         self._closed_before = max(self._closed_before, cutoff)
+        if self._keys:
+            self._keys = {k: v for k, v in self._keys.items() if k[0] >= cutoff}
         ready = [k for k in self._open if k[0] < cutoff]
         ready.sort()
         return [self._open.pop(k).row(k) for k in ready]
