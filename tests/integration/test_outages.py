@@ -53,10 +53,6 @@ from tests.integration.test_worker_kafka import (
 )
 
 TENANTS: Final = [f"tenant-{i}" for i in range(8)]
-# The emitter's default codec is lz4 when kafka-python can write it, but the worker's aiokafka
-# reads lz4 only with cramjam, which is not installed: the worker crashes on the first batch
-# (test_the_emitters_default_codec_is_one_the_worker_reads). These tests send gzip until then.
-CODEC: Final = "gzip"
 
 
 # --- helpers: a steady feed through the TelemetryEmitter, a worker, consumer lag -----------------
@@ -184,7 +180,7 @@ def test_a_30_s_broker_outage_loses_and_duplicates_nothing(
     env, log = worker_env(bootstrap, tmp_path, topic, group), tmp_path / "worker.log"
     settings = KafkaSettings(bootstrap=bootstrap, events_topic=topic)
     with TelemetryEmitter(
-        settings, queue_size=20_000, reconnect_backoff_s=(0.5, 2.0), compression=CODEC
+        settings, queue_size=20_000, reconnect_backoff_s=(0.5, 2.0)
     ) as emitter:
         feed = Feed(emitter, rate=150).start()
         with running_worker(env, log) as worker:
@@ -217,7 +213,7 @@ def test_a_burst_of_10x_the_rate_builds_lag_that_drains(
     env, log = worker_env(kafka_bootstrap, tmp_path, topic, group), tmp_path / "worker.log"
     settings = KafkaSettings(bootstrap=kafka_bootstrap, events_topic=topic)
     samples: dict[str, list[int]] = {"normal": [], "burst": [], "after": []}
-    with TelemetryEmitter(settings, compression=CODEC) as emitter:
+    with TelemetryEmitter(settings) as emitter:
         feed = Feed(emitter, rate=300).start()
         with running_worker(env, log) as worker:
             wait_caught_up(kafka_bootstrap, group, topic, worker, log, below=300)
@@ -241,11 +237,6 @@ def test_a_burst_of_10x_the_rate_builds_lag_that_drains(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="the emitter compresses with lz4 (kafka-python has the lz4 package) but aiokafka "
-    "needs cramjam for lz4: the worker stops with UnsupportedCodecError on the first batch",
-)
 def test_the_emitters_default_codec_is_one_the_worker_reads(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
