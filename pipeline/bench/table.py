@@ -122,9 +122,10 @@ def rss_row(r: BenchReport) -> Row | None:
     return Row(
         f"{TITLES['rss']}, {rss.keys:,} api keys",
         fmt_bytes(rss.peak_bytes),
-        f"`ru_maxrss` of a child process feeding one engine {rss.events:,} events over 1 h of "
-        f"event time from exactly {rss.keys:,} keys; {fmt_bytes(rss.baseline_bytes)} before "
-        f"the first event ({fmt_rate(rss.events / rss.seconds)})",
+        f"peak RSS (`VmHWM`) of a fresh child process feeding one engine {rss.events:,} "
+        f"events over 1 h of event time from exactly {rss.keys:,} keys; "
+        f"{fmt_bytes(rss.baseline_bytes)} before the first event "
+        f"({fmt_rate(rss.events / rss.seconds)})",
     )
 
 
