@@ -25,7 +25,7 @@ def tiny(bootstrap: str, workdir: Path, parts: str) -> BenchConfig:
         parts=parse_parts(parts),
         bootstrap=bootstrap,
         workdir=workdir,
-        events=2_000,
+        events=25_000,  # several worker batches: the rate is measured after the first
         rates=(300.0,),
         live_seconds=16.0,
         history_minutes=31.0,
