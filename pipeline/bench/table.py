@@ -172,8 +172,8 @@ def markdown(report: BenchReport) -> str:
         f"{report.machine.line()}, {_load(report.load_after)} at the end (other work shares "
         f"this machine). Throughput parts: N = {c.events:,} simulated events "
         f"({c.tenants} tenants, {c.fleet_rate:g} requests/s of event time) on a "
-        f"{c.partitions}-partition topic of the local broker. Regenerate with the same "
-        "command plus `--readme README.md` (broker from `scripts/kafka.sh start`).",
+        f"{c.partitions}-partition topic of the local broker. Regenerate this block with "
+        "`computewatch bench [flags] --readme README.md` (broker from `scripts/kafka.sh start`).",
         "",
         "| measurement | result | how |",
         "|---|---|---|",
