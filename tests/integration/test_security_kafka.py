@@ -13,13 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from pipeline.config import KafkaSettings
 from pipeline.events import encode_event
 from pipeline.simulate import FleetConfig, simulate
-from tests.fixtures.kafka import unique_topic_name
+from tests.fixtures.kafka import committed_total, unique_topic_name
 from tests.integration.test_worker_kafka import (
     T0,
     produce,
@@ -30,6 +28,7 @@ from tests.integration.test_worker_kafka import (
 )
 
 pytestmark = pytest.mark.kafka
+
 
 def worker_env(sasl: KafkaSettings, tmp_path: Path, topic: str, group: str) -> dict[str, str]:
     """The worker's environment: SASL settings, fresh topics and group, its own engine path.
@@ -52,17 +51,6 @@ def worker_env(sasl: KafkaSettings, tmp_path: Path, topic: str, group: str) -> d
         "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
         "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
     }
-
-
-def committed(bootstrap: str, group: str) -> int:
-    """Sum of the group's committed offsets (0 when the group never committed)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        return sum(m.offset for m in admin.list_group_offsets(group).get(group, {}).values())
-    except KafkaError:
-        return 0
-    finally:
-        admin.close()
 
 
 def test_worker_processes_events_through_the_sasl_listener(
@@ -92,8 +80,11 @@ def test_a_wrong_password_fails_clearly_and_processes_nothing(
     kafka_sasl_settings: KafkaSettings, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     topic, group = unique_topic_name("sasl-denied"), unique_topic_name("sasl-denied-group")
-    events = [e for batch in simulate(FleetConfig(tenants=2, rate=2.0, hours=0.05, seed=4,
-                                                  start=T0)) for e in batch.to_events()]
+    events = [
+        e
+        for batch in simulate(FleetConfig(tenants=2, rate=2.0, hours=0.05, seed=4, start=T0))
+        for e in batch.to_events()
+    ]
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
     env = worker_env(kafka_sasl_settings, tmp_path, topic, group)
     wrong = "not-" + env.pop("COMPUTEWATCH_KAFKA_SASL_PASSWORD")
@@ -107,12 +98,14 @@ def test_a_wrong_password_fails_clearly_and_processes_nothing(
         code = worker.wait(timeout=45)  # the worker gives up on the refused bootstrap and exits
     except subprocess.TimeoutExpired:
         stop_worker(worker, log)
-        pytest.fail("the worker kept running with refused credentials:\n"
-                    + log.read_text(errors="replace")[-3000:])
+        pytest.fail(
+            "the worker kept running with refused credentials:\n"
+            + log.read_text(errors="replace")[-3000:]
+        )
     text = log.read_text(errors="replace")
     assert code != 0, f"the refused worker exited with {code}"
     assert "SaslAuthenticationFailed" in text and "invalid credentials" in text, text[-3000:]
     assert "SCRAM-SHA-256" in text
     assert wrong not in text, "the password reached the log"
-    assert committed(kafka_bootstrap, group) == 0, "a refused worker consumed the topic"
+    assert committed_total(kafka_bootstrap, group) == 0, "a refused worker consumed the topic"
     assert not (tmp_path / "clickhouse").exists(), "a refused worker opened the store"

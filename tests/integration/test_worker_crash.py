@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from pipeline.events import encode_event
 from pipeline.simulate import FleetConfig, simulate
-from tests.fixtures.kafka import unique_topic_name
+from tests.fixtures.kafka import committed_total, unique_topic_name
 from tests.integration.test_worker_kafka import (
     T0,
     produce,
@@ -24,16 +22,6 @@ from tests.integration.test_worker_kafka import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-def committed_total(bootstrap: str, group: str) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        return sum(m.offset for m in admin.list_group_offsets(group).get(group, {}).values())
-    except KafkaError:
-        return 0
-    finally:
-        admin.close()
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
