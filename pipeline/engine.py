@@ -200,6 +200,8 @@ class Engine:
             aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
             aggregator.max_keys_per_tenant = max(1, defaults.max_entities // 10)
             aggregator._keys = {}
+        if "_open" in vars(aggregator):  # from before the groups were indexed by window
+            aggregator.restore_groups(vars(aggregator).pop("_open"))
         return engine
 
     def _accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:

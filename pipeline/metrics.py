@@ -28,7 +28,7 @@ import msgspec
 
 from pipeline.events import AllocationEvent
 from pipeline.pricing import PriceTable
-from pipeline.sketch import LatencySketch
+from pipeline.sketch import LatencySketch, quantiles_of
 
 WINDOW_S = 60
 # What the ClickHouse columns hold (schemas/clickhouse): counts are UInt64 and costs
@@ -37,6 +37,7 @@ WINDOW_S = 60
 UINT64_MAX = 2**64 - 1
 COST_LIMIT_USD = 1e9  # exclusive
 MAX_SKETCH_MS = 1e300  # larger latencies count as this in the sketch (its buckets overflow a float)
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 OVERFLOW_ID = "(overflow)"  # the ids of a group that stands for groups past the bounds
 GroupKey = tuple[
     int, str, str, str, str, str
@@ -155,11 +156,11 @@ class WindowTotals:
             else:
                 self.cancelled += 1
 
-    def row(self, key: GroupKey) -> MetricRow:
-        window, tenant, api_key, model, route, server = key
-        sketch = self.latency
+    def row(self, key: GroupKey, window_start: datetime) -> MetricRow:
+        _, tenant, api_key, model, route, server = key
+        p50, p95, p99 = quantiles_of(self.latency.buckets, LATENCY_QUANTILES)
         return MetricRow(
-            window_start=datetime.fromtimestamp(window, UTC),
+            window_start=window_start,
             tenant_id=tenant,
             api_key_id=api_key,
             model=model,
@@ -180,10 +181,10 @@ class WindowTotals:
             timeouts=self.timeouts,
             errors=self.errors,
             cancelled=self.cancelled,
-            latency_hist=dict(sketch.buckets),
-            latency_p50_ms=sketch.quantile(0.5) or 0.0,
-            latency_p95_ms=sketch.quantile(0.95) or 0.0,
-            latency_p99_ms=sketch.quantile(0.99) or 0.0,
+            latency_hist=dict(self.latency.buckets),
+            latency_p50_ms=p50,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
             cost_usd=min(round(self.cost_usd, 9), COST_LIMIT_USD - 0.001),
         )
 
@@ -211,7 +212,12 @@ class WindowAggregator:
         self.max_event_s = float("-inf")
         self.too_late = 0
         self._closed_before = float("-inf")  # windows starting before this are closed
-        self._open: dict[GroupKey, WindowTotals] = {}
+        self._windows: dict[int, dict[GroupKey, WindowTotals]] = {}  # open groups by window
+        self._groups = 0  # open groups in all windows
+
+    @property
+    def open_group_count(self) -> int:
+        return self._groups
 
     @property
     def watermark_s(self) -> float:
@@ -236,18 +242,23 @@ class WindowAggregator:
         if epoch > self.max_event_s:
             self.max_event_s = epoch
         key = (window, e.tenant_id, e.api_key_id, e.model, e.route, e.server_id)
-        acc = self._open.get(key)
+        groups = self._windows.get(window)
+        if groups is None:
+            groups = self._windows[window] = {}
+        acc = groups.get(key)
         if acc is None:
             if self.max_groups is not None or self.max_keys_per_tenant is not None:
-                key = self._bounded(key)
-            acc = self._open.get(key)
+                key = self._bounded(key, groups)
+            acc = groups.get(key)
             if acc is None:
-                acc = self._open[key] = WindowTotals()
+                acc = groups[key] = WindowTotals()
+                self._groups += 1
         acc.add(e, self.cost(e) if cost_usd is None else cost_usd)
         return key
 
-    def _bounded(self, key: GroupKey) -> GroupKey:
-        """Where a new group goes under the bounds (see the module docstring)."""
+    def _bounded(self, key: GroupKey, groups: dict[GroupKey, WindowTotals]) -> GroupKey:
+        """Where a new group of ``groups`` (its window's) goes under the bounds (see the module
+        docstring)."""
         window, tenant, api_key = key[:3]
         if self.max_keys_per_tenant is not None:
             keys = self._keys.setdefault((window, tenant), set())
@@ -256,18 +267,25 @@ class WindowAggregator:
                     keys.add(api_key)
                 else:
                     key = (window, tenant, OVERFLOW_ID, *key[3:])
-        full = self.max_groups is not None and len(self._open) >= self.max_groups
-        if full and key not in self._open:
+        full = self.max_groups is not None and self._groups >= self.max_groups
+        if full and key not in groups:
             key = (window, *(OVERFLOW_ID,) * 5)
         return key
 
+    def restore_groups(self, groups: dict[GroupKey, WindowTotals]) -> None:
+        """Take open groups keyed as older snapshots kept them (one dict for all windows)."""
+        self._windows = {}
+        for key, acc in groups.items():
+            self._windows.setdefault(key[0], {})[key] = acc
+        self._groups = len(groups)
+
     def open_groups(self, window: int) -> list[tuple[GroupKey, WindowTotals]]:
         """The still-open groups of one window (detectors read them before the window closes)."""
-        return [(k, acc) for k, acc in self._open.items() if k[0] == window]
+        return list(self._windows.get(window, {}).items())
 
     def open_windows(self) -> list[int]:
         """Start times of the windows that hold at least one open group, in order."""
-        return sorted({key[0] for key in self._open})
+        return sorted(self._windows)
 
     def close_ready(self) -> list[MetricRow]:
         """Close and return every window whose end is at or before the watermark."""
@@ -284,6 +302,10 @@ class WindowAggregator:
         self._closed_before = max(self._closed_before, cutoff)
         if self._keys:
             self._keys = {k: v for k, v in self._keys.items() if k[0] >= cutoff}
-        ready = [k for k in self._open if k[0] < cutoff]
-        ready.sort()
-        return [self._open.pop(k).row(k) for k in ready]
+        rows: list[MetricRow] = []
+        for window in sorted(w for w in self._windows if w < cutoff):
+            groups = self._windows.pop(window)
+            self._groups -= len(groups)
+            start = datetime.fromtimestamp(window, UTC)
+            rows.extend(groups[key].row(key, start) for key in sorted(groups))
+        return rows

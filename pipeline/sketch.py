@@ -13,7 +13,7 @@ Buckets are a plain ``{index: count}`` map, so sketches merge by adding counts, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 GAMMA: Final = 1.02  # relative error <= 1%
@@ -37,16 +37,29 @@ def bucket_value(index: int) -> float:
 
 def quantile_of(buckets: Mapping[int, int], q: float) -> float | None:
     """The ``q`` quantile of a bucket map, or None when it is empty."""
+    return quantiles_of(buckets, (q,))[0] if buckets else None
+
+
+def quantiles_of(buckets: Mapping[int, int], qs: Sequence[float]) -> list[float]:
+    """The quantiles ``qs`` (ascending) of a bucket map in one pass; 0.0 each when it is empty.
+
+    >>> found = quantiles_of({10: 1, 20: 8, 30: 1}, (0.05, 0.5, 1.0))
+    >>> found == [bucket_value(10), bucket_value(20), bucket_value(30)]
+    True
+    """
     total = sum(buckets.values())
     if total == 0:
-        return None
-    rank = q * (total - 1)
+        return [0.0] * len(qs)
+    ranks = [q * (total - 1) for q in qs]
+    found: list[float] = []
     seen = 0
     for index in sorted(buckets):
         seen += buckets[index]
-        if seen > rank:
-            return bucket_value(index)
-    return bucket_value(max(buckets))
+        while len(found) < len(ranks) and seen > ranks[len(found)]:
+            found.append(bucket_value(index))
+        if len(found) == len(ranks):
+            return found
+    return found + [bucket_value(max(buckets))] * (len(ranks) - len(found))
 
 
 class LatencySketch:

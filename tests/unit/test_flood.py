@@ -102,7 +102,7 @@ def run(events: list[AllocationEvent], batch: int = 5_000) -> Run:
     for i in range(0, len(events), batch):
         alerts += engine.process_events(events[i : i + batch]).alerts
         largest_store = max(largest_store, *(len(s) for s in stores(engine)))
-        largest_open = max(largest_open, len(engine.aggregator._open))
+        largest_open = max(largest_open, engine.aggregator.open_group_count)
         if i % (batch * 20) == 0:
             largest_snapshot = max(largest_snapshot, len(engine.snapshot()) / 1e6)
     alerts += engine.finish().alerts
