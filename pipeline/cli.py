@@ -334,7 +334,7 @@ def demo(
 def bench(
     only: Annotated[
         str | None,
-        typer.Option(help="Comma-separated parts: limit,worker,latency,replay,rss,scaleout."),
+        typer.Option(help="Comma-separated parts: limit,faust,worker,latency,replay,rss,scaleout."),
     ] = None,
     skip: Annotated[str | None, typer.Option(help="Comma-separated parts to leave out.")] = None,
     events: Annotated[int, typer.Option(min=1, help="N for limit, worker, scale-out.")] = 200_000,

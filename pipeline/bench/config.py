@@ -3,10 +3,10 @@
 >>> config = BenchConfig(parts=parse_parts("replay,rss"))
 >>> config.parts, config.needs_broker
 (('replay', 'rss'), False)
->>> parse_parts("limit,nope")
+>>> parse_parts("limit,nope")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: unknown bench part 'nope' (choose from limit, worker, latency, replay, rss, scaleout)
+ValueError: unknown bench part 'nope' (choose from limit, faust, worker, ..., scaleout)
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-PARTS: Final = ("limit", "worker", "latency", "replay", "rss", "scaleout")
+PARTS: Final = ("limit", "faust", "worker", "latency", "replay", "rss", "scaleout")
 """Every part, in the order they run and appear in the table."""
-BROKER_PARTS: Final = frozenset({"limit", "worker", "latency", "scaleout"})
+BROKER_PARTS: Final = frozenset({"limit", "faust", "worker", "latency", "scaleout"})
 
 
 def parse_parts(text: str) -> tuple[str, ...]:
@@ -33,7 +33,8 @@ def parse_parts(text: str) -> tuple[str, ...]:
 class BenchConfig:
     """Sizes and switches of one bench run (defaults finish in a few minutes on 2 cores).
 
-    ``events`` is N for the broker throughput parts (bare consumer, one worker, two workers),
+    ``events`` is N for the broker throughput parts (bare consumer, Faust ceiling, one worker,
+    two workers),
     all on one pre-produced topic of ``partitions`` partitions. Their traffic, the replay file
     and the latency history are the simulated fleet (``tenants``, ``fleet_rate`` requests/s of
     event time, seed ``seed``). The latency part preloads ``history_minutes`` of history (so

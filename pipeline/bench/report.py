@@ -56,6 +56,7 @@ class BenchReport:
     machine: Machine
     config: BenchConfig
     limit: ConsumeResult | None = None
+    faust: ConsumeResult | None = None
     worker: WorkerRun | None = None
     latency: list[LatencyResult] = field(default_factory=list)
     replay: ReplayResult | None = None

@@ -27,7 +27,7 @@ from pipeline.bench.report import BenchReport
 from pipeline.bench.rss import measure_rss
 from pipeline.bench.scaleout import measure_scaleout
 from pipeline.bench.traffic import Wire, fleet_wire, throughput_fleet
-from pipeline.bench.worker import measure_worker
+from pipeline.bench.worker import measure_faust_ceiling, measure_worker
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,17 @@ class _Run:
         broker = self.need_broker()
         ends = broker.end_offsets(self.topic)
         report.limit = measure_limit(broker.bootstrap, self.topic, ends, len(self.wire))
+
+    def faust(self, report: BenchReport) -> None:
+        c = self.config
+        report.faust = measure_faust_ceiling(
+            self.need_broker(),
+            self.topic,
+            len(self.wire),
+            self.workdir,
+            c.partitions,
+            c.worker_timeout_s,
+        )
 
     def worker(self, report: BenchReport) -> None:
         c = self.config

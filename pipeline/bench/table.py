@@ -25,6 +25,7 @@ START_MARKER = "<!-- bench:start -->"
 END_MARKER = "<!-- bench:end -->"
 TITLES = {
     "limit": "bare consumer (the limit)",
+    "faust": "Faust alone (the worker's ceiling)",
     "worker": "`computewatch worker`, 1 process",
     "latency": "event → alert queryable in ClickHouse",
     "replay": "`computewatch replay`",
@@ -46,6 +47,19 @@ def limit_row(r: BenchReport) -> Row | None:
         fmt_rate(r.limit.events_per_s),
         "aiokafka consumer in one process, `msgspec.json.decode` of every message; "
         "from the end of the first fetched batch to the last message",
+    )
+
+
+def faust_row(r: BenchReport) -> Row | None:
+    if r.faust is None:
+        return None
+    share = f" = {r.faust.events_per_s / r.limit.events_per_s:.1%} of the limit" if r.limit else ""
+    return Row(
+        TITLES["faust"],
+        fmt_rate(r.faust.events_per_s) + share,
+        "the worker's Faust app (same settings and batching) with an agent that only counts "
+        "its batches: no engine, no ClickHouse, no snapshots; fresh group, whole topic; "
+        "from the end of the first batch to the last message",
     )
 
 
@@ -149,6 +163,7 @@ def rows(report: BenchReport) -> list[Row]:
     out: list[Row] = []
     for part, make in (
         ("limit", limit_row),
+        ("faust", faust_row),
         ("worker", worker_row),
         ("latency", latency_rows),
         ("replay", replay_row),

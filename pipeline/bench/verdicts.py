@@ -23,6 +23,11 @@ def _worker_bound(r: BenchReport) -> str:
     parts = []
     if r.limit is not None:
         parts.append(f"the bare consumer reads the same topic at {fmt_rate(r.limit.events_per_s)}")
+    if r.faust is not None:
+        parts.append(
+            f"Faust alone hands the worker's app {fmt_rate(r.faust.events_per_s)} (a counting "
+            "agent, one message at a time into the batches)"
+        )
     if r.replay is not None:
         parts.append(
             f"the engine alone (replay, no Kafka, no ClickHouse) runs at "

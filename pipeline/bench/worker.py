@@ -9,16 +9,22 @@ the end of the first engine step to the last event row, by the sink's ``ingested
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.bench.kafka import Broker, bench_name
+from pipeline.bench.limit import ConsumeResult
 from pipeline.bench.processes import Child, WorkerEnv, run_json, start_worker
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +130,27 @@ def measure_worker(
     run = read_run([env], events, workdir, [peak])
     log.info("one worker: %d rows, %.0f events/s", run.rows, run.events_per_s)
     return run
+
+
+def measure_faust_ceiling(
+    broker: Broker, topic: str, events: int, workdir: Path, partitions: int, timeout: float
+) -> ConsumeResult:
+    """The worker's Faust app with a counting agent over the whole ``topic`` (its ceiling)."""
+    group = bench_name("faust")
+    [env] = worker_envs(broker, topic, group, workdir, 1, partitions)
+    result = workdir / f"{group}.json"
+    argv = (sys.executable, "-m", "pipeline.bench.faust_ceiling", str(result), str(events))
+    child = start_worker("faust", env, workdir, argv=argv)
+    deadline = time.monotonic() + timeout
+    try:
+        while not result.exists():
+            child.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the counting agent did not see {events} messages")
+            time.sleep(POLL_S)
+    finally:
+        stop_all([child])
+    found = json.loads(result.read_text())
+    ceiling = ConsumeResult(found["messages"], found["rate_messages"], found["seconds"])
+    log.info("Faust ceiling: %.0f events/s", ceiling.events_per_s)
+    return ceiling

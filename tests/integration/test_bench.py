@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.bench import BenchConfig, markdown, parse_parts, run_bench
+from pipeline.bench import PARTS, BenchConfig, markdown, parse_parts, run_bench
 from pipeline.bench.table import END_MARKER, START_MARKER, replace_block
 from pipeline.cli import app
 
@@ -46,11 +46,13 @@ def first_number(text: str) -> float:
 @pytest.mark.kafka
 @pytest.mark.timeout(180)
 def test_bench_every_part_tiny(kafka_bootstrap: str, tmp_path: Path) -> None:
-    report = run_bench(tiny(kafka_bootstrap, tmp_path, "limit,worker,latency,replay,rss,scaleout"))
+    report = run_bench(tiny(kafka_bootstrap, tmp_path, ",".join(PARTS)))
 
     assert report.errors == {}
     assert report.limit and report.limit.events_per_s > 0
     assert report.worker and report.worker.exactly_once and report.worker.events_per_s > 0
+    assert report.faust and report.faust.messages == report.worker.events
+    assert report.faust.events_per_s > 0
     assert report.scaleout and report.scaleout.exactly_once and report.scaleout.events_per_s > 0
     [latency] = report.latency
     assert latency.clickhouse_s and latency.topic_s
@@ -61,7 +63,7 @@ def test_bench_every_part_tiny(kafka_bootstrap: str, tmp_path: Path) -> None:
     block = markdown(report)
     rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
     results = {cells[1].strip(): cells[2] for cells in (r.split("|") for r in rows[1:])}
-    expected = ["bare consumer", "`computewatch worker`", "queryable in ClickHouse",
+    expected = ["bare consumer", "Faust alone", "`computewatch worker`", "queryable in ClickHouse",
                 "`compute.alerts`", "`computewatch replay`", "peak RSS", "scale-out"]  # fmt: skip
     for name in expected:
         [result] = [v for k, v in results.items() if name in k]
