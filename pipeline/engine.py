@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,19 +91,38 @@ class StepOutput:
 
 
 class SeenIds:
-    """Recently seen event ids, bounded by count; the same event_id twice counts once."""
+    """Recently seen event ids, bounded by count; the same event_id twice counts once.
 
-    def __init__(self, max_ids: int) -> None:
+    Two generations of sets, cheaper to keep and to snapshot than one ordered map: when the
+    current one holds half of ``max_ids`` it becomes the previous one and the oldest
+    generation is forgotten. An id is remembered while at least ``max_ids // 2`` newer ones
+    arrive, and never more than ``max_ids`` are kept.
+
+    >>> seen = SeenIds(max_ids=4)
+    >>> [seen.add(event_id) for event_id in ("a", "b", "a", "c")]  # a: 2 newer ids, still seen
+    [True, True, False, True]
+    >>> seen.add("d"), seen.add("a"), len(seen)  # a forgotten after 3 newer ids
+    (True, True, 3)
+    """
+
+    def __init__(self, max_ids: int, recent: Iterable[str] = ()) -> None:
         self.max_ids = max_ids
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._generation = max(1, max_ids // 2)
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        for event_id in recent:
+            self.add(event_id)
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
 
     def add(self, event_id: str) -> bool:
         """Record ``event_id``; False if it was already seen."""
-        if event_id in self._ids:
+        if event_id in self._current or event_id in self._previous:
             return False
-        self._ids[event_id] = None
-        if len(self._ids) > self.max_ids:
-            self._ids.popitem(last=False)
+        self._current.add(event_id)
+        if len(self._current) >= self._generation:
+            self._previous, self._current = self._current, set()
         return True
 
 
@@ -200,6 +218,9 @@ class Engine:
             aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
             aggregator.max_keys_per_tenant = max(1, defaults.max_entities // 10)
             aggregator._keys = {}
+        seen = vars(engine.seen)
+        if "_ids" in seen:  # from before the ids were kept in generations
+            engine.seen = SeenIds(seen["max_ids"], seen["_ids"])
         if "_open" in vars(aggregator):  # from before the groups were indexed by window
             aggregator.restore_groups(vars(aggregator).pop("_open"))
         return engine

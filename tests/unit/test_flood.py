@@ -132,7 +132,7 @@ def test_the_flood_cannot_exhaust_memory(fast_flood: Run) -> None:
     assert fast_flood.largest_open_windows <= 8_000
     assert fast_flood.largest_snapshot_mb < 64
     engine = fast_flood.engine
-    assert len(engine.seen._ids) <= engine.seen.max_ids
+    assert len(engine.seen) <= engine.seen.max_ids
     volume = next(d for d in engine.detectors if d.name == "volume_spike")
     assert volume.states.get(f"api_key:{OVERFLOW_ID}") is not None  # the flood, counted
 

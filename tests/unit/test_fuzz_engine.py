@@ -32,6 +32,7 @@ import pickle
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,7 @@ from pipeline.engine import (
     DeadLetter,
     Engine,
     Message,
+    SeenIds,
     StepOutput,
 )
 from pipeline.events import MAX_INT, InvalidEvent, encode_event, example_event, parse_event, to_dict
@@ -717,3 +719,25 @@ def test_a_snapshot_from_before_these_rules_restores() -> None:
     assert restored.aggregator.max_groups == 800_000
     assert restored.process([Message(wire_of(ts="2030-01-01T00:00:00Z"))]).events == []
     assert len(restored.process([Message(wire_of(api_key_id="k-new"))]).events) == 1
+
+
+def test_a_snapshot_with_ids_in_one_ordered_map_and_groups_in_one_dict_restores() -> None:
+    """Snapshots of the first release kept seen ids in an OrderedDict and every window's open
+    groups in one dict; they restore into generations and per-window groups."""
+    eng, message = engine(), Message(wire_of())
+    first = eng.process([message]).events[0]
+    old_seen = SeenIds.__new__(SeenIds)
+    old_seen.__dict__ = {"max_ids": 10, "_ids": OrderedDict({first.event_id: None})}
+    aggregator = eng.aggregator
+    windows = vars(aggregator).pop("_windows")
+    flat = {key: acc for groups in windows.values() for key, acc in groups.items()}
+    del vars(aggregator)["_groups"]
+    vars(aggregator)["_open"] = flat
+    state = eng.__dict__ | {"seen": old_seen}
+
+    restored = Engine.restore(pickle.dumps(state))
+
+    assert restored.process([message]).duplicates == 1
+    assert restored.aggregator.open_group_count == 1
+    [row] = restored.finish().metrics
+    assert row.requests == 1 and row.api_key_id == first.api_key_id
