@@ -5,8 +5,9 @@ Each assigned partition has its own :class:`~pipeline.engine.Engine`. Per batch 
 the engine, writes the step to ClickHouse and flushes, sends alerts and dead letters, then
 stores the partition's engine snapshot with the offset it covers; only then are the offsets
 acknowledged. On assignment the snapshot is restored and messages at or below its offset are
-skipped; rows of messages processed after the snapshot but already stored (a crash between
-flush and snapshot) are recognised by event_id and not written twice.
+skipped. Before a step's rows are written, the highest offset they come from is recorded (a
+mark); after a crash between writing and the snapshot, events of messages up to the mark that are
+already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
 """
 
 from __future__ import annotations
@@ -36,46 +37,78 @@ BATCH_WITHIN_S = 0.5
 
 @dataclass
 class PartitionEngines:
-    """The engines of the partitions this worker owns, restored from and saved to the store."""
+    """The engines of the partitions this worker owns, restored from and saved to the store.
+
+    Per partition: ``offsets`` is the last offset its engine has processed (saved with each
+    snapshot); ``written`` the highest offset whose rows may be in ClickHouse, recorded in the
+    store (a mark, under ``<key>#written``) *before* any of them is written, so a worker that
+    dies between writing rows and saving the snapshot leaves a mark beyond the snapshot.
+    ``recover_to`` holds, after such a restore, the mark: until the engine is past it, events
+    already in ``events`` are dropped from each step instead of being written (and counted in
+    the rollups) twice, whatever batches the redelivery comes in.
+
+    Each method that reads or writes ClickHouse can be retried after a failure.
+    """
 
     settings: Settings
     store: Store
     engines: dict[int, Engine] = field(default_factory=dict)
     offsets: dict[int, int] = field(default_factory=dict)
-    recovering: set[int] = field(default_factory=set)
+    written: dict[int, int] = field(default_factory=dict)
+    recover_to: dict[int, int] = field(default_factory=dict)
 
     def key(self, partition: int) -> str:
         kafka = self.settings.kafka
         return f"{kafka.consumer_group}/{kafka.events_topic}/{partition}"
 
-    def engine(self, partition: int) -> Engine:
-        if partition not in self.engines:
-            snapshot = self.store.load_snapshot(self.key(partition))
-            if snapshot is None:
-                self.engines[partition], self.offsets[partition] = Engine(self.settings), -1
-            else:
-                self.offsets[partition] = snapshot[0]
-                self.engines[partition] = Engine.restore(snapshot[1])
-                log.info("partition %d: state restored at offset %d", partition, snapshot[0])
-            self.recovering.add(partition)
-        return self.engines[partition]
+    def restore(self, partition: int) -> Engine:
+        """The partition's engine, restored on first use from its snapshot and mark."""
+        if partition in self.engines:
+            return self.engines[partition]
+        snapshot = self.store.load_snapshot(self.key(partition))
+        mark = self.store.load_snapshot(f"{self.key(partition)}#written")
+        offset, engine = -1, Engine(self.settings)
+        if snapshot is not None:
+            offset, engine = snapshot[0], Engine.restore(snapshot[1])
+            log.info("partition %d: state restored at offset %d", partition, offset)
+        written = max(offset, mark[0] if mark else offset + (snapshot is not None) * BATCH_MAX)
+        if written > offset:  # no mark: a snapshot from before marks, one batch may follow it
+            self.recover_to[partition] = written
+            log.info("partition %d: events up to offset %d may be stored", partition, written)
+        self.engines[partition], self.offsets[partition] = engine, offset
+        self.written[partition] = written
+        return engine
 
-    def process(self, partition: int, messages: list[Message]) -> StepOutput:
-        """Run the partition's engine on the messages it has not seen and store the step."""
-        engine = self.engine(partition)
+    def step(self, partition: int, messages: list[Message]) -> StepOutput:
+        """Run the restored engine on the messages it has not seen (no I/O, not retryable)."""
         fresh = [m for m in messages if m.offset > self.offsets[partition]]
-        out = engine.process(fresh)
-        if partition in self.recovering:
-            self._drop_stored(partition, out)
-        self.store.write_step(out)
+        out = self.engines[partition].process(fresh)
         if fresh:
             self.offsets[partition] = fresh[-1].offset
+        return out
+
+    def store_step(self, partition: int, out: StepOutput) -> None:
+        """Record the mark, drop events already stored (while recovering), hand ``out`` over."""
+        offset = self.offsets[partition]
+        if offset > self.written[partition]:
+            self.store.save_snapshot(f"{self.key(partition)}#written", offset, b"")
+            self.written[partition] = offset
+        if partition in self.recover_to:
+            self._drop_stored(partition, out)
+        self.store.write_step(out)
+        if offset >= self.recover_to.get(partition, offset):
+            self.recover_to.pop(partition, None)
+
+    def process(self, partition: int, messages: list[Message]) -> StepOutput:
+        """:meth:`restore`, :meth:`step` and :meth:`store_step` at once (no retries)."""
+        self.restore(partition)
+        out = self.step(partition, messages)
+        self.store_step(partition, out)
         return out
 
     def _drop_stored(self, partition: int, out: StepOutput) -> None:
         stored = self.store.stored_event_ids([e.event_id for e in out.events])
         if not stored:
-            self.recovering.discard(partition)
             return
         kept = [
             (e, c) for e, c in zip(out.events, out.costs, strict=True) if e.event_id not in stored
@@ -96,8 +129,8 @@ class PartitionEngines:
 
     def drop(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
-            self.engines.pop(partition, None)
-            self.recovering.discard(partition)
+            for state in (self.engines, self.offsets, self.written, self.recover_to):
+                state.pop(partition, None)
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -60,11 +60,11 @@ class Store:
         return int(offset), bytes(state)
 
     def stored_event_ids(self, event_ids: list[str]) -> set[str]:
-        """Which of ``event_ids`` the events table already holds (used after a restore)."""
+        """Which of ``event_ids`` (lower case, as parsed) the events table already holds."""
         if not event_ids:
             return set()
         result = self.client.query(
-            "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
+            "SELECT DISTINCT toString(event_id) FROM events WHERE event_id IN {ids:Array(String)}",
             parameters={"ids": event_ids},
         )
         return {row[0] for row in result.result_rows}
