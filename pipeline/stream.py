@@ -8,6 +8,8 @@ acknowledged. On assignment the snapshot is restored and messages at or below it
 skipped. Before a step's rows are written, the highest offset they come from is recorded (a
 mark); after a crash between writing and the snapshot, events of messages up to the mark that are
 already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
+While ClickHouse fails, the agent waits with the batch in hand and retries (:func:`until_stored`);
+a revoked partition whose snapshot cannot be saved is left to its next owner.
 """
 
 from __future__ import annotations
@@ -16,23 +18,30 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import faust
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
 from pipeline.kafka_options import faust_credentials
-from pipeline.storage import Store, open_store
+from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_MAX = 10_000
 BATCH_WITHIN_S = 0.5
+# While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
+# sink's own short retries); any error of the client, or a flush that gave up, means "not now".
+OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
+STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
 
 @dataclass
@@ -183,16 +192,18 @@ def create_app(settings: Settings) -> faust.App:
         # take_events is defined on faust.Stream but missing from the StreamT stub
         batches = stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S)  # type: ignore[attr-defined]
         async for batch in batches:
-            parts = engines()
+            parts = await until_stored(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
             for partition, messages in groups.items():
-                out = await asyncio.to_thread(parts.process, partition, messages)
+                await until_stored(partial(parts.restore, partition), "restoring state")
+                out = await asyncio.to_thread(parts.step, partition, messages)
+                await until_stored(partial(parts.store_step, partition, out), "storing a step")
                 for alert in out.alerts:
                     await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                     webhook.notify(alert)
                 for dead in out.dead_letters:
                     await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
-            await asyncio.to_thread(parts.commit, list(groups))
+            await until_stored(partial(parts.commit, list(groups)), "committing a batch")
             log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
@@ -201,7 +212,13 @@ def create_app(settings: Settings) -> faust.App:
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         if "engines" in state:
             partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
-            await asyncio.to_thread(state["engines"].commit, partitions)
+            try:
+                await asyncio.to_thread(state["engines"].commit, partitions)
+            except STORAGE_ERRORS as exc:  # a rebalance or shutdown does not wait for ClickHouse
+                log.warning(
+                    "partitions %s revoked without a snapshot (%s); their next owner resumes "
+                    "from the last one", partitions, exc,
+                )  # fmt: skip
             state["engines"].drop(partitions)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # see on_revoked
@@ -210,6 +227,30 @@ def create_app(settings: Settings) -> faust.App:
         await asyncio.to_thread(resources.close)
 
     return app
+
+
+async def until_stored(call: Callable[[], T], doing: str) -> T:
+    """``call()`` in a thread, retried with capped backoff while ClickHouse fails.
+
+    The agent waits here, so no new batch is taken (Faust's stream buffer bounds what is
+    fetched meanwhile) and nothing is acknowledged; every method retried here can be repeated.
+    """
+    failures = 0
+    while True:
+        try:
+            result = await asyncio.to_thread(call)
+        except STORAGE_ERRORS as exc:
+            failures += 1
+            delay = OUTAGE_RETRY.delay(failures)
+            log.warning(
+                "ClickHouse unavailable while %s (%s: %s); consumption paused, waiting: "
+                "retry %d in %.1f s", doing, type(exc).__name__, str(exc)[:200], failures, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            log.warning("ClickHouse is back: %s after %d failed attempts", doing, failures)
+        return result
 
 
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:

@@ -279,12 +279,6 @@ main()
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed engine-snapshot insert (not retried) or a flush that gives up "
-    "(SinkUnavailable after 5 attempts, ~2 s) crashes the Faust agent; Faust restarts it, but "
-    "the crashed batch is never acknowledged, the stream stalls and the process does not exit",
-)
 def test_the_worker_waits_out_a_clickhouse_outage(kafka_bootstrap: str, tmp_path: Path) -> None:
     config = FleetConfig(tenants=4, rate=20.0, hours=0.25, seed=4)
     events = [e for b in simulate(config) for e in b.to_events()]
