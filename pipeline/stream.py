@@ -155,6 +155,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=kafka.session_timeout_s,
         broker_heartbeat_interval=kafka.session_timeout_s / 5,
         web_enabled=False,
+        datadir=str(settings.worker.data_dir / kafka.consumer_group),
     )
     events_topic = app.topic(
         kafka.events_topic,
