@@ -80,8 +80,10 @@ class PartitionEngines:
         if snapshot is not None:
             offset, engine = snapshot[0], Engine.restore(snapshot[1])
             log.info("partition %d: state restored at offset %d", partition, offset)
-        written = max(offset, mark[0] if mark else offset + (snapshot is not None) * BATCH_MAX)
-        if written > offset:  # no mark: a snapshot from before marks, one batch may follow it
+        written = offset if mark is None else max(offset, mark[0])
+        if mark is None and snapshot is not None:  # saved before marks: one batch may follow
+            written = offset + BATCH_MAX
+        if written > offset:
             self.recover_to[partition] = written
             log.info("partition %d: events up to offset %d may be stored", partition, written)
         self.engines[partition], self.offsets[partition] = engine, offset
