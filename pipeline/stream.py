@@ -147,6 +147,7 @@ class PartitionEngines:
 def create_app(settings: Settings) -> faust.App:
     """The worker's Faust app, wired to ``settings``' topics and ClickHouse."""
     kafka = settings.kafka
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only its own dir
     app = faust.App(
         kafka.consumer_group,
         broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],
@@ -237,6 +238,8 @@ async def until_stored(call: Callable[[], T], doing: str) -> T:
 
     The agent waits here, so no new batch is taken (Faust's stream buffer bounds what is
     fetched meanwhile) and nothing is acknowledged; every method retried here can be repeated.
+    A SIGTERM meanwhile waits too (Faust stops once the batch in hand is acknowledged, and
+    acknowledging it unstored would lose it); SIGKILL loses and duplicates nothing.
     """
     failures = 0
     while True:
