@@ -1,5 +1,6 @@
-"""A worker that dies between writing a batch's rows and saving its snapshot: the next worker
-writes none of those rows again, in ``events`` or in the usage rollups.
+"""A worker that dies after writing a batch's rows but before saving its snapshot, or in the
+middle of writing them: the next worker writes none of those rows again, in ``events`` or in
+the usage rollups.
 
 This is ``PartitionEngines`` as the Faust agent drives it (``process`` each partition's
 messages, then ``commit``), on the real engine and the embedded ClickHouse, without Kafka: the
@@ -10,7 +11,8 @@ first batches can hold only messages the snapshot already covers, or only dead l
 
 from __future__ import annotations
 
-from typing import Final
+import contextlib
+from typing import Any, Final
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -36,29 +38,52 @@ def wire_messages() -> list[Message]:
     return [Message(v, topic="compute.events", partition=0, offset=i) for i, v in enumerate(values)]
 
 
-def worker(client: Client, settings: Settings, **sink_options: int) -> PartitionEngines:
+class Killed(BaseException):
+    """SIGKILL, in-process: nothing the worker does after it happens."""
+
+
+class DiesWriting:
+    """The real client, until the worker is killed in the middle of its ``n``-th events insert."""
+
+    def __init__(self, client: Client, n: int) -> None:
+        self.client, self.n = client, n
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "events":
+            self.n -= 1
+            if self.n == 0:
+                raise Killed
+        return self.client.insert(table, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def worker(client: Any, settings: Settings, **sink_options: int) -> PartitionEngines:
     """A fresh worker process's engines: its own sink (nothing remembered) on the database."""
     sink = ClickHouseSink.from_settings(client, settings, **sink_options)
     return PartitionEngines(settings, Store(client, sink))
 
 
-@pytest.mark.parametrize("flushed", ["all", "part"])
+@pytest.mark.parametrize("died", ["after the flush", "writing"])
 def test_rows_written_after_the_last_snapshot_are_not_written_again(
-    clickhouse_client: Client, storage_settings: Settings, flushed: str
+    clickhouse_client: Client, storage_settings: Settings, died: str
 ) -> None:
     messages = wire_messages()
     valid = len(messages) - len(INVALID)
     assert valid > 2_500
 
-    # batch_rows=300: the sink writes the second batch's events 300 at a time as they come, so
-    # the worker dies with some of them written and the rest in memory ("part")
-    dead = worker(clickhouse_client, storage_settings, **({"batch_rows": 300} if flushed == "part"
-                                                          else {}))  # fmt: skip
+    if died == "after the flush":  # ... and before the snapshot
+        dead = worker(clickhouse_client, storage_settings)
+    else:  # events go out 300 at a time; the third insert of the second batch never ends
+        client = DiesWriting(clickhouse_client, n=7)
+        dead = worker(client, storage_settings, batch_rows=300)
     dead.process(0, messages[: SNAPSHOT_AT + 1])
     dead.commit([0])
-    dead.process(0, messages[SNAPSHOT_AT + 1 : DIED_AFTER])
-    if flushed == "all":
-        dead.store.flush()  # ... and SIGKILL before the snapshot is saved
+    with contextlib.suppress(Killed):
+        dead.process(0, messages[SNAPSHOT_AT + 1 : DIED_AFTER])
+        dead.store.flush()
+        raise Killed
     [[written]] = clickhouse_client.query("SELECT count() FROM events").result_rows
     assert SNAPSHOT_AT + 1 < written <= DIED_AFTER - len(INVALID)
 
