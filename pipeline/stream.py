@@ -118,7 +118,7 @@ class PartitionEngines:
         return out
 
     def _drop_stored(self, partition: int, out: StepOutput) -> None:
-        stored = self.store.stored_event_ids([e.event_id for e in out.events])
+        stored = self.store.stored_event_ids(out.events)
         if not stored:
             return
         kept = [
