@@ -22,7 +22,7 @@ RUN mkdir pipeline && touch pipeline/__init__.py \
 # The project. Editable, so `pipeline` stays at /app/pipeline and finds what sits next to it in
 # the source tree (schemas/clickhouse for `migrate`, dashboards/ for `dashboard`), which a plain
 # site-packages install would leave behind. Sources stay root-owned; the user may write only in
-# /app (Faust's data directory) and /app/data.
+# /app and /app/data (the embedded ClickHouse, and Faust's state in data/worker).
 COPY . .
 RUN pip install --no-deps --editable . \
     && mkdir -p data \

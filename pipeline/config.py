@@ -105,6 +105,7 @@ class WorkerSettings(BaseModel):
     alert_cooldown_s: float = Field(600.0, ge=0)
     webhook_url: str | None = None
     future_horizon_s: float = Field(3600.0, gt=0)  # events further ahead of event time wait
+    data_dir: Path = Path("data/worker")  # Faust's state, in a subdirectory per consumer group
 
 
 class PriceSettings(BaseModel):

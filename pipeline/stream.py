@@ -5,8 +5,11 @@ Each assigned partition has its own :class:`~pipeline.engine.Engine`. Per batch 
 the engine, writes the step to ClickHouse and flushes, sends alerts and dead letters, then
 stores the partition's engine snapshot with the offset it covers; only then are the offsets
 acknowledged. On assignment the snapshot is restored and messages at or below its offset are
-skipped; rows of messages processed after the snapshot but already stored (a crash between
-flush and snapshot) are recognised by event_id and not written twice.
+skipped. Before a step's rows are written, the highest offset they come from is recorded (a
+mark); after a crash between writing and the snapshot, events of messages up to the mark that are
+already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
+While ClickHouse fails, the agent waits with the batch in hand and retries (:func:`until_stored`);
+a revoked partition whose snapshot cannot be saved is left to its next owner.
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Final, TypeVar
 
 import faust
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
 from pipeline.kafka_options import faust_credentials
-from pipeline.storage import Store, open_store
+from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_MAX = 10_000
 BATCH_WITHIN_S = 0.5
@@ -40,50 +46,88 @@ FAUST_CONSUMER_OPTIONS: dict[str, Any] = {
     "consumer_max_fetch_size": 16 * 1024 * 1024,
     "stream_buffer_maxsize": 4 * BATCH_MAX,
 }
+# While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
+# sink's own short retries); any error of the client, or a flush that gave up, means "not now".
+OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
+STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
 
 @dataclass
 class PartitionEngines:
-    """The engines of the partitions this worker owns, restored from and saved to the store."""
+    """The engines of the partitions this worker owns, restored from and saved to the store.
+
+    Per partition: ``offsets`` is the last offset its engine has processed (saved with each
+    snapshot); ``written`` the highest offset whose rows may be in ClickHouse, recorded in the
+    store (a mark, under ``<key>#written``) *before* any of them is written, so a worker that
+    dies between writing rows and saving the snapshot leaves a mark beyond the snapshot.
+    ``recover_to`` holds, after such a restore, the mark: until the engine is past it, events
+    already in ``events`` are dropped from each step instead of being written (and counted in
+    the rollups) twice, whatever batches the redelivery comes in.
+
+    Each method that reads or writes ClickHouse can be retried after a failure.
+    """
 
     settings: Settings
     store: Store
     engines: dict[int, Engine] = field(default_factory=dict)
     offsets: dict[int, int] = field(default_factory=dict)
-    recovering: set[int] = field(default_factory=set)
+    written: dict[int, int] = field(default_factory=dict)
+    recover_to: dict[int, int] = field(default_factory=dict)
 
     def key(self, partition: int) -> str:
         kafka = self.settings.kafka
         return f"{kafka.consumer_group}/{kafka.events_topic}/{partition}"
 
-    def engine(self, partition: int) -> Engine:
-        if partition not in self.engines:
-            snapshot = self.store.load_snapshot(self.key(partition))
-            if snapshot is None:
-                self.engines[partition], self.offsets[partition] = Engine(self.settings), -1
-            else:
-                self.offsets[partition] = snapshot[0]
-                self.engines[partition] = Engine.restore(snapshot[1])
-                log.info("partition %d: state restored at offset %d", partition, snapshot[0])
-            self.recovering.add(partition)
-        return self.engines[partition]
+    def restore(self, partition: int) -> Engine:
+        """The partition's engine, restored on first use from its snapshot and mark."""
+        if partition in self.engines:
+            return self.engines[partition]
+        snapshot = self.store.load_snapshot(self.key(partition))
+        mark = self.store.load_snapshot(f"{self.key(partition)}#written")
+        offset, engine = -1, Engine(self.settings)
+        if snapshot is not None:
+            offset, engine = snapshot[0], Engine.restore(snapshot[1])
+            log.info("partition %d: state restored at offset %d", partition, offset)
+        written = offset if mark is None else max(offset, mark[0])
+        if mark is None and snapshot is not None:  # saved before marks: one batch may follow
+            written = offset + BATCH_MAX
+        if written > offset:
+            self.recover_to[partition] = written
+            log.info("partition %d: events up to offset %d may be stored", partition, written)
+        self.engines[partition], self.offsets[partition] = engine, offset
+        self.written[partition] = written
+        return engine
 
-    def process(self, partition: int, messages: list[Message]) -> StepOutput:
-        """Run the partition's engine on the messages it has not seen and store the step."""
-        engine = self.engine(partition)
+    def step(self, partition: int, messages: list[Message]) -> StepOutput:
+        """Run the restored engine on the messages it has not seen (no I/O, not retryable)."""
         fresh = [m for m in messages if m.offset > self.offsets[partition]]
-        out = engine.process(fresh)
-        if partition in self.recovering:
-            self._drop_stored(partition, out)
-        self.store.write_step(out)
+        out = self.engines[partition].process(fresh)
         if fresh:
             self.offsets[partition] = fresh[-1].offset
         return out
 
+    def store_step(self, partition: int, out: StepOutput) -> None:
+        """Record the mark, drop events already stored (while recovering), hand ``out`` over."""
+        offset = self.offsets[partition]
+        if offset > self.written[partition]:
+            self.store.save_snapshot(f"{self.key(partition)}#written", offset, b"")
+            self.written[partition] = offset
+        if partition in self.recover_to:
+            self._drop_stored(partition, out)
+        self.store.write_step(out)
+        if offset >= self.recover_to.get(partition, offset):
+            self.recover_to.pop(partition, None)
+
+    def process(self, partition: int, messages: list[Message]) -> StepOutput:
+        """:meth:`restore`, :meth:`step` and :meth:`store_step` at once (no retries)."""
+        self.restore(partition)
+        out = self.step(partition, messages)
+        self.store_step(partition, out)
+        return out
+
     def _drop_stored(self, partition: int, out: StepOutput) -> None:
-        stored = self.store.stored_event_ids([e.event_id for e in out.events])
+        stored = self.store.stored_event_ids(out.events)
         if not stored:
-            self.recovering.discard(partition)
             return
         kept = [
             (e, c) for e, c in zip(out.events, out.costs, strict=True) if e.event_id not in stored
@@ -104,8 +148,8 @@ class PartitionEngines:
 
     def drop(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
-            self.engines.pop(partition, None)
-            self.recovering.discard(partition)
+            for state in (self.engines, self.offsets, self.written, self.recover_to):
+                state.pop(partition, None)
 
 
 def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
@@ -114,6 +158,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
     The bench's Faust ceiling (:mod:`pipeline.bench.faust_ceiling`) runs the same.
     """
     kafka = settings.kafka
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only its own dir
     app = faust.App(
         kafka.consumer_group,
         broker=[f"kafka://{host}" for host in kafka.bootstrap.split(",")],
@@ -125,6 +170,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         broker_heartbeat_interval=kafka.session_timeout_s / 5,
         web_enabled=False,
         **FAUST_CONSUMER_OPTIONS,
+        datadir=str(settings.worker.data_dir / kafka.consumer_group),
     )
     events_topic = app.topic(
         kafka.events_topic,
@@ -177,16 +223,18 @@ def create_app(settings: Settings) -> faust.App:
         for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
             await topic.maybe_declare()
         async for batch in take_batches(stream):
-            parts = engines()
+            parts = await until_stored(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
             for partition, messages in groups.items():
-                out = await asyncio.to_thread(parts.process, partition, messages)
+                await until_stored(partial(parts.restore, partition), "restoring state")
+                out = await asyncio.to_thread(parts.step, partition, messages)
+                await until_stored(partial(parts.store_step, partition, out), "storing a step")
                 for alert in out.alerts:
                     await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                     webhook.notify(alert)
                 for dead in out.dead_letters:
                     await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
-            await asyncio.to_thread(parts.commit, list(groups))
+            await until_stored(partial(parts.commit, list(groups)), "committing a batch")
             log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
@@ -195,7 +243,13 @@ def create_app(settings: Settings) -> faust.App:
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         if "engines" in state:
             partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
-            await asyncio.to_thread(state["engines"].commit, partitions)
+            try:
+                await asyncio.to_thread(state["engines"].commit, partitions)
+            except STORAGE_ERRORS as exc:  # a rebalance or shutdown does not wait for ClickHouse
+                log.warning(
+                    "partitions %s revoked without a snapshot (%s); their next owner resumes "
+                    "from the last one", partitions, exc,
+                )  # fmt: skip
             state["engines"].drop(partitions)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # see on_revoked
@@ -204,6 +258,32 @@ def create_app(settings: Settings) -> faust.App:
         await asyncio.to_thread(resources.close)
 
     return app
+
+
+async def until_stored(call: Callable[[], T], doing: str) -> T:
+    """``call()`` in a thread, retried with capped backoff while ClickHouse fails.
+
+    The agent waits here, so no new batch is taken (Faust's stream buffer bounds what is
+    fetched meanwhile) and nothing is acknowledged; every method retried here can be repeated.
+    A SIGTERM meanwhile waits too (Faust stops once the batch in hand is acknowledged, and
+    acknowledging it unstored would lose it); SIGKILL loses and duplicates nothing.
+    """
+    failures = 0
+    while True:
+        try:
+            result = await asyncio.to_thread(call)
+        except STORAGE_ERRORS as exc:
+            failures += 1
+            delay = OUTAGE_RETRY.delay(failures)
+            log.warning(
+                "ClickHouse unavailable while %s (%s: %s); consumption paused, waiting: "
+                "retry %d in %.1f s", doing, type(exc).__name__, str(exc)[:200], failures, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            continue
+        if failures:
+            log.warning("ClickHouse is back: %s after %d failed attempts", doing, failures)
+        return result
 
 
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:

@@ -5,6 +5,11 @@ makes the baseline seasonal without a calendar: the daily peak lifts every entit
 leaves shares unchanged, while a leaked key's share jumps. A new entity is in warm-up until
 it has been seen for ``warm_up`` minutes, so a tenant ramping up is learned, not paged.
 
+The fleet total a share is taken of is winsorised by tenant (:func:`robust_fleet`): each tenant
+counts for at most ``TENANT_CAP`` times the median tenant, so one tenant flooding the stream
+(or spiking) cannot dilute every other entity's share, hide their spikes while it lasts and
+page on them when it stops.
+
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
 >>> det = VolumeDetector(entity_types=("api_key",))
@@ -22,6 +27,9 @@ False
 
 from __future__ import annotations
 
+from statistics import median
+from typing import Final
+
 from pipeline.detectors.base import (
     AdaptiveThreshold,
     BoundedStore,
@@ -32,6 +40,8 @@ from pipeline.detectors.base import (
     poisson_surprise,
 )
 from pipeline.detectors.baseline import EWBaseline
+
+TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
 
 
 class _ShareState:
@@ -65,26 +75,32 @@ class VolumeDetector:
         if not view.fleet.requests:
             return []
         findings: list[Finding] = []
+        fleet = robust_fleet(view)
         for entity_type in self.entity_types:
             # A tenant whose key already alerted is the same incident: name the key only.
             covered = {view.tenant_of_key.get(f.entity_id) for f in findings}
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "tenant" and entity_id in covered:
                     continue
-                finding = self._observe(entity_type, entity_id, minute, view)
+                finding = self._observe(entity_type, entity_id, minute, view, fleet)
                 if finding is not None:
                     findings.append(finding)
         return findings
 
     def _observe(
-        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
+        self,
+        entity_type: str,
+        entity_id: str,
+        minute: EntityMinute,
+        view: MinuteView,
+        fleet: EntityMinute,
     ) -> Finding | None:
         state = self.states.get_or_create(
             f"{entity_type}:{entity_id}", lambda: _ShareState(max(self.horizons_min), self.warm_up)
         )
-        state.horizon.push(view.start, (minute, view.fleet))
+        state.horizon.push(view.start, (minute, fleet))
         if not state.share.warm:
-            self._learn(state, minute, view.fleet)
+            self._learn(state, minute, fleet)
             return None
         best = max(
             (self._score(state, view, minutes) for minutes in self.horizons_min),
@@ -97,7 +113,7 @@ class VolumeDetector:
         threshold = self.threshold.value
         if score < threshold or ratio < self.min_ratio or gpu_ratio < self.min_ratio / 2:
             if ratio < self.min_ratio:  # a spiking key must not teach its baseline the spike
-                self._learn(state, minute, view.fleet)
+                self._learn(state, minute, fleet)
             return None
         label = entity_type.replace("_", " ")
         summary = (
@@ -143,6 +159,31 @@ class VolumeDetector:
 
     @staticmethod
     def _learn(state: _ShareState, minute: EntityMinute, fleet: EntityMinute) -> None:
+        if fleet.requests <= 0:
+            return
         state.share.learn_one(minute.requests / fleet.requests)
         if fleet.gpu_ms > 0:
             state.gpu_share.learn_one(minute.gpu_ms / fleet.gpu_ms)
+
+
+def robust_fleet(view: MinuteView) -> EntityMinute:
+    """The minute's fleet requests and GPU-ms, each tenant capped at ``TENANT_CAP`` times the
+    median tenant (the whole fleet when there are fewer than three tenants to compare).
+
+    >>> from datetime import UTC, datetime
+    >>> t = datetime(2026, 3, 2, tzinfo=UTC)
+    >>> sizes = {"a": 100, "b": 80, "c": 60, "flood": 10_000}
+    >>> tenants = {k: EntityMinute(requests=n, gpu_ms=10.0 * n) for k, n in sizes.items()}
+    >>> fleet = EntityMinute(requests=sum(sizes.values()))
+    >>> robust_fleet(MinuteView(t, t, {"tenant": tenants}, fleet)).requests  # 100+80+60+270
+    510
+    """
+    tenants = list(view.entities("tenant").values())
+    if len(tenants) < 3:
+        return view.fleet
+    cap_requests = TENANT_CAP * median(t.requests for t in tenants)
+    cap_gpu_ms = TENANT_CAP * median(t.gpu_ms for t in tenants)
+    return EntityMinute(
+        requests=round(sum(min(t.requests, cap_requests) for t in tenants)),
+        gpu_ms=sum(min(t.gpu_ms, cap_gpu_ms) for t in tenants),
+    )

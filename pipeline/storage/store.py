@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -20,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
 from pipeline.engine import StepOutput
+from pipeline.events import AllocationEvent
 from pipeline.storage.client import connect, describe_url
 from pipeline.storage.errors import SinkBackpressure
 from pipeline.storage.migrations import Migration, check_schema, migrate
@@ -59,13 +60,27 @@ class Store:
         offset, state = result.result_rows[0]
         return int(offset), bytes(state)
 
-    def stored_event_ids(self, event_ids: list[str]) -> set[str]:
-        """Which of ``event_ids`` the events table already holds (used after a restore)."""
-        if not event_ids:
+    def stored_event_ids(self, events: Sequence[AllocationEvent]) -> set[str]:
+        """The ids of ``events`` (lower case, as parsed) that the events table already holds.
+
+        Looked up within the events' tenants and time span, the table's sorting key, so only
+        the parts and granules that can hold them are read.
+        """
+        if not events:
             return set()
+        micros = [round(e.ts.timestamp() * 1e6) for e in events]
         result = self.client.query(
-            "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
-            parameters={"ids": event_ids},
+            "SELECT DISTINCT toString(event_id) FROM events"
+            " WHERE tenant_id IN {tenants:Array(String)}"
+            " AND ts BETWEEN fromUnixTimestamp64Micro({first:Int64}, 'UTC')"
+            " AND fromUnixTimestamp64Micro({last:Int64}, 'UTC')"
+            " AND event_id IN {ids:Array(String)}",
+            parameters={
+                "tenants": sorted({e.tenant_id for e in events}),
+                "first": min(micros) - 1_000_000,  # a second's margin for float rounding
+                "last": max(micros) + 1_000_000,
+                "ids": [e.event_id for e in events],
+            },
         )
         return {row[0] for row in result.result_rows}
 

@@ -1,0 +1,100 @@
+"""A worker that dies after writing a batch's rows but before saving its snapshot, or in the
+middle of writing them: the next worker writes none of those rows again, in ``events`` or in
+the usage rollups.
+
+This is ``PartitionEngines`` as the Faust agent drives it (``process`` each partition's
+messages, then ``commit``), on the real engine and the embedded ClickHouse, without Kafka: the
+crash and the redelivery that follows are spelled out, so the test is deterministic. After a
+restart Kafka redelivers from the group's committed offset, which may lag the snapshot's, so the
+first batches can hold only messages the snapshot already covers, or only dead letters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Final
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from pipeline.config import Settings
+from pipeline.engine import Message
+from pipeline.events import encode_event
+from pipeline.simulate import FleetConfig, simulate
+from pipeline.storage import ClickHouseSink, Store
+from pipeline.stream import PartitionEngines
+
+INVALID: Final = range(1_000, 1_010)  # offsets of messages that are dead letters
+SNAPSHOT_AT: Final = 999  # the dead worker's last snapshot covers offsets 0..999
+DIED_AFTER: Final = 2_000  # it had also written (some of) the rows of offsets 1000..1999
+
+
+def wire_messages() -> list[Message]:
+    events = [e for b in simulate(FleetConfig(tenants=3, rate=6.0, hours=0.2, seed=2))
+              for e in b.to_events()]  # fmt: skip
+    values = [encode_event(e) for e in events]
+    for offset in INVALID:
+        values.insert(offset, b"{not json")
+    return [Message(v, topic="compute.events", partition=0, offset=i) for i, v in enumerate(values)]
+
+
+class Killed(BaseException):
+    """SIGKILL, in-process: nothing the worker does after it happens."""
+
+
+class DiesWriting:
+    """The real client, until the worker is killed in the middle of its ``n``-th events insert."""
+
+    def __init__(self, client: Client, n: int) -> None:
+        self.client, self.n = client, n
+
+    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "events":
+            self.n -= 1
+            if self.n == 0:
+                raise Killed
+        return self.client.insert(table, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def worker(client: Any, settings: Settings, **sink_options: int) -> PartitionEngines:
+    """A fresh worker process's engines: its own sink (nothing remembered) on the database."""
+    sink = ClickHouseSink.from_settings(client, settings, **sink_options)
+    return PartitionEngines(settings, Store(client, sink))
+
+
+@pytest.mark.parametrize("died", ["after the flush", "writing"])
+def test_rows_written_after_the_last_snapshot_are_not_written_again(
+    clickhouse_client: Client, storage_settings: Settings, died: str
+) -> None:
+    messages = wire_messages()
+    valid = len(messages) - len(INVALID)
+    assert valid > 2_500
+
+    if died == "after the flush":  # ... and before the snapshot
+        dead = worker(clickhouse_client, storage_settings)
+    else:  # events go out 300 at a time; the third insert of the second batch never ends
+        client = DiesWriting(clickhouse_client, n=7)
+        dead = worker(client, storage_settings, batch_rows=300)
+    dead.process(0, messages[: SNAPSHOT_AT + 1])
+    dead.commit([0])
+    with contextlib.suppress(Killed):
+        dead.process(0, messages[SNAPSHOT_AT + 1 : DIED_AFTER])
+        dead.store.flush()
+        raise Killed
+    [[written]] = clickhouse_client.query("SELECT count() FROM events").result_rows
+    assert SNAPSHOT_AT + 1 < written <= DIED_AFTER - len(INVALID)
+
+    restarted = worker(clickhouse_client, storage_settings)
+    redelivered = [(500, 1_000), (1_000, 1_010), (1_010, 1_500), (1_500, 2_500), (2_500, None)]
+    for start, end in redelivered:  # from a committed offset behind the snapshot's
+        restarted.process(0, messages[start:end])
+        restarted.commit([0])
+
+    c = clickhouse_client
+    [[rows, distinct]] = c.query("SELECT count(), uniqExact(event_id) FROM events").result_rows
+    [[hourly]] = c.query("SELECT sum(requests) FROM usage_hourly").result_rows
+    [[daily]] = c.query("SELECT sum(requests) FROM usage_daily").result_rows
+    assert (rows, distinct, hourly, daily) == (valid, valid, valid, valid)
