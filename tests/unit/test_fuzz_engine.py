@@ -721,13 +721,32 @@ def test_a_snapshot_from_before_these_rules_restores() -> None:
     assert len(restored.process([Message(wire_of(api_key_id="k-new"))]).events) == 1
 
 
+@dataclass
+class OldShape:
+    """Pickles as an instance of ``cls`` whose state is ``state`` (a shape from before)."""
+
+    cls: type
+    state: dict[str, Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (object.__new__, (self.cls,), self.state)
+
+
+def test_seen_ids_survive_a_snapshot() -> None:
+    seen = SeenIds(max_ids=6)
+    for n in range(5):
+        seen.add(f"id-{n}")
+    restored = pickle.loads(pickle.dumps(seen))
+    assert [restored.add(f"id-{n}") for n in range(6)] == [False] * 5 + [True]
+    assert len(restored) == 6 - 3  # id-0..id-2 rotated out with id-5: generations of 3
+
+
 def test_a_snapshot_with_ids_in_one_ordered_map_and_groups_in_one_dict_restores() -> None:
     """Snapshots of the first release kept seen ids in an OrderedDict and every window's open
     groups in one dict; they restore into generations and per-window groups."""
     eng, message = engine(), Message(wire_of())
     first = eng.process([message]).events[0]
-    old_seen = SeenIds.__new__(SeenIds)
-    old_seen.__dict__ = {"max_ids": 10, "_ids": OrderedDict({first.event_id: None})}
+    old_seen = OldShape(SeenIds, {"max_ids": 10, "_ids": OrderedDict({first.event_id: None})})
     aggregator = eng.aggregator
     windows = vars(aggregator).pop("_windows")
     flat = {key: acc for groups in windows.values() for key, acc in groups.items()}
