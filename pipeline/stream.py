@@ -78,12 +78,15 @@ class PartitionEngines:
         kafka = self.settings.kafka
         return f"{kafka.consumer_group}/{kafka.events_topic}/{partition}"
 
+    def mark_key(self, partition: int) -> str:
+        return f"{self.key(partition)}#written"
+
     def restore(self, partition: int) -> Engine:
         """The partition's engine, restored on first use from its snapshot and mark."""
         if partition in self.engines:
             return self.engines[partition]
         snapshot = self.store.load_snapshot(self.key(partition))
-        mark = self.store.load_snapshot(f"{self.key(partition)}#written")
+        mark = self.store.load_snapshot(self.mark_key(partition))
         offset, engine = -1, Engine(self.settings)
         if snapshot is not None:
             offset, engine = snapshot[0], Engine.restore(snapshot[1])
@@ -106,12 +109,17 @@ class PartitionEngines:
             self.offsets[partition] = fresh[-1].offset
         return out
 
+    def mark_written(self, partitions: Sequence[int]) -> None:
+        """Record the marks of the partitions' steps (one insert), before any of their rows is
+        handed over (:meth:`store_step`)."""
+        ahead = [p for p in partitions if self.offsets[p] > self.written[p]]
+        self.store.save_snapshots([(self.mark_key(p), self.offsets[p], b"") for p in ahead])
+        for partition in ahead:
+            self.written[partition] = self.offsets[partition]
+
     def store_step(self, partition: int, out: StepOutput) -> None:
-        """Record the mark, drop events already stored (while recovering), hand ``out`` over."""
+        """Drop events already stored (while recovering), hand ``out`` over to the sink."""
         offset = self.offsets[partition]
-        if offset > self.written[partition]:
-            self.store.save_snapshot(f"{self.key(partition)}#written", offset, b"")
-            self.written[partition] = offset
         if partition in self.recover_to:
             self._drop_stored(partition, out)
         self.store.write_step(out)
@@ -119,9 +127,11 @@ class PartitionEngines:
             self.recover_to.pop(partition, None)
 
     def process(self, partition: int, messages: list[Message]) -> StepOutput:
-        """:meth:`restore`, :meth:`step` and :meth:`store_step` at once (no retries)."""
+        """:meth:`restore`, :meth:`step`, :meth:`mark_written` and :meth:`store_step` at once
+        (no retries)."""
         self.restore(partition)
         out = self.step(partition, messages)
+        self.mark_written([partition])
         self.store_step(partition, out)
         return out
 
@@ -137,14 +147,15 @@ class PartitionEngines:
         log.info("partition %d: %d events were already stored", partition, len(stored))
 
     def commit(self, partitions: Sequence[int]) -> None:
-        """Flush the sink, then snapshot each partition's engine with its offset."""
+        """Flush the sink, then snapshot each partition's engine with its offset (one insert)."""
         self.store.flush()
-        for partition in partitions:
-            engine = self.engines.get(partition)
-            if engine is not None:
-                self.store.save_snapshot(
-                    self.key(partition), self.offsets[partition], engine.snapshot()
-                )
+        self.store.save_snapshots(
+            [
+                (self.key(p), self.offsets[p], self.engines[p].snapshot())
+                for p in partitions
+                if p in self.engines
+            ]
+        )
 
     def drop(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
@@ -225,9 +236,12 @@ def create_app(settings: Settings) -> faust.App:
         async for batch in take_batches(stream):
             parts = await until_stored(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
+            outs = {}
             for partition, messages in groups.items():
                 await until_stored(partial(parts.restore, partition), "restoring state")
-                out = await asyncio.to_thread(parts.step, partition, messages)
+                outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
+            await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
+            for partition, out in outs.items():
                 await until_stored(partial(parts.store_step, partition, out), "storing a step")
                 for alert in out.alerts:
                     await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))

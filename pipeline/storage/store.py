@@ -39,12 +39,16 @@ class Store:
     client: Client
     sink: ClickHouseSink
 
-    def save_snapshot(self, key: str, offset: int, state: bytes) -> None:
-        """Store an engine snapshot covering messages up to ``offset`` (after the rows it made:
-        call :meth:`flush` first, so restored state never counts rows that were not written)."""
+    def save_snapshots(self, snapshots: Sequence[tuple[str, int, bytes]]) -> None:
+        """Store ``(key, offset, state)`` engine snapshots, each covering messages up to its
+        offset, in one insert (after the rows they made: call :meth:`flush` first, so restored
+        state never counts rows that were not written)."""
+        if not snapshots:
+            return
+        now = datetime.now(UTC)
         self.client.insert(
             "engine_state",
-            [[key, offset, datetime.now(UTC), state]],
+            [[key, offset, now, state] for key, offset, state in snapshots],
             column_names=["state_key", "kafka_offset", "saved_at", "state"],
         )
 

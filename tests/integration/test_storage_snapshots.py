@@ -13,10 +13,11 @@ def test_latest_snapshot_per_key_round_trips(storage_settings: Settings) -> None
     engine.process_events(synthetic_events(500))
     with open_store(storage_settings) as store:
         assert store.load_snapshot("group/topic/0") is None
-        store.save_snapshot("group/topic/0", 41, b"old")
-        store.save_snapshot("group/topic/0", 99, engine.snapshot())
-        store.save_snapshot("group/topic/1", 7, b"other partition")
+        store.save_snapshots([("group/topic/0", 41, b"old")])
+        latest = [("group/topic/0", 99, engine.snapshot()), ("group/topic/1", 7, b"p1")]
+        store.save_snapshots(latest)
         offset, blob = store.load_snapshot("group/topic/0")  # type: ignore[misc]
+        assert store.load_snapshot("group/topic/1") == (7, b"p1")
     assert offset == 99
     restored = Engine.restore(blob)
     assert restored.counters == engine.counters
