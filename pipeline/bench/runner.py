@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.bench.config import BenchConfig
 from pipeline.bench.kafka import Broker, bench_name, produce_sync
@@ -30,6 +31,8 @@ from pipeline.bench.traffic import Wire, fleet_wire, throughput_fleet
 from pipeline.bench.worker import measure_faust_ceiling, measure_worker
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Progress = Callable[[str], None]
 
@@ -88,19 +91,15 @@ class _Run:
         report.limit = measure_limit(broker.bootstrap, self.topic, ends, len(self.wire))
 
     def faust(self, report: BenchReport) -> None:
-        c = self.config
-        report.faust = measure_faust_ceiling(
-            self.need_broker(),
-            self.topic,
-            len(self.wire),
-            self.workdir,
-            c.partitions,
-            c.worker_timeout_s,
-        )
+        report.faust = self._over_topic(measure_faust_ceiling)
 
     def worker(self, report: BenchReport) -> None:
+        report.worker = self._over_topic(measure_worker)
+
+    def _over_topic(self, measure: Callable[[Broker, str, int, Path, int, float], T]) -> T:
+        """A measurement of a process consuming the whole shared topic."""
         c = self.config
-        report.worker = measure_worker(
+        return measure(
             self.need_broker(),
             self.topic,
             len(self.wire),
