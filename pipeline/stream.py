@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import faust
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -49,6 +50,7 @@ FAUST_CONSUMER_OPTIONS: dict[str, Any] = {
 # While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
 # sink's own short retries); any error of the client, or a flush that gave up, means "not now".
 OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
+EXIT_UNEXPECTED: Final = 70  # EX_SOFTWARE: a bug, not an outage
 STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
 
@@ -234,22 +236,29 @@ def create_app(settings: Settings) -> faust.App:
         for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
             await topic.maybe_declare()
         async for batch in take_batches(stream):
-            parts = await until_stored(engines, "opening the store")
-            groups = _by_partition(batch, kafka.events_topic)
-            outs = {}
-            for partition, messages in groups.items():
-                await until_stored(partial(parts.restore, partition), "restoring state")
-                outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
-            await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
-            for partition, out in outs.items():
-                await until_stored(partial(parts.store_step, partition, out), "storing a step")
-                for alert in out.alerts:
-                    await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
-                    webhook.notify(alert)
-                for dead in out.dead_letters:
-                    await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
-            await until_stored(partial(parts.commit, list(groups)), "committing a batch")
-            log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
+            try:
+                await handle(batch)
+            except Exception:  # a bug: Faust would acknowledge the batch as the loop ends
+                exit_unacknowledged(len(batch))
+
+    async def handle(batch: Sequence[faust.EventT]) -> None:
+        """Run, store and commit one batch; its alerts and dead letters go out."""
+        parts = await until_stored(engines, "opening the store")
+        groups = _by_partition(batch, kafka.events_topic)
+        outs = {}
+        for partition, messages in groups.items():
+            await until_stored(partial(parts.restore, partition), "restoring state")
+            outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
+        await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
+        for partition, out in outs.items():
+            await until_stored(partial(parts.store_step, partition, out), "storing a step")
+            for alert in out.alerts:
+                await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
+                webhook.notify(alert)
+            for dead in out.dead_letters:
+                await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
+        await until_stored(partial(parts.commit, list(groups)), "committing a batch")
+        log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
     # signal's actual positional arguments, as faust's documentation shows
@@ -298,6 +307,22 @@ async def until_stored(call: Callable[[], T], doing: str) -> T:
         if failures:
             log.warning("ClickHouse is back: %s after %d failed attempts", doing, failures)
         return result
+
+
+def exit_unacknowledged(messages: int) -> NoReturn:
+    """End the worker at once after an unexpected error in a batch, without acknowledging it.
+
+    Faust acknowledges a batch from ``take_events`` when the agent leaves it, even on an error,
+    and then commits it: the batch would be lost. Ending the process like SIGKILL instead
+    leaves it to the restarted worker, which resumes exactly (snapshots and marks); a
+    supervisor (Docker's restart policy, systemd) restarts it.
+    """
+    log.critical(
+        "unexpected error in a batch of %d messages; exiting (code %d) without acknowledging it",
+        messages, EXIT_UNEXPECTED, exc_info=True,
+    )  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_UNEXPECTED)
 
 
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:

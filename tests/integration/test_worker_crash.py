@@ -1,9 +1,12 @@
-"""A worker killed with SIGKILL mid-stream and restarted loses no event and writes none twice."""
+"""A worker killed with SIGKILL mid-stream, or ended by a bug, loses no event and writes none twice
+after its restart."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,3 +68,61 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     )
     assert requests == len(events)
     assert tokens == sum(e.reasoning_tokens for e in events)
+
+
+BUG_ON_SECOND_BATCH = """
+import sys
+from pipeline import stream
+from pipeline.config import Settings
+
+step, calls = stream.PartitionEngines.step, []
+
+def step_with_a_bug(self, partition, messages):
+    calls.append(partition)
+    if len(calls) == 2:
+        raise RuntimeError("a bug in the second step")
+    return step(self, partition, messages)
+
+stream.PartitionEngines.step = step_with_a_bug
+stream.run_worker(Settings(), loglevel="INFO")
+"""
+
+
+def test_a_bug_in_a_batch_stops_the_worker_without_losing_the_batch(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Faust acknowledges a batch when the agent leaves it, error or not; the worker exits
+    instead (code 70), and the batch it failed on is processed after the restart."""
+    config = FleetConfig(tenants=6, rate=20.0, hours=0.5, seed=12, start=T0)
+    events = [e for batch in simulate(config) for e in batch.to_events()]
+    topic, group = unique_topic_name("events"), unique_topic_name("group")
+    env = {
+        **os.environ,
+        "COMPUTEWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
+        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
+        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
+        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
+        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+    log = tmp_path / "worker.log"
+    produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
+
+    buggy = subprocess.Popen(
+        [sys.executable, "-c", BUG_ON_SECOND_BATCH], env=env, stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert buggy.wait(timeout=120) == 70, log.read_text()[-3000:]
+    assert "exiting (code 70) without acknowledging it" in log.read_text()
+    assert committed_total(kafka_bootstrap, group) < len(events)
+
+    worker = start_worker(env, log)
+    try:
+        wait_consumed(worker, kafka_bootstrap, group, topic)
+    finally:
+        stop_worker(worker, log)
+
+    [[rows, distinct]] = query(env, "SELECT count(), uniqExact(event_id) FROM events")
+    assert (rows, distinct) == (len(events), len(events))
+    [[requests]] = query(env, "SELECT sum(requests) FROM usage_daily")
+    assert requests == len(events)
