@@ -445,3 +445,9 @@ def test_dockerignore_keeps_environments_data_and_history_out() -> None:
     assert entries >= {".venv", ".cache", "data", "artifacts", ".git"}
     # What the image runs must stay in the context.
     assert not entries & {"pipeline", "schemas", "dashboards", "pyproject.toml", "*", "**"}
+
+
+def test_the_worker_is_restarted_when_it_exits(services: dict[str, dict[str, Any]]) -> None:
+    """A bug in a batch ends the worker (exit code 70, the batch unacknowledged): it must come
+    back by itself to process that batch."""
+    assert services["worker"].get("restart") in ("always", "unless-stopped", "on-failure")
