@@ -9,6 +9,7 @@ from pipeline.detectors.base import (
     EntityMinute,
     Finding,
     MinuteView,
+    PeekingDetector,
     RequestDetector,
     WindowDetector,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Finding",
     "MinuteView",
     "MultivariateKeyDetector",
+    "PeekingDetector",
     "RequestDetector",
     "RequestNormDetector",
     "RunawayDetector",

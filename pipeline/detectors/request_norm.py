@@ -20,6 +20,7 @@ and several of its requests are outliers, so one odd request never pages anyone.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -184,34 +185,66 @@ class RequestNormDetector:
                     findings.append(finding)
         return findings
 
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        """Score each key's open minute so far with its horizon; learn nothing."""
+        minute = int(view.start.timestamp())
+        findings = []
+        for (slot_minute, key), acc in self._pending.items():
+            if slot_minute != minute:
+                continue
+            horizon = self.horizons.get(key)
+            recent = horizon.peek(view.start, acc) if horizon else [(view.start, acc)]
+            offset = self.offsets.get(key)
+            best = self._best(recent, view.start, offset.get() if offset else 0.0)
+            if best is None or not self._alarming(best[0], best[1]):
+                continue
+            score, window, start = best
+            usual_confidence = offset.confidence.get() if offset and offset.minutes else None
+            findings.append(
+                self._finding(
+                    key, window, start, view, score, self.threshold.value, usual_confidence
+                )
+            )
+        return findings
+
     def _score_key(self, key: str, acc: KeyMinute, view: MinuteView) -> Finding | None:
         horizon = self.horizons.get_or_create(
             key, lambda: Horizon[KeyMinute](self.horizons_min[-1])
         )
         horizon.push(view.start, acc)
         offset = self.offsets.get_or_create(key, KeyOffset)
-        best: tuple[float, list[KeyMinute], datetime] | None = None
-        for minutes in self.horizons_min:
-            recent = [
-                (t, m) for t, m in horizon.recent if (view.start - t).total_seconds() < minutes * 60
-            ]
-            n = sum(m.requests for _, m in recent)
-            if n < self.min_requests:
-                continue
-            score = (sum(m.z_sum for _, m in recent) / n - offset.get()) * math.sqrt(n)
-            if best is None or score > best[0]:
-                best = (score, [m for _, m in recent], recent[0][0])
+        best = self._best(horizon.recent, view.start, offset.get())
         if best is None:
             offset.learn(acc)
             return None
         score, window, start = best
         self.threshold.update(score)
-        threshold = self.threshold.value
-        if score < threshold or sum(m.flagged for m in window) < self.min_flagged:
+        if not self._alarming(score, window):
             offset.learn(acc)
             return None
         usual_confidence = offset.confidence.get() if offset.minutes else None
+        threshold = self.threshold.value
         return self._finding(key, window, start, view, score, threshold, usual_confidence)
+
+    def _best(
+        self, recent: Iterable[tuple[datetime, KeyMinute]], now: datetime, offset: float
+    ) -> tuple[float, list[KeyMinute], datetime] | None:
+        """The key's highest score over its horizons ending with the minute starting ``now``."""
+        items = list(recent)
+        best: tuple[float, list[KeyMinute], datetime] | None = None
+        for minutes in self.horizons_min:
+            inside = [(t, m) for t, m in items if (now - t).total_seconds() < minutes * 60]
+            n = sum(m.requests for _, m in inside)
+            if n < self.min_requests:
+                continue
+            score = (sum(m.z_sum for _, m in inside) / n - offset) * math.sqrt(n)
+            if best is None or score > best[0]:
+                best = (score, [m for _, m in inside], inside[0][0])
+        return best
+
+    def _alarming(self, score: float, window: list[KeyMinute]) -> bool:
+        flagged = sum(m.flagged for m in window)
+        return score >= self.threshold.value and flagged >= self.min_flagged
 
     def _finding(
         self,

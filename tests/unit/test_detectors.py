@@ -8,6 +8,8 @@ import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import cast
 
 import pytest
 
@@ -16,13 +18,16 @@ from pipeline.config import Settings
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
     EfficiencyDriftDetector,
+    Finding,
+    MinuteView,
     MultivariateKeyDetector,
+    PeekingDetector,
     RequestNormDetector,
     RunawayDetector,
     VolumeDetector,
     WindowDetector,
 )
-from pipeline.engine import Engine
+from pipeline.engine import Engine, build_minute_view
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 
@@ -181,3 +186,93 @@ def test_pickle_round_trip_resumes_identically(case: Case) -> None:
 def test_catch_all_is_quiet_on_normal_and_benign_traffic() -> None:
     for change in (None, CASES[0].benign(), CASES[3].benign()):
         assert run(MultivariateKeyDetector(warm_up=500), change) == []
+
+
+PEEKING = [c for c in CASES if isinstance(c.make(), PeekingDetector)]
+
+
+def test_the_minute_detectors_that_can_judge_part_of_a_minute_peek() -> None:
+    assert {c.name for c in PEEKING} == {
+        "reasoning_inflation",
+        "pass_explosion",
+        "runaway_generation",
+        "volume_spike",
+        "confidence_collapse",
+    }
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_a_peek_learns_nothing(case: Case) -> None:
+    events = list(streams.stream(seed=2, change=case.signature(), minutes=150))
+    cut = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=140.5))
+    detector = case.make()
+    engine = Engine(Settings(), detectors=[detector])
+    engine.process_events(events[:cut])
+    before = pickle.dumps(detector)
+    minute = int((streams.T0 + timedelta(minutes=140)).timestamp())
+    view = build_minute_view(minute, engine.aggregator.open_groups(minute), end_s=minute + 30)
+    assert view.fleet.requests > 0
+    cast(PeekingDetector, detector).peek_minute(view)
+    assert pickle.dumps(detector) == before
+
+
+class _PeekRecorder:
+    """Records what each peek saw."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.peeks: list[tuple[datetime, datetime, int]] = []
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        return []
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        self.peeks.append((view.start, view.end, view.fleet.requests))
+        return []
+
+
+def test_a_peek_sees_the_open_minute_up_to_its_tick_and_nothing_later() -> None:
+    events = list(streams.stream(seed=3, minutes=20))
+    recorder = _PeekRecorder()
+    engine = Engine(Settings(), detectors=[recorder])
+    for i in range(0, len(events), 97):  # batches do not line up with ticks
+        engine.process_events(events[i : i + 97])
+    ticks = [(end - start).total_seconds() for start, end, _ in recorder.peeks]
+    assert len(set(recorder.peeks)) == len(recorder.peeks) == 20 * 3 and set(ticks) == {
+        15.0,
+        30.0,
+        45.0,
+    }
+    for start, end, requests in recorder.peeks:
+        assert requests == sum(start <= e.ts < end for e in events)
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_alerts_do_not_depend_on_batching(case: Case) -> None:
+    events = list(streams.stream(seed=2, change=case.signature()))
+    whole = Engine(Settings(), detectors=[case.make()])
+    a = whole.process_events(events).alerts + whole.finish().alerts
+    batched = Engine(Settings(), detectors=[case.make()])
+    b = [
+        x
+        for i in range(0, len(events), 131)
+        for x in batched.process_events(events[i : i + 131]).alerts
+    ]
+    assert a == b + batched.finish().alerts and a
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_a_peek_alert_is_detected_at_its_tick(case: Case) -> None:
+    alerts = case.run(case.signature)
+    assert alerts
+    for alert in alerts:  # a minute's end or a tick inside it, where the evidence ends
+        assert alert.detected_at.second in (0, 15, 30, 45) and alert.detected_at.microsecond == 0
+        assert alert.window_end == alert.detected_at
+
+
+@pytest.mark.parametrize("name", ["pass_explosion", "confidence_collapse"])
+def test_a_strong_signature_alerts_before_its_first_minute_closes(name: str) -> None:
+    case = next(c for c in PEEKING if c.name == name)
+    first = min(a.detected_at for a in case.run(case.signature))
+    assert first < streams.T0 + timedelta(minutes=121)
