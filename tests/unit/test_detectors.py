@@ -26,6 +26,7 @@ from pipeline.detectors import (
     RunawayDetector,
     VolumeDetector,
     WindowDetector,
+    default_detectors,
 )
 from pipeline.engine import Engine, build_minute_view
 from tests.unit import streams
@@ -276,3 +277,55 @@ def test_a_strong_signature_alerts_before_its_first_minute_closes(name: str) -> 
     case = next(c for c in PEEKING if c.name == name)
     first = min(a.detected_at for a in case.run(case.signature))
     assert first < streams.T0 + timedelta(minutes=121)
+
+
+def _reasoning_detector() -> RequestNormDetector:
+    return default_detectors()[0]  # type: ignore[return-value]
+
+
+def _subtle_inflation() -> Change:
+    """The suite's subtle variant: 2x reasoning on 30 % of k0's requests."""
+    return on_key("k0", streams.inflate_reasoning(random.Random(7), share=0.3, factor=2.0))
+
+
+def test_the_sequential_test_catches_a_steady_minority_of_inflated_requests() -> None:
+    alerts = run(_reasoning_detector(), _subtle_inflation(), seed=5)
+    assert alerts and {(a.kind, a.entity_id) for a in alerts} == {("reasoning_inflation", "k0")}
+    first = alerts[0]
+    assert first.detected_at <= streams.T0 + timedelta(minutes=135)
+    assert "sequential_test" in first.evidence and "k0" in first.summary
+    # the short horizons alone do not see it
+    horizons_only = RequestNormDetector("reasoning_inflation", "reasoning_tokens")
+    assert run(horizons_only, _subtle_inflation(), seed=5) == []
+
+
+def test_the_sequential_test_is_deterministic_and_resumes_from_a_snapshot() -> None:
+    events = list(streams.stream(seed=5, change=_subtle_inflation()))
+    half = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=121))
+    engine = Engine(Settings(), detectors=[_reasoning_detector()])
+    engine.process_events(events[:half])
+    copy = pickle.loads(pickle.dumps(Engine.restore(engine.snapshot())))
+    a = engine.process_events(events[half:]).alerts + engine.finish().alerts
+    b = copy.process_events(events[half:]).alerts + copy.finish().alerts
+    assert a == b and any("sequential_test" in x.evidence for x in a)
+    assert a == run(_reasoning_detector(), _subtle_inflation(), seed=5)[-len(a) :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # a whole route thinks longer for everyone (a new model version)
+        lambda: everywhere(
+            lambda r: replace(r, reasoning=int(r.reasoning * 1.6)) if r.route == "deep" else r
+        ),
+        # the whole fleet thinks longer
+        lambda: everywhere(lambda r: replace(r, reasoning=int(r.reasoning * 1.4))),
+        # one key moves to harder problems; route and reasoning follow
+        lambda: rng_change(7, lambda rng, r: _harder(rng, r) if r.key == "k0" else r),
+    ],
+    ids=["route", "fleet", "harder"],
+)
+def test_the_sequential_test_is_quiet_on_shifts_everyone_shares(
+    change: Callable[[], Change],
+) -> None:
+    assert run(_reasoning_detector(), change(), seed=4) == []
