@@ -157,7 +157,7 @@ class RequestNormDetector:
         self,
         kind: str = "reasoning_inflation",
         feature: str = "reasoning_tokens",
-        horizons_min: tuple[int, ...] = (1, 3),
+        horizons_min: tuple[int, ...] = (1, 2, 3),
         flag_z: float = 3.0,
         min_flagged: int = 3,
         min_requests: int = 8,
