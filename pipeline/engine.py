@@ -48,6 +48,7 @@ from pipeline.metrics import (
 )
 from pipeline.minute_view import ENTITY_TYPES as ENTITY_TYPES  # re-exported
 from pipeline.minute_view import build_minute_view as build_minute_view
+from pipeline.minute_view import build_peek_view
 from pipeline.pricing import PriceTable
 
 DETECTION_GRACE_S = 5.0  # a minute is scored once events 5 s past its end have been seen
@@ -310,7 +311,7 @@ class Engine:
         self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
 
     def _peek(self, minute: int, clock: float, out: StepOutput) -> None:
-        view = build_minute_view(minute, self.aggregator.open_groups(minute), end_s=clock)
+        view = build_peek_view(minute, self.aggregator.open_groups(minute), clock)
         for detector in self._peekers:
             for finding in detector.peek_minute(view):
                 view.named.add((finding.entity_type, finding.entity_id))

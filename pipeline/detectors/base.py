@@ -134,7 +134,8 @@ class PeekingDetector(WindowDetector, Protocol):
     (``view.end`` is how far it reaches) and learns nothing from it; the closed minute still
     comes to ``observe_minute``. Every statistic it uses must be a rate, a share or a tail
     bound that accounts for the number of requests, so that a part of a minute is judged on the
-    evidence it holds."""
+    evidence it holds. A peek's view holds api keys, tenants and models (and each key's models
+    and tenant), not routes or servers."""
 
     def peek_minute(self, view: MinuteView) -> list[Finding]: ...
 
