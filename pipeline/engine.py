@@ -32,9 +32,8 @@ import msgspec
 from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import (
-    EntityMinute,
     Finding,
-    MinuteView,
+    PeekingDetector,
     WindowDetector,
     default_detectors,
 )
@@ -44,13 +43,15 @@ from pipeline.metrics import (
     WINDOW_S,
     MetricRow,
     WindowAggregator,
-    WindowTotals,
     window_of,
 )
+from pipeline.minute_view import ENTITY_TYPES as ENTITY_TYPES  # re-exported
+from pipeline.minute_view import build_minute_view as build_minute_view
+from pipeline.minute_view import build_peek_view
 from pipeline.pricing import PriceTable
 
 DETECTION_GRACE_S = 5.0  # a minute is scored once events 5 s past its end have been seen
-ENTITY_TYPES = ("api_key", "tenant", "model", "route", "server")
+PEEK_S: Final = 15  # the open minute is peeked at every 15 s of event time (see Engine._on_clock)
 # Times ClickHouse can store: metrics_1m and usage_hourly use DateTime (1970-01-01 to
 # 2106-02-07); outside it an insert fails (and is retried forever) or the rollups wrap.
 EARLIEST_TS: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -169,6 +170,10 @@ class Engine:
             else default_detectors(max_entities=worker.max_entities)
         )
         self._request_detectors = [d for d in self.detectors if hasattr(d, "observe_event")]
+        self._peekers: list[PeekingDetector] = [
+            d for d in self.detectors if isinstance(d, PeekingDetector)
+        ]
+        self._due_s = -math.inf  # event time of the next minute to score or peek
         self.gate = CooldownGate(cooldown_s=worker.alert_cooldown_s)
         self.seen = SeenIds(worker.dedupe_max_ids)
         self.next_minute: int | None = None
@@ -234,6 +239,9 @@ class Engine:
         defaults = WorkerSettings()
         engine.__dict__.update(future_horizon_s=defaults.future_horizon_s, held=[])
         engine.__dict__.update(pickle.loads(blob))
+        if "_peekers" not in vars(engine):  # from before the open minute was peeked at
+            engine._peekers = [d for d in engine.detectors if isinstance(d, PeekingDetector)]
+            engine._due_s = -math.inf
         aggregator = engine.aggregator
         if "max_groups" not in vars(aggregator):  # from before the windows were bounded
             aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
@@ -262,11 +270,12 @@ class Engine:
             _reject(out, event, message, reason)
             return
         latest = self.aggregator.max_event_s  # -inf until the first event is in a window
-        if latest > -math.inf and event.ts.timestamp() - latest > self.future_horizon_s:
+        epoch = event.ts.timestamp()
+        if latest > -math.inf and epoch - latest > self.future_horizon_s:
             self._hold(event, message, out)
             return
         self._release_held(out, as_events=False)
-        self._ingest(event, out, cost)
+        self._ingest(event, out, cost, epoch)
 
     def _hold(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
         """Keep a far-ahead event until the stream confirms or contradicts its time."""
@@ -293,12 +302,22 @@ class Engine:
             )
             _reject(out, event, message, reason)
 
-    def _ingest(self, event: AllocationEvent, out: StepOutput, cost: float | None = None) -> None:
+    def _ingest(
+        self,
+        event: AllocationEvent,
+        out: StepOutput,
+        cost: float | None = None,
+        epoch: float | None = None,
+    ) -> None:
         if not self.seen.add(event.event_id):
             out.duplicates += 1
             return
+        if epoch is None:
+            epoch = event.ts.timestamp()
         if self.next_minute is None:
-            self.next_minute = int(event.ts.timestamp() // WINDOW_S) * WINDOW_S
+            self.next_minute = int(epoch // WINDOW_S) * WINDOW_S
+        if epoch >= self._due_s:  # before this event counts: the evidence is all older
+            self._on_clock(epoch, out)
         if cost is None:
             cost = self.aggregator.cost(event)
         group = self.aggregator.add(event, cost)
@@ -310,6 +329,36 @@ class Engine:
                 detector.observe_event(seen)
         out.events.append(event)
         out.costs.append(cost)
+
+    def _on_clock(self, now: float, out: StepOutput) -> None:
+        """Event time reached a due point: score the complete minutes, then peek at the open one.
+
+        Called per event, before the event that reached the point is counted, so scoring does
+        not wait for the end of a batch. A minute is complete :data:`DETECTION_GRACE_S` after
+        its end. Every :data:`PEEK_S` of event time, detectors that can judge part of a minute
+        (:class:`PeekingDetector`) score the open minute so far without learning from it. A
+        peek at tick ``t`` sees only events before ``t`` (an event at or after ``t`` triggers
+        it), so its alerts are detected at ``t``.
+        """
+        self._score_through(now - DETECTION_GRACE_S - WINDOW_S, out)
+        minute = window_of(now)
+        tick = minute + int((now - minute) // PEEK_S) * PEEK_S
+        if self._peekers and tick > minute:
+            self._peek(minute, tick, out)
+        next_tick = (
+            tick + PEEK_S if tick + PEEK_S < minute + WINDOW_S else minute + WINDOW_S + PEEK_S
+        )
+        assert self.next_minute is not None
+        self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
+
+    def _peek(self, minute: int, clock: float, out: StepOutput) -> None:
+        view = build_peek_view(minute, self.aggregator.open_groups(minute), clock)
+        for detector in self._peekers:
+            for finding in detector.peek_minute(view):
+                view.named.add((finding.entity_type, finding.entity_id))
+                alert = self._admit(finding, view.end)
+                if alert is not None:
+                    out.alerts.append(alert)
 
     def _advance(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""
@@ -371,44 +420,6 @@ def to_alert(finding: Finding, detected_at: datetime) -> Alert:
         evidence={k: Evidence(value=v, baseline=b) for k, (v, b) in finding.evidence.items()},
         event_count=finding.event_count,
     )
-
-
-def build_minute_view(
-    minute: int, groups: list[tuple[tuple[int, str, str, str, str, str], WindowTotals]]
-) -> MinuteView:
-    """Roll one minute's open window groups up to every entity type and the fleet."""
-    start = datetime.fromtimestamp(minute, UTC)
-    end = datetime.fromtimestamp(minute + WINDOW_S, UTC)
-    by_type: dict[str, dict[str, EntityMinute]] = {t: {} for t in ENTITY_TYPES}
-    view = MinuteView(start, end, by_type, EntityMinute())
-    for (_, tenant, api_key, model, route, server), acc in groups:
-        part = EntityMinute(
-            requests=acc.requests,
-            prompt_tokens=acc.prompt_tokens,
-            generated_tokens=acc.completion_tokens + acc.reasoning_tokens,
-            reasoning_tokens=acc.reasoning_tokens,
-            passes=acc.passes,
-            token_passes=acc.token_passes,
-            gpu_ms=acc.gpu_ms,
-            runaway=acc.truncated + acc.timeouts,
-            confidence_sum=acc.confidence_sum,
-            confidence_count=acc.confidence_count,
-        )
-        view.fleet.add(part)
-        for entity_type, entity_id in zip(
-            ENTITY_TYPES, (api_key, tenant, model, route, server), strict=True
-        ):
-            bucket = by_type[entity_type].get(entity_id)
-            if bucket is None:
-                bucket = by_type[entity_type][entity_id] = EntityMinute()
-            bucket.add(part)
-        pair = view.key_model.get((api_key, model))
-        if pair is None:
-            pair = view.key_model[(api_key, model)] = EntityMinute()
-        pair.add(part)
-        view.tenant_of_key[api_key] = tenant
-        view.model_of_server[server] = model
-    return view
 
 
 def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -> AllocationEvent:

@@ -9,6 +9,7 @@ from pipeline.detectors.base import (
     EntityMinute,
     Finding,
     MinuteView,
+    PeekingDetector,
     RequestDetector,
     WindowDetector,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Finding",
     "MinuteView",
     "MultivariateKeyDetector",
+    "PeekingDetector",
     "RequestDetector",
     "RequestNormDetector",
     "RunawayDetector",
@@ -37,7 +39,9 @@ __all__ = [
 def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[WindowDetector]:
     """Every detector family, targeted ones first and the catch-all last."""
     return [
-        RequestNormDetector("reasoning_inflation", "reasoning_tokens", max_entities=max_entities),
+        RequestNormDetector(
+            "reasoning_inflation", "reasoning_tokens", max_entities=max_entities, cusum_h0=28.0
+        ),
         RequestNormDetector("pass_explosion", "passes", max_entities=max_entities, min_sd=0.25),
         RunawayDetector(max_entities=max_entities),
         VolumeDetector(max_entities=max_entities),

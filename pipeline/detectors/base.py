@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from river import stats
 
@@ -128,6 +128,18 @@ class RequestDetector(WindowDetector, Protocol):
     def observe_event(self, event: AllocationEvent) -> None: ...
 
 
+@runtime_checkable
+class PeekingDetector(WindowDetector, Protocol):
+    """A detector that can judge part of a minute: ``peek_minute`` scores the open minute so far
+    (``view.end`` is how far it reaches) and learns nothing from it; the closed minute still
+    comes to ``observe_minute``. Every statistic it uses must be a rate, a share or a tail
+    bound that accounts for the number of requests, so that a part of a minute is judged on the
+    evidence it holds. A peek's view holds api keys, tenants and models (and each key's models
+    and tenant), not routes or servers."""
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]: ...
+
+
 class BoundedStore(Generic[K, V]):
     """Per-entity state with a hard cap: least recently used entities are evicted first.
 
@@ -190,6 +202,21 @@ class Horizon(Generic[V]):
         while (start - self.recent[0][0]).total_seconds() >= self.minutes * 60:
             del self.recent[0]
         return [m for _, m in self.recent]
+
+    def peek(self, start: datetime, item: V) -> list[tuple[datetime, V]]:
+        """What :meth:`push` would keep, with the minute's start, without changing anything.
+
+        >>> from datetime import UTC, datetime, timedelta
+        >>> h = Horizon[int](minutes=2)
+        >>> t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        >>> _ = h.push(t0, 1); _ = h.push(t0 + timedelta(minutes=1), 2)
+        >>> [m for _, m in h.peek(t0 + timedelta(minutes=2), 3)], len(h.recent)
+        ([2, 3], 2)
+        """
+        limit = self.minutes * 60
+        kept = [(t, m) for t, m in self.recent if (start - t).total_seconds() < limit]
+        kept.append((start, item))
+        return kept
 
     @property
     def start(self) -> datetime:

@@ -164,45 +164,63 @@ class ConfidenceCollapseDetector:
         self.compute: BoundedStore[str, EWBaseline] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
+        return self._judge(view, peek=False)
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        """The open minute so far (a mean, so no scaling); nothing is learned."""
+        return self._judge(view, peek=True)
+
+    def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
         findings = []
         for model, minute in view.entities("model").items():
             if minute.confidence_count < self.min_samples or minute.confidence_mean is None:
                 continue
-            finding = self._observe(model, minute.confidence_mean, minute, view)
+            finding = self._observe(model, minute.confidence_mean, minute, view, peek)
             if finding is not None:
                 findings.append(finding)
         return findings
 
     def _observe(
-        self, model: str, confidence: float, minute: EntityMinute, view: MinuteView
+        self, model: str, confidence: float, minute: EntityMinute, view: MinuteView, peek: bool
     ) -> Finding | None:
-        state = self.states.get_or_create(model, lambda: _DriftState(self.horizon_minutes, 0.01))
-        compute = self.compute.get_or_create(model, lambda: EWBaseline(fading=0.01, warm_up=30))
-        recent = state.horizon.push(view.start, (confidence, minute))
-        total = EntityMinute.total([m for _, m in recent])
+        if peek:
+            state, compute = self.states.get(model), self.compute.get(model)
+            if state is None or compute is None or not state.baseline.warm:
+                return None
+            recent = state.horizon.peek(view.start, (confidence, minute))
+        else:
+            state = self.states.get_or_create(
+                model, lambda: _DriftState(self.horizon_minutes, 0.01)
+            )
+            compute = self.compute.get_or_create(model, lambda: EWBaseline(fading=0.01, warm_up=30))
+            state.horizon.push(view.start, (confidence, minute))
+            recent = list(state.horizon.recent)
+        total = EntityMinute.total([m for _, (_, m) in recent])
         mean_confidence = total.confidence_mean or 0.0
         base = state.baseline
         score = -base.score_one(mean_confidence)
-        if base.warm:
+        if base.warm and not peek:
             self.threshold.update(score)
         threshold = self.threshold.value
         drop = base.level - mean_confidence
         gpu_per_request = total.gpu_ms / total.requests
         if not base.warm or score < threshold or drop < self.min_drop:
-            if score < SUSPECT_Z:
-                base.learn_one(confidence)
-            compute.learn_one(minute.gpu_ms / minute.requests)
+            if not peek:
+                if score < SUSPECT_Z:
+                    base.learn_one(confidence)
+                compute.learn_one(minute.gpu_ms / minute.requests)
             return None
+        minutes = math.ceil((view.end - recent[0][0]).total_seconds() / 60)
         summary = (
             f"model {model}: mean confidence fell to {mean_confidence:.2f} from its usual "
-            f"{base.level:.2f} over {len(recent)} min while GPU-ms per request stayed at "
+            f"{base.level:.2f} over {minutes} min while GPU-ms per request stayed at "
             f"{gpu_per_request:,.0f} (usual {compute.level:,.0f})"
         )
         return Finding(
             kind="confidence_collapse",
             entity_type="model",
             entity_id=model,
-            window_start=state.horizon.start,
+            window_start=recent[0][0],
             window_end=view.end,
             score=score,
             threshold=threshold,

@@ -5,7 +5,10 @@ route and difficulty warrant) and ``pass_explosion`` (far more passes than the r
 Each request is scored against its context (model x route x difficulty band) in log space;
 an api key alerts only when its requests sit far above the norm over one of its horizons (the
 last minute or the last few: a blatant decoy shows at once, a steadier one adds up)
-and several of its requests are outliers, so one odd request never pages anyone.
+and several of its requests are outliers, so one odd request never pages anyone. With
+``cusum_h0`` set, a per-key sequential test (:mod:`pipeline.detectors.cusum`) also sums each
+request's residual over as long as it takes, for a decoy on a minority of requests whose shift is
+too small for any few-minute window.
 
 >>> import random
 >>> from pipeline.events import example_event
@@ -20,16 +23,25 @@ and several of its requests are outliers, so one odd request never pages anyone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import partial
+from itertools import zip_longest
 
 from river import stats
 
 from pipeline.detectors.base import AdaptiveThreshold, BoundedStore, Finding, Horizon, MinuteView
+from pipeline.detectors.cusum import CusumState, KeyCusum
 from pipeline.events import AllocationEvent
 
 Z_CLIP = (-4.0, 10.0)
+R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it little
+PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scored) follows
+# Requests a context has seen before its z-scores feed the sequential test: its variance starts
+# at 0 and, learned at the default fading of 0.01, has reached 87 % of the truth by then (a young
+# context's z-scores run wide, and a test that sums them would drift).
+MATURE = 200
 
 
 class ContextNorm:
@@ -41,7 +53,7 @@ class ContextNorm:
     twice per event on the hot path.)
     """
 
-    __slots__ = ("alpha", "mean", "min_sd", "n", "sd", "var", "warm_up")
+    __slots__ = ("alpha", "mean", "min_sd", "n", "peer_z", "sd", "var", "warm_up")
 
     def __init__(self, fading: float = 0.01, min_sd: float = 0.1, warm_up: int = 30) -> None:
         self.alpha = fading
@@ -51,6 +63,12 @@ class ContextNorm:
         self.min_sd = min_sd
         self.warm_up = warm_up
         self.n = 0
+        self.peer_z = 0.0  # recent mean (clipped) z of the context's requests
+
+    def __setstate__(self, state: tuple[None, dict[str, float]]) -> None:
+        self.peer_z = 0.0  # absent from snapshots taken before it existed
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
     @property
     def expected(self) -> float:
@@ -99,6 +117,17 @@ class KeyMinute:
     expected_sum: float = 0.0
     confidence_sum: float = 0.0
     confidence_count: int = 0
+    r_n: int = 0  # requests with a residual for the sequential test (informative contexts)
+    r_sum: float = 0.0
+    r_sq: float = 0.0
+
+    def __getstate__(self) -> list[float]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state: list[float]) -> None:
+        # a snapshot from before the residual fields existed holds fewer values: defaults
+        for f, value in zip_longest(fields(self), state[: len(fields(self))]):
+            setattr(self, f.name, f.default if value is None else value)
 
 
 class KeyOffset:
@@ -128,13 +157,15 @@ class RequestNormDetector:
         self,
         kind: str = "reasoning_inflation",
         feature: str = "reasoning_tokens",
-        horizons_min: tuple[int, ...] = (1, 3),
+        horizons_min: tuple[int, ...] = (1, 2, 3),
         flag_z: float = 3.0,
         min_flagged: int = 3,
         min_requests: int = 8,
         score_floor: float = 6.0,
         max_entities: int = 200_000,
         min_sd: float = 0.1,
+        cusum_h0: float | None = None,
+        cusum_k: float = 0.2,
     ) -> None:
         self.name = kind
         self.kind = kind
@@ -152,19 +183,37 @@ class RequestNormDetector:
         self.horizons: BoundedStore[str, Horizon[KeyMinute]] = BoundedStore(max_entities)
         self.offsets: BoundedStore[str, KeyOffset] = BoundedStore(max_entities)
         self._pending: dict[tuple[int, str], KeyMinute] = {}
+        self.cusum = (
+            KeyCusum(k=cusum_k, h0=cusum_h0, max_entities=max_entities)
+            if cusum_h0 is not None
+            else None
+        )
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.cusum = None  # absent from snapshots taken before it existed
+        self.__dict__.update(state)
 
     def observe_event(self, e: AllocationEvent) -> None:
         value = float(getattr(e, self.feature))
         band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
         norm = self.contexts.get_or_create((e.model, e.route, band), self._new_norm)
-        expected = norm.expected if norm.n >= norm.warm_up else value
+        warm = norm.n >= norm.warm_up
+        expected = norm.expected if warm else value
         z = norm.score_and_learn(value)
         slot = (int(e.ts.timestamp() // 60) * 60, e.api_key_id)
         acc = self._pending.get(slot)
         if acc is None:
             acc = self._pending[slot] = KeyMinute()
         acc.requests += 1
-        acc.z_sum += min(max(z, Z_CLIP[0]), Z_CLIP[1])
+        clipped = min(max(z, Z_CLIP[0]), Z_CLIP[1])
+        acc.z_sum += clipped
+        if norm.n > MATURE and norm.var > 0.0 and self.cusum is not None:
+            r = clipped - norm.peer_z  # what its peers in the context did not also score
+            norm.peer_z += PEER_FADING * r
+            r = min(max(r, -R_CLIP), R_CLIP)
+            acc.r_n += 1
+            acc.r_sum += r
+            acc.r_sq += r * r
         acc.flagged += z >= self.flag_z
         acc.value_sum += value
         acc.expected_sum += expected
@@ -175,43 +224,94 @@ class RequestNormDetector:
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         minute = int(view.start.timestamp())
         ready = [slot for slot in self._pending if slot[0] <= minute]
+        fleet = self._fleet_residuals(minute)
         findings = []
         for slot in ready:
             acc = self._pending.pop(slot)
             if slot[0] == minute:
-                finding = self._score_key(slot[1], acc, view)
+                finding = self._score_key(slot[1], acc, view, fleet)
                 if finding is not None:
                     findings.append(finding)
         return findings
 
-    def _score_key(self, key: str, acc: KeyMinute, view: MinuteView) -> Finding | None:
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        """Score each key's open minute so far with its horizon; learn nothing."""
+        minute = int(view.start.timestamp())
+        fleet = self._fleet_residuals(minute)
+        findings = []
+        for (slot_minute, key), acc in self._pending.items():
+            if slot_minute != minute:
+                continue
+            horizon = self.horizons.get(key)
+            recent = horizon.peek(view.start, acc) if horizon else [(view.start, acc)]
+            offset = self.offsets.get(key)
+            best = self._best(recent, view.start, offset.get() if offset else 0.0)
+            if best is None or not self._alarming(best[0], best[1]):
+                found = self.cusum.peek(key, acc, view.start, fleet) if self.cusum else None
+                if found is not None:
+                    findings.append(self._sequential_finding(key, found, view))
+                continue
+            score, window, start = best
+            usual_confidence = offset.confidence.get() if offset and offset.minutes else None
+            findings.append(
+                self._finding(
+                    key, window, start, view, score, self.threshold.value, usual_confidence
+                )
+            )
+        return findings
+
+    def _fleet_residuals(self, minute: int) -> tuple[float, int]:
+        """Sum and count of every key's residuals in ``minute`` (what all keys shared)."""
+        if self.cusum is None:
+            return 0.0, 0
+        total, n = 0.0, 0
+        for (slot_minute, _), acc in self._pending.items():
+            if slot_minute == minute:
+                total += acc.r_sum
+                n += acc.r_n
+        return total, n
+
+    def _score_key(
+        self, key: str, acc: KeyMinute, view: MinuteView, fleet: tuple[float, int]
+    ) -> Finding | None:
         horizon = self.horizons.get_or_create(
             key, lambda: Horizon[KeyMinute](self.horizons_min[-1])
         )
         horizon.push(view.start, acc)
         offset = self.offsets.get_or_create(key, KeyOffset)
+        best = self._best(horizon.recent, view.start, offset.get())
+        if best is not None:
+            self.threshold.update(best[0])
+        if best is None or not self._alarming(best[0], best[1]):
+            offset.learn(acc)
+            found = self.cusum.observe(key, acc, view.start, fleet) if self.cusum else None
+            return None if found is None else self._sequential_finding(key, found, view)
+        if self.cusum is not None:
+            self.cusum.forget_run(key)
+        score, window, start = best
+        usual_confidence = offset.confidence.get() if offset.minutes else None
+        threshold = self.threshold.value
+        return self._finding(key, window, start, view, score, threshold, usual_confidence)
+
+    def _best(
+        self, recent: Iterable[tuple[datetime, KeyMinute]], now: datetime, offset: float
+    ) -> tuple[float, list[KeyMinute], datetime] | None:
+        """The key's highest score over its horizons ending with the minute starting ``now``."""
+        items = list(recent)
         best: tuple[float, list[KeyMinute], datetime] | None = None
         for minutes in self.horizons_min:
-            recent = [
-                (t, m) for t, m in horizon.recent if (view.start - t).total_seconds() < minutes * 60
-            ]
-            n = sum(m.requests for _, m in recent)
+            inside = [(t, m) for t, m in items if (now - t).total_seconds() < minutes * 60]
+            n = sum(m.requests for _, m in inside)
             if n < self.min_requests:
                 continue
-            score = (sum(m.z_sum for _, m in recent) / n - offset.get()) * math.sqrt(n)
+            score = (sum(m.z_sum for _, m in inside) / n - offset) * math.sqrt(n)
             if best is None or score > best[0]:
-                best = (score, [m for _, m in recent], recent[0][0])
-        if best is None:
-            offset.learn(acc)
-            return None
-        score, window, start = best
-        self.threshold.update(score)
-        threshold = self.threshold.value
-        if score < threshold or sum(m.flagged for m in window) < self.min_flagged:
-            offset.learn(acc)
-            return None
-        usual_confidence = offset.confidence.get() if offset.minutes else None
-        return self._finding(key, window, start, view, score, threshold, usual_confidence)
+                best = (score, [m for _, m in inside], inside[0][0])
+        return best
+
+    def _alarming(self, score: float, window: list[KeyMinute]) -> bool:
+        flagged = sum(m.flagged for m in window)
+        return score >= self.threshold.value and flagged >= self.min_flagged
 
     def _finding(
         self,
@@ -255,4 +355,36 @@ class RequestNormDetector:
             summary=summary,
             evidence=evidence,
             event_count=n,
+        )
+
+    def _sequential_finding(self, key: str, found: CusumState, view: MinuteView) -> Finding:
+        assert self.cusum is not None and found.start is not None
+        n = max(found.requests, 1)
+        value, expected = found.value / n, found.expected / n
+        ratio = value / expected if expected > 0 else float("inf")
+        minutes = round((view.end - found.start).total_seconds() / 60)
+        what = "reasoning tokens" if self.feature == "reasoning_tokens" else "passes"
+        tenant = view.tenant_of_key.get(key)
+        who = f"api key {key}" + (f" (tenant {tenant})" if tenant else "")
+        threshold = self.cusum.threshold
+        summary = (
+            f"{who} averaged {value:,.0f} {what} per request over {minutes} min, {ratio:.2f}x the "
+            f"norm for its model, route and difficulty ({expected:,.0f}): a steady excess over "
+            f"{found.requests} requests (sequential test {found.s:.0f}, threshold {threshold:.0f})"
+        )
+        return Finding(
+            kind=self.kind,
+            entity_type="api_key",
+            entity_id=key,
+            window_start=found.start,
+            window_end=view.end,
+            score=found.s,
+            threshold=threshold,
+            summary=summary,
+            evidence={
+                f"{self.feature}_per_request": (value, expected),
+                "outlier_share": (found.flagged / n, 0.0),
+                "sequential_test": (found.s, threshold),
+            },
+            event_count=found.requests,
         )

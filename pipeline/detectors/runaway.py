@@ -17,9 +17,20 @@ Over a short horizon, the count of such requests is compared with the entity's o
 False
 >>> det.observe_minute(minute(60, 40))[0].kind
 'runaway_generation'
+
+Part of a minute can be judged too, learning nothing from it (``peek_minute``):
+
+>>> start = t0 + timedelta(minutes=61)
+>>> half = EntityMinute(requests=50, runaway=20)
+>>> view = MinuteView(start, start + timedelta(seconds=30), {"api_key": {"k": half}}, half)
+>>> [(f.kind, f.window_end == view.end) for f in det.peek_minute(view)]
+[('runaway_generation', True)]
 """
 
 from __future__ import annotations
+
+import math
+from datetime import datetime
 
 from pipeline.detectors.base import (
     AdaptiveThreshold,
@@ -62,6 +73,13 @@ class RunawayDetector:
         self.states: BoundedStore[str, _EntityState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
+        return self._judge(view, peek=False)
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        """The open minute so far with the horizon before it; nothing is learned."""
+        return self._judge(view, peek=True)
+
+    def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
         findings: list[Finding] = []
         for entity_type in self.entity_types:
             # A model is judged without the keys already named: one runaway key is not a
@@ -70,7 +88,10 @@ class RunawayDetector:
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "model" and keys:
                     minute = view.without_keys(entity_id, keys)
-                finding = self._observe(entity_type, entity_id, minute, view)
+                if peek:
+                    finding = self._peek(entity_type, entity_id, minute, view)
+                else:
+                    finding = self._observe(entity_type, entity_id, minute, view)
                 if finding is not None:
                     findings.append(finding)
         return findings
@@ -81,33 +102,68 @@ class RunawayDetector:
         state = self.states.get_or_create(
             f"{entity_type}:{entity_id}", lambda: _EntityState(self.horizon_minutes)
         )
-        total = EntityMinute.total(state.horizon.push(view.start, minute))
+        recent = state.horizon.push(view.start, minute)
         if not state.baseline.warm:
             if minute.requests:
                 state.baseline.learn_one(minute.runaway / minute.requests)
             return None
+        total = EntityMinute.total(recent)
         base = max(state.baseline.level, MIN_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
         self.threshold.update(score)
-        threshold = self.threshold.value
-        rate = total.runaway / total.requests if total.requests else 0.0
-        if score < threshold or rate < self.min_ratio * base or total.runaway < self.min_count:
+        if not self._alarming(score, total, base):
             if minute.requests:
                 state.baseline.learn_one(minute.runaway / minute.requests)
             return None
+        return self._finding(entity_type, entity_id, state.horizon.start, total, base, score, view)
+
+    def _peek(
+        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
+    ) -> Finding | None:
+        state = self.states.get(f"{entity_type}:{entity_id}")
+        if state is None or not state.baseline.warm:
+            return None
+        recent = state.horizon.peek(view.start, minute)
+        total = EntityMinute.total([m for _, m in recent])
+        base = max(state.baseline.level, MIN_RATE)
+        score = binomial_surprise(total.runaway, total.requests, base)
+        if not self._alarming(score, total, base):
+            return None
+        return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
+
+    def _alarming(self, score: float, total: EntityMinute, base: float) -> bool:
+        rate = total.runaway / total.requests if total.requests else 0.0
+        return (
+            score >= self.threshold.value
+            and rate >= self.min_ratio * base
+            and total.runaway >= self.min_count
+        )
+
+    def _finding(
+        self,
+        entity_type: str,
+        entity_id: str,
+        start: datetime,
+        total: EntityMinute,
+        base: float,
+        score: float,
+        view: MinuteView,
+    ) -> Finding:
+        rate = total.runaway / total.requests
+        minutes = math.ceil((view.end - start).total_seconds() / 60)
         summary = (
             f"{entity_type.replace('_', ' ')} {entity_id}: {rate:.0%} of {total.requests} requests "
-            f"were truncated or timed out over {len(state.horizon.recent)} min, "
+            f"were truncated or timed out over {minutes} min, "
             f"{rate / base:.1f}x the usual {base:.1%}"
         )
         return Finding(
             kind="runaway_generation",
             entity_type=entity_type,
             entity_id=entity_id,
-            window_start=state.horizon.start,
+            window_start=start,
             window_end=view.end,
             score=score,
-            threshold=threshold,
+            threshold=self.threshold.value,
             summary=summary,
             evidence={"truncated_or_timeout_rate": (rate, base)},
             event_count=total.requests,

@@ -27,6 +27,7 @@ False
 
 from __future__ import annotations
 
+from datetime import datetime
 from statistics import median
 from typing import Final
 
@@ -72,6 +73,17 @@ class VolumeDetector:
         self.states: BoundedStore[str, _ShareState] = BoundedStore(max_entities)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
+        return self._judge(view, peek=False)
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        """The open minute so far against the fleet's same part of it; nothing is learned.
+
+        Shares need no scaling to the elapsed time: the key's requests and the fleet's come
+        from the same seconds.
+        """
+        return self._judge(view, peek=True)
+
+    def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
         if not view.fleet.requests:
             return []
         findings: list[Finding] = []
@@ -82,7 +94,7 @@ class VolumeDetector:
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "tenant" and entity_id in covered:
                     continue
-                finding = self._observe(entity_type, entity_id, minute, view, fleet)
+                finding = self._observe(entity_type, entity_id, minute, view, fleet, peek)
                 if finding is not None:
                     findings.append(finding)
         return findings
@@ -94,25 +106,36 @@ class VolumeDetector:
         minute: EntityMinute,
         view: MinuteView,
         fleet: EntityMinute,
+        peek: bool,
     ) -> Finding | None:
-        state = self.states.get_or_create(
-            f"{entity_type}:{entity_id}", lambda: _ShareState(max(self.horizons_min), self.warm_up)
-        )
-        state.horizon.push(view.start, (minute, fleet))
-        if not state.share.warm:
-            self._learn(state, minute, fleet)
-            return None
+        name = f"{entity_type}:{entity_id}"
+        if peek:
+            found = self.states.get(name)
+            if found is None or not found.share.warm:
+                return None
+            state = found
+            recent = state.horizon.peek(view.start, (minute, fleet))
+        else:
+            state = self.states.get_or_create(
+                name, lambda: _ShareState(max(self.horizons_min), self.warm_up)
+            )
+            state.horizon.push(view.start, (minute, fleet))
+            recent = list(state.horizon.recent)
+            if not state.share.warm:
+                self._learn(state, minute, fleet)
+                return None
         best = max(
-            (self._score(state, view, minutes) for minutes in self.horizons_min),
+            (self._score(state, recent, view, minutes) for minutes in self.horizons_min),
             key=lambda scored: scored[0],
         )
         score, observed, expected, observed_gpu, expected_gpu, minutes = best
         ratio = observed / expected if expected > 0 else float("inf")
         gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
-        self.threshold.update(score)
+        if not peek:
+            self.threshold.update(score)
         threshold = self.threshold.value
         if score < threshold or ratio < self.min_ratio or gpu_ratio < self.min_ratio / 2:
-            if ratio < self.min_ratio:  # a spiking key must not teach its baseline the spike
+            if ratio < self.min_ratio and not peek:  # a spike must not teach its baseline
                 self._learn(state, minute, fleet)
             return None
         label = entity_type.replace("_", " ")
@@ -125,7 +148,7 @@ class VolumeDetector:
             kind="volume_spike",
             entity_type=entity_type,
             entity_id=entity_id,
-            window_start=state.horizon.start,
+            window_start=recent[0][0],
             window_end=view.end,
             score=score,
             threshold=threshold,
@@ -138,7 +161,11 @@ class VolumeDetector:
         )
 
     def _score(
-        self, state: _ShareState, view: MinuteView, minutes: int
+        self,
+        state: _ShareState,
+        horizon: list[tuple[datetime, tuple[EntityMinute, EntityMinute]]],
+        view: MinuteView,
+        minutes: int,
     ) -> tuple[float, int, float, float, float, int]:
         """Poisson surprise of the last ``minutes``' request count against the usual share.
 
@@ -146,9 +173,7 @@ class VolumeDetector:
         GPU-ms share is evidence and must have risen as well.
         """
         recent = [
-            item
-            for start, item in state.horizon.recent
-            if (view.start - start).total_seconds() < minutes * 60
+            item for start, item in horizon if (view.start - start).total_seconds() < minutes * 60
         ]
         observed = sum(m.requests for m, _ in recent)
         expected = state.share.level * sum(f.requests for _, f in recent)

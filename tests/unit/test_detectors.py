@@ -8,6 +8,8 @@ import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import cast
 
 import pytest
 
@@ -16,13 +18,17 @@ from pipeline.config import Settings
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
     EfficiencyDriftDetector,
+    Finding,
+    MinuteView,
     MultivariateKeyDetector,
+    PeekingDetector,
     RequestNormDetector,
     RunawayDetector,
     VolumeDetector,
     WindowDetector,
+    default_detectors,
 )
-from pipeline.engine import Engine
+from pipeline.engine import Engine, build_minute_view
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 
@@ -181,3 +187,145 @@ def test_pickle_round_trip_resumes_identically(case: Case) -> None:
 def test_catch_all_is_quiet_on_normal_and_benign_traffic() -> None:
     for change in (None, CASES[0].benign(), CASES[3].benign()):
         assert run(MultivariateKeyDetector(warm_up=500), change) == []
+
+
+PEEKING = [c for c in CASES if isinstance(c.make(), PeekingDetector)]
+
+
+def test_the_minute_detectors_that_can_judge_part_of_a_minute_peek() -> None:
+    assert {c.name for c in PEEKING} == {
+        "reasoning_inflation",
+        "pass_explosion",
+        "runaway_generation",
+        "volume_spike",
+        "confidence_collapse",
+    }
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_a_peek_learns_nothing(case: Case) -> None:
+    events = list(streams.stream(seed=2, change=case.signature(), minutes=150))
+    cut = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=140.5))
+    detector = case.make()
+    engine = Engine(Settings(), detectors=[detector])
+    engine.process_events(events[:cut])
+    before = pickle.dumps(detector)
+    minute = int((streams.T0 + timedelta(minutes=140)).timestamp())
+    view = build_minute_view(minute, engine.aggregator.open_groups(minute), end_s=minute + 30)
+    assert view.fleet.requests > 0
+    cast(PeekingDetector, detector).peek_minute(view)
+    assert pickle.dumps(detector) == before
+
+
+class _PeekRecorder:
+    """Records what each peek saw."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.peeks: list[tuple[datetime, datetime, int]] = []
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        return []
+
+    def peek_minute(self, view: MinuteView) -> list[Finding]:
+        self.peeks.append((view.start, view.end, view.fleet.requests))
+        return []
+
+
+def test_a_peek_sees_the_open_minute_up_to_its_tick_and_nothing_later() -> None:
+    events = list(streams.stream(seed=3, minutes=20))
+    recorder = _PeekRecorder()
+    engine = Engine(Settings(), detectors=[recorder])
+    for i in range(0, len(events), 97):  # batches do not line up with ticks
+        engine.process_events(events[i : i + 97])
+    ticks = [(end - start).total_seconds() for start, end, _ in recorder.peeks]
+    assert len(set(recorder.peeks)) == len(recorder.peeks) == 20 * 3 and set(ticks) == {
+        15.0,
+        30.0,
+        45.0,
+    }
+    for start, end, requests in recorder.peeks:
+        assert requests == sum(start <= e.ts < end for e in events)
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_alerts_do_not_depend_on_batching(case: Case) -> None:
+    events = list(streams.stream(seed=2, change=case.signature()))
+    whole = Engine(Settings(), detectors=[case.make()])
+    a = whole.process_events(events).alerts + whole.finish().alerts
+    batched = Engine(Settings(), detectors=[case.make()])
+    b = [
+        x
+        for i in range(0, len(events), 131)
+        for x in batched.process_events(events[i : i + 131]).alerts
+    ]
+    assert a == b + batched.finish().alerts and a
+
+
+@pytest.mark.parametrize("case", PEEKING, ids=str)
+def test_a_peek_alert_is_detected_at_its_tick(case: Case) -> None:
+    alerts = case.run(case.signature)
+    assert alerts
+    for alert in alerts:  # a minute's end or a tick inside it, where the evidence ends
+        assert alert.detected_at.second in (0, 15, 30, 45) and alert.detected_at.microsecond == 0
+        assert alert.window_end == alert.detected_at
+
+
+@pytest.mark.parametrize("name", ["pass_explosion", "confidence_collapse"])
+def test_a_strong_signature_alerts_before_its_first_minute_closes(name: str) -> None:
+    case = next(c for c in PEEKING if c.name == name)
+    first = min(a.detected_at for a in case.run(case.signature))
+    assert first < streams.T0 + timedelta(minutes=121)
+
+
+def _reasoning_detector() -> RequestNormDetector:
+    return default_detectors()[0]  # type: ignore[return-value]
+
+
+def _subtle_inflation() -> Change:
+    """The suite's subtle variant: 2x reasoning on 30 % of k0's requests."""
+    return on_key("k0", streams.inflate_reasoning(random.Random(7), share=0.3, factor=2.0))
+
+
+def test_the_sequential_test_catches_a_steady_minority_of_inflated_requests() -> None:
+    alerts = run(_reasoning_detector(), _subtle_inflation(), seed=5)
+    assert alerts and {(a.kind, a.entity_id) for a in alerts} == {("reasoning_inflation", "k0")}
+    first = alerts[0]
+    assert first.detected_at <= streams.T0 + timedelta(minutes=135)
+    assert "sequential_test" in first.evidence and "k0" in first.summary
+    # the short horizons alone do not see it
+    horizons_only = RequestNormDetector("reasoning_inflation", "reasoning_tokens")
+    assert run(horizons_only, _subtle_inflation(), seed=5) == []
+
+
+def test_the_sequential_test_is_deterministic_and_resumes_from_a_snapshot() -> None:
+    events = list(streams.stream(seed=5, change=_subtle_inflation()))
+    half = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=121))
+    engine = Engine(Settings(), detectors=[_reasoning_detector()])
+    engine.process_events(events[:half])
+    copy = pickle.loads(pickle.dumps(Engine.restore(engine.snapshot())))
+    a = engine.process_events(events[half:]).alerts + engine.finish().alerts
+    b = copy.process_events(events[half:]).alerts + copy.finish().alerts
+    assert a == b and any("sequential_test" in x.evidence for x in a)
+    assert a == run(_reasoning_detector(), _subtle_inflation(), seed=5)[-len(a) :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # a whole route thinks longer for everyone (a new model version)
+        lambda: everywhere(
+            lambda r: replace(r, reasoning=int(r.reasoning * 1.6)) if r.route == "deep" else r
+        ),
+        # the whole fleet thinks longer
+        lambda: everywhere(lambda r: replace(r, reasoning=int(r.reasoning * 1.4))),
+        # one key moves to harder problems; route and reasoning follow
+        lambda: rng_change(7, lambda rng, r: _harder(rng, r) if r.key == "k0" else r),
+    ],
+    ids=["route", "fleet", "harder"],
+)
+def test_the_sequential_test_is_quiet_on_shifts_everyone_shares(
+    change: Callable[[], Change],
+) -> None:
+    assert run(_reasoning_detector(), change(), seed=4) == []

@@ -90,6 +90,8 @@ def stores(engine: Engine) -> Iterator[BoundedStore[object, object]]:
         for value in vars(detector).values():
             if isinstance(value, BoundedStore):
                 yield value
+            elif hasattr(value, "__dict__"):  # a part of a detector (e.g. its sequential test)
+                yield from (v for v in vars(value).values() if isinstance(v, BoundedStore))
 
 
 def run(events: list[AllocationEvent], batch: int = 5_000) -> Run:

@@ -1,0 +1,182 @@
+"""A per-key sequential test (one-sided CUSUM) for a steady, modest shift of request scores.
+
+The request-norm horizons catch what shows within a few minutes. A decoy on a minority of a
+key's requests (2x reasoning on 30 % of them) shifts each request by less than its context's
+spread, which no few-minute window can tell from noise; summed over tens of minutes it can.
+Each request's residual ``r`` (its z-score against its context, minus what that context's
+recent requests scored, so a shift of a whole route or model for everyone cancels out) feeds
+one CUSUM per key::
+
+    S <- max(0, S + sum(r - mean_key - k))
+
+``mean_key`` is the key's own usual residual (learned slowly, and not while ``S`` is past half
+the threshold); ``k`` is half the per-request shift worth finding. The test alerts at
+``S >= h`` and starts again from 0. ``h`` is ``h0`` times the fleet's variance of ``r`` (never
+less than ``h0``): with a noisier fleet the walk of a benign key wanders further, and the bar
+rises with it.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from pipeline.detectors.request_norm import KeyMinute
+>>> import random
+>>> rng = random.Random(42)
+>>> test = KeyCusum(k=0.2, h0=28.0)
+>>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
+>>> def minute(shift):
+...     m = KeyMinute()
+...     for _ in range(20):
+...         r = rng.gauss(shift, 1.0)
+...         m.requests += 1; m.r_n += 1; m.r_sum += r; m.r_sq += r * r
+...     return m
+>>> quiet = (0.0, 0)  # no other keys this minute
+>>> any(test.observe("k", minute(0.0), t0 + timedelta(minutes=i), quiet) for i in range(300))
+False
+>>> hits = [test.observe("k", minute(0.5), t0 + timedelta(minutes=300 + i), quiet)
+...         for i in range(15)]
+>>> first = next(i for i, h in enumerate(hits) if h); 2 <= first <= 10
+True
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from river import stats
+
+from pipeline.detectors.base import BoundedStore
+
+if TYPE_CHECKING:
+    from pipeline.detectors.request_norm import KeyMinute
+
+WARM_MINUTES = 30  # minutes of a key's traffic before its usual residual is trusted
+WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
+MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
+USUAL_FADING = 0.02  # per minute: the key's usual residual follows over about an hour
+FLEET_WARM = 1_000  # key-minutes before the fleet's variance may raise the threshold
+
+
+class CusumState:
+    """One key: the statistic, its usual residual, and the excursion since ``S`` left 0."""
+
+    __slots__ = (
+        "expected", "flagged", "minutes", "requests", "s", "start", "usual_n", "usual_sum", "value"
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.s = 0.0
+        self.usual_sum = 0.0  # the key's usual residual: exponentially weighted by minute,
+        self.usual_n = 0.0  # each minute weighted by its requests (no start-up bias)
+        self.minutes = 0
+        self.start: datetime | None = None
+        self.requests = 0
+        self.flagged = 0
+        self.value = 0.0
+        self.expected = 0.0
+
+    def restart(self) -> None:
+        self.s, self.start = 0.0, None
+        self.requests = self.flagged = 0
+        self.value = self.expected = 0.0
+
+
+class KeyCusum:
+    """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
+
+    def __init__(self, k: float = 0.2, h0: float = 28.0, max_entities: int = 200_000) -> None:
+        self.k = k
+        self.h0 = h0
+        self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)
+        self.fleet_var = stats.EWMean(fading_factor=0.001)
+        self.fleet_minutes = 0
+
+    @property
+    def threshold(self) -> float:
+        """``h0``, raised in proportion to the fleet's variance of residuals when over 1."""
+        if self.fleet_minutes < FLEET_WARM:
+            return self.h0
+        return self.h0 * max(1.0, self.fleet_var.get())
+
+    def observe(
+        self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]
+    ) -> CusumState | None:
+        """Add a closed minute of ``key``; the state (before its restart) when it alerts.
+
+        ``fleet`` is the sum and count of every key's residuals in the minute: what the other
+        keys' requests showed at the same time is taken off (a shift for everyone).
+        """
+        if not acc.r_n:
+            return None
+        excess = acc.r_sum - acc.r_n * _others_mean(acc, fleet)
+        state = self.states.get_or_create(key, CusumState)
+        self.fleet_var.update(acc.r_sq / acc.r_n)
+        self.fleet_minutes += 1
+        if not self._warm(state):
+            self._learn(state, acc, excess)
+            return None
+        s = self._next(state, acc, excess)
+        if s == 0.0:
+            state.restart()
+        else:
+            self._extend(state, acc, start, s)
+        if s < self.threshold:
+            self._learn(state, acc, excess)
+            return None
+        found = CusumState()
+        found.s, found.start, found.requests = s, state.start, state.requests
+        found.flagged, found.value, found.expected = state.flagged, state.value, state.expected
+        state.restart()
+        return found
+
+    def peek(
+        self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]
+    ) -> CusumState | None:
+        """What :meth:`observe` would say if the minute closed now; nothing changes."""
+        state = self.states.get(key)
+        if state is None or not self._warm(state) or not acc.r_n:
+            return None
+        s = self._next(state, acc, acc.r_sum - acc.r_n * _others_mean(acc, fleet))
+        if s < self.threshold:
+            return None
+        found = CusumState()
+        found.s, found.start = s, state.start or start
+        found.requests = state.requests + acc.requests
+        found.flagged = state.flagged + acc.flagged
+        found.value = state.value + acc.value_sum
+        found.expected = state.expected + acc.expected_sum
+        return found
+
+    def forget_run(self, key: str) -> None:
+        """Another test alerted for ``key``: this excursion is the same incident."""
+        state = self.states.get(key)
+        if state is not None:
+            state.restart()
+
+    @staticmethod
+    def _warm(state: CusumState) -> bool:
+        return state.minutes >= WARM_MINUTES and state.usual_n >= WARM_REQUESTS
+
+    def _next(self, state: CusumState, acc: KeyMinute, excess: float) -> float:
+        usual = state.usual_sum / state.usual_n
+        return max(0.0, state.s + excess - acc.r_n * (usual + self.k))
+
+    @staticmethod
+    def _extend(state: CusumState, acc: KeyMinute, start: datetime, s: float) -> None:
+        if state.start is None:
+            state.start = start
+        state.s = s
+        state.requests += acc.requests
+        state.flagged += acc.flagged
+        state.value += acc.value_sum
+        state.expected += acc.expected_sum
+
+    @staticmethod
+    def _learn(state: CusumState, acc: KeyMinute, excess: float) -> None:
+        state.usual_sum = (1 - USUAL_FADING) * state.usual_sum + excess
+        state.usual_n = (1 - USUAL_FADING) * state.usual_n + acc.r_n
+        state.minutes += 1
+
+
+def _others_mean(acc: KeyMinute, fleet: tuple[float, int]) -> float:
+    """The mean residual of the other keys' requests in the minute (0 with too few of them)."""
+    others = fleet[1] - acc.r_n
+    return (fleet[0] - acc.r_sum) / others if others >= MIN_PEERS else 0.0
