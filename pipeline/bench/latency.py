@@ -1,9 +1,10 @@
 """End-to-end latency: from producing the event that completes a detection minute to its alert
 being queryable in ClickHouse, at a fixed sustained rate.
 
-Alerts are raised at minute boundaries of *event* time: the engine scores minute ``[E-60, E)``
-once it has seen an event stamped ``E + DETECTION_GRACE_S`` or later (5 s), so that event
-completes the detection. The bench therefore
+Alerts are raised in *event* time: the engine scores minute ``[E-60, E)`` once it has seen an
+event stamped ``E + DETECTION_GRACE_S`` or later (5 s), and peeks at the open minute every
+``PEEK_S`` (15 s) once an event stamped at or after the tick arrives; that event completes the
+detection (:func:`trigger_s`). The bench therefore
 
 1. preloads ``history_minutes`` of the simulated fleet (so every detector is past warm-up)
    and lets the worker consume it;
@@ -14,7 +15,7 @@ completes the detection. The bench therefore
    minute, so alerts fire at every boundary;
 3. for every alert raised by the live phase: latency = the wall time its row became queryable
    (the alerts insert returned in the worker, logged by :mod:`pipeline.bench.probe`) minus the
-   wall time at which the first event stamped at or after ``E + 5 s`` was handed to the
+   wall time at which the first event stamped at or after the trigger was handed to the
    producer. The producer is given the events in slices every few ms and the slice's start
    time is used, so the latency is rounded up, never down.
 
@@ -47,6 +48,7 @@ from pipeline.bench.processes import WorkerEnv, start_worker
 from pipeline.bench.traffic import Wire, fleet_wire
 from pipeline.bench.worker import stop_all
 from pipeline.engine import DETECTION_GRACE_S
+from pipeline.metrics import WINDOW_S
 from pipeline.simulate import FleetConfig, VolumeSpike, build_fleet
 
 log = logging.getLogger(__name__)
@@ -249,21 +251,34 @@ def trigger_latencies(
 ) -> dict[str, float]:
     """Latency of each alert the live phase triggered: ``records`` maps alert_id to
     (detected_at, seen_at) in epoch seconds; the trigger is the first live event stamped at or
-    after ``detected_at + DETECTION_GRACE_S``. Alerts the history triggered are left out.
+    after :func:`trigger_s` of ``detected_at``. Alerts the history triggered are left out.
 
-    >>> wire = Wire([b"t"] * 3, [b"{}"] * 3, np.array([59_000, 65_000, 66_000]))
-    >>> sent = np.array([100.0, 106.0, 107.0])
-    >>> trigger_latencies({"a": (60.0, 106.4), "b": (0.0, 101.0)}, wire, sent, 58_000)
-    {'a': 0.4}
+    >>> wire = Wire([b"t"] * 4, [b"{}"] * 4, np.array([59_000, 65_000, 66_000, 75_000]))
+    >>> sent = np.array([100.0, 106.0, 107.0, 116.0])
+    >>> records = {"a": (60.0, 106.4), "b": (0.0, 101.0), "peek": (75.0, 116.2)}
+    >>> trigger_latencies(records, wire, sent, 58_000)
+    {'a': 0.4, 'peek': 0.2}
     """
     out = {}
     for alert_id, (detected_at, seen_at) in records.items():
-        threshold = round((detected_at + DETECTION_GRACE_S) * 1000)
+        threshold = round(trigger_s(detected_at) * 1000)
         index = int(np.searchsorted(live.ts_ms, threshold, side="left"))
         if threshold <= history_end_ms or index >= len(live):
             continue
         out[alert_id] = round(seen_at - float(sent[index]), 6)
     return out
+
+
+def trigger_s(detected_at: float) -> float:
+    """The event time whose arrival raises an alert detected at ``detected_at`` (epoch s).
+
+    A closed minute's alerts are detected at its end, a minute boundary, and wait
+    :data:`DETECTION_GRACE_S` more; a peek's are detected at its tick, inside a minute.
+
+    >>> trigger_s(120.0), trigger_s(135.0)
+    (125.0, 135.0)
+    """
+    return detected_at + DETECTION_GRACE_S if detected_at % WINDOW_S == 0 else detected_at
 
 
 def read_probe(path: Path) -> dict[str, tuple[float, float]]:

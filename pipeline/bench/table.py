@@ -95,7 +95,8 @@ def latency_rows(r: BenchReport) -> list[Row]:
                 _percentiles(lat.clickhouse_s),
                 f"{len(lat.clickhouse_s)} alerts at {lat.boundaries} minute boundaries after "
                 f"{r.config.history_minutes:g} min of preloaded history; from handing the event "
-                "that completes the minute (first one stamped ≥ boundary + 5 s) to the "
+                "that completes the detection (first one stamped ≥ boundary + 5 s, or ≥ the tick "
+                "for a peek at the open minute) to the "
                 "producer, to the worker's alerts insert returning; event time = wall clock "
                 f"during the live phase; {fmt_rate(lat.achieved_rate)} sent (incl. injected "
                 f"spikes), producer p99 {fmt_seconds(lat.producer_late_p99_s)} behind schedule; "
