@@ -27,21 +27,27 @@ from tests.integration.test_worker_kafka import (
 pytestmark = pytest.mark.kafka
 
 
-def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    config = FleetConfig(tenants=6, rate=20.0, hours=1.0, seed=11, start=T0)
-    events = [e for batch in simulate(config) for e in batch.to_events()]
+def worker_env(bootstrap: str, tmp_path: Path) -> tuple[dict[str, str], str, str]:
+    """A worker's environment on fresh topics and group, its chDB path under ``tmp_path``."""
     topic, group = unique_topic_name("events"), unique_topic_name("group")
     env = {
         **os.environ,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "COMPUTEWATCH_KAFKA_BOOTSTRAP": bootstrap,
         "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
         "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
         "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
         "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
         "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
     }
+    return env, topic, group
+
+
+def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config = FleetConfig(tenants=6, rate=20.0, hours=1.0, seed=11, start=T0)
+    events = [e for batch in simulate(config) for e in batch.to_events()]
+    env, topic, group = worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
 
@@ -95,16 +101,7 @@ def test_a_bug_in_a_batch_stops_the_worker_without_losing_the_batch(
     instead (code 70), and the batch it failed on is processed after the restart."""
     config = FleetConfig(tenants=6, rate=20.0, hours=0.5, seed=12, start=T0)
     events = [e for batch in simulate(config) for e in batch.to_events()]
-    topic, group = unique_topic_name("events"), unique_topic_name("group")
-    env = {
-        **os.environ,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
-        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
-        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
-        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
-        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
-    }
+    env, topic, group = worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
 
