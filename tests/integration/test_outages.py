@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ from tests.integration.test_worker_kafka import (
     start_worker,
     stop_worker,
     wait_consumed,
+    worker_env,
 )
 
 TENANTS: Final = [f"tenant-{i}" for i in range(8)]
@@ -100,18 +100,6 @@ class Feed:
                 else:
                     self.refused += 1
             time.sleep(0.005)
-
-
-def worker_env(bootstrap: str, tmp_path: Path, topic: str, group: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": bootstrap,
-        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
-        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
-        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
-        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
-        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
-    }
 
 
 @contextmanager

@@ -25,31 +25,25 @@ from tests.integration.test_worker_kafka import (
     start_worker,
     stop_worker,
     wait_consumed,
+    worker_env,
 )
 
 pytestmark = pytest.mark.kafka
 
 
-def worker_env(sasl: KafkaSettings, tmp_path: Path, topic: str, group: str) -> dict[str, str]:
-    """The worker's environment: SASL settings, fresh topics and group, its own engine path.
+def sasl_worker_env(sasl: KafkaSettings, tmp_path: Path, topic: str, group: str) -> dict[str, str]:
+    """The worker's environment with SASL settings.
 
     The variables ``scripts/kafka.sh`` printed are dropped first, so only what is set here
     configures the worker.
     """
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTEWATCH_KAFKA_")}
     assert sasl.sasl_mechanism and sasl.sasl_username and sasl.sasl_password
-    return {
-        **inherited,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": sasl.bootstrap,
+    return worker_env(sasl.bootstrap, tmp_path, topic, group, inherited) | {
         "COMPUTEWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "COMPUTEWATCH_KAFKA_SASL_MECHANISM": sasl.sasl_mechanism,
         "COMPUTEWATCH_KAFKA_SASL_USERNAME": sasl.sasl_username,
         "COMPUTEWATCH_KAFKA_SASL_PASSWORD": sasl.sasl_password.get_secret_value(),
-        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
-        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
-        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
-        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
-        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
     }
 
 
@@ -60,7 +54,7 @@ def test_worker_processes_events_through_the_sasl_listener(
     events = [e for batch in simulate(config) for e in batch.to_events()]
     topic, group = unique_topic_name("sasl-events"), unique_topic_name("sasl-group")
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
-    env = worker_env(kafka_sasl_settings, tmp_path, topic, group)
+    env = sasl_worker_env(kafka_sasl_settings, tmp_path, topic, group)
     log = tmp_path / "worker.log"
 
     worker = start_worker(env, log)
@@ -86,7 +80,7 @@ def test_a_wrong_password_fails_clearly_and_processes_nothing(
         for e in batch.to_events()
     ]
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
-    env = worker_env(kafka_sasl_settings, tmp_path, topic, group)
+    env = sasl_worker_env(kafka_sasl_settings, tmp_path, topic, group)
     wrong = "not-" + env.pop("COMPUTEWATCH_KAFKA_SASL_PASSWORD")
     secret = tmp_path / "sasl_password"  # a mounted secret, read through the settings object
     secret.write_text(wrong + "\n")

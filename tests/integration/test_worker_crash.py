@@ -3,7 +3,6 @@ after its restart."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.events import encode_event
+from pipeline.events import AllocationEvent, encode_event
 from pipeline.simulate import FleetConfig, simulate
 from tests.fixtures.kafka import committed_total, unique_topic_name
 from tests.integration.test_worker_kafka import (
@@ -22,24 +21,41 @@ from tests.integration.test_worker_kafka import (
     start_worker,
     stop_worker,
     wait_consumed,
+    worker_env,
 )
 
 pytestmark = pytest.mark.kafka
 
 
-def worker_env(bootstrap: str, tmp_path: Path) -> tuple[dict[str, str], str, str]:
-    """A worker's environment on fresh topics and group, its chDB path under ``tmp_path``."""
+def fresh_worker_env(bootstrap: str, tmp_path: Path) -> tuple[dict[str, str], str, str]:
+    """A worker's environment on a fresh events topic and group, with the two."""
     topic, group = unique_topic_name("events"), unique_topic_name("group")
-    env = {
-        **os.environ,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": bootstrap,
-        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
-        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
-        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
-        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
-        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
-    }
-    return env, topic, group
+    return worker_env(bootstrap, tmp_path, topic, group), topic, group
+
+
+def restart_and_count(
+    env: dict[str, str],
+    log: Path,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    events: list[AllocationEvent],
+) -> None:
+    """Run a fresh worker to the end of ``topic``; every event must be stored once, in
+    ``events`` and in the daily rollup."""
+    worker = start_worker(env, log)
+    try:
+        wait_consumed(worker, bootstrap, group, topic)
+    finally:
+        stop_worker(worker, log)
+
+    [[rows, distinct]] = query(env, "SELECT count(), uniqExact(event_id) FROM events")
+    assert (rows, distinct) == (len(events), len(events))
+    [[requests, tokens]] = query(
+        env, "SELECT sum(requests), sum(reasoning_tokens) FROM usage_daily"
+    )
+    assert requests == len(events)
+    assert tokens == sum(e.reasoning_tokens for e in events)
 
 
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
@@ -47,7 +63,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 ) -> None:
     config = FleetConfig(tenants=6, rate=20.0, hours=1.0, seed=11, start=T0)
     events = [e for batch in simulate(config) for e in batch.to_events()]
-    env, topic, group = worker_env(kafka_bootstrap, tmp_path)
+    env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
 
@@ -61,19 +77,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     worker.wait(timeout=30)
     assert committed_total(kafka_bootstrap, group) < len(events), "killed too late to matter"
 
-    worker = start_worker(env, log)
-    try:
-        wait_consumed(worker, kafka_bootstrap, group, topic)
-    finally:
-        stop_worker(worker, log)
-
-    [[rows, distinct]] = query(env, "SELECT count(), uniqExact(event_id) FROM events")
-    assert (rows, distinct) == (len(events), len(events))
-    [[requests, tokens]] = query(
-        env, "SELECT sum(requests), sum(reasoning_tokens) FROM usage_daily"
-    )
-    assert requests == len(events)
-    assert tokens == sum(e.reasoning_tokens for e in events)
+    restart_and_count(env, log, kafka_bootstrap, group, topic, events)
 
 
 BUG_ON_SECOND_BATCH = """
@@ -101,7 +105,7 @@ def test_a_bug_in_a_batch_stops_the_worker_without_losing_the_batch(
     instead (code 70), and the batch it failed on is processed after the restart."""
     config = FleetConfig(tenants=6, rate=20.0, hours=0.5, seed=12, start=T0)
     events = [e for batch in simulate(config) for e in batch.to_events()]
-    env, topic, group = worker_env(kafka_bootstrap, tmp_path)
+    env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
 
@@ -119,13 +123,4 @@ def test_a_bug_in_a_batch_stops_the_worker_without_losing_the_batch(
     assert "exiting (code 70) without acknowledging it" in log.read_text()
     assert committed_total(kafka_bootstrap, group) < len(events)
 
-    worker = start_worker(env, log)
-    try:
-        wait_consumed(worker, kafka_bootstrap, group, topic)
-    finally:
-        stop_worker(worker, log)
-
-    [[rows, distinct]] = query(env, "SELECT count(), uniqExact(event_id) FROM events")
-    assert (rows, distinct) == (len(events), len(events))
-    [[requests]] = query(env, "SELECT sum(requests) FROM usage_daily")
-    assert requests == len(events)
+    restart_and_count(env, log, kafka_bootstrap, group, topic, events)

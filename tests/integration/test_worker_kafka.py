@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,6 +74,26 @@ def wait_consumed(
         admin.close()
 
 
+def worker_env(
+    bootstrap: str,
+    tmp_path: Path,
+    topic: str,
+    group: str,
+    inherited: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """A worker's environment: ``inherited`` plus the broker, ``topic`` with fresh alerts and
+    dead-letter topics, ``group``, and its own embedded-engine path under ``tmp_path``."""
+    return {
+        **inherited,
+        "COMPUTEWATCH_KAFKA_BOOTSTRAP": bootstrap,
+        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": topic,
+        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
+        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
+        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": group,
+        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "worker", "--loglevel", "INFO"],
@@ -124,15 +145,7 @@ def test_worker_end_to_end_with_restart(kafka_bootstrap: str, tmp_path: Path) ->
     assert len(before) > 20_000 and len(after) > 10_000
 
     events_topic = unique_topic_name("events")
-    env = {
-        **os.environ,
-        "COMPUTEWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "COMPUTEWATCH_KAFKA_EVENTS_TOPIC": events_topic,
-        "COMPUTEWATCH_KAFKA_ALERTS_TOPIC": unique_topic_name("alerts"),
-        "COMPUTEWATCH_KAFKA_DLQ_TOPIC": unique_topic_name("dlq"),
-        "COMPUTEWATCH_KAFKA_CONSUMER_GROUP": unique_topic_name("group"),
-        "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
-    }
+    env = worker_env(kafka_bootstrap, tmp_path, events_topic, unique_topic_name("group"))
     log = tmp_path / "worker.log"
 
     def wire(batch: list) -> list[tuple[bytes | None, bytes]]:  # type: ignore[type-arg]
