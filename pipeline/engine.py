@@ -45,9 +45,7 @@ from pipeline.metrics import (
     WindowAggregator,
     window_of,
 )
-from pipeline.minute_view import ENTITY_TYPES as ENTITY_TYPES  # re-exported
-from pipeline.minute_view import build_minute_view as build_minute_view
-from pipeline.minute_view import build_peek_view
+from pipeline.minute_view import build_minute_view, build_peek_view
 from pipeline.pricing import PriceTable
 
 DETECTION_GRACE_S = 5.0  # a minute is scored once events 5 s past its end have been seen

@@ -28,7 +28,8 @@ from pipeline.detectors import (
     WindowDetector,
     default_detectors,
 )
-from pipeline.engine import Engine, build_minute_view
+from pipeline.engine import Engine
+from pipeline.minute_view import build_minute_view
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 
