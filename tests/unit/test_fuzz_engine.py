@@ -741,6 +741,19 @@ def test_seen_ids_survive_a_snapshot() -> None:
     assert len(restored) == 6 - 3  # id-0..id-2 rotated out with id-5: generations of 3
 
 
+def test_seen_ids_snapshot_after_snapshot_keep_every_id() -> None:
+    """A generation joins only its ids new since the last snapshot; each snapshot holds all."""
+    seen = SeenIds(max_ids=8)
+    blobs = []
+    for n in range(7):
+        seen.add(f"id-{n}")
+        blobs.append(pickle.dumps(seen))
+    restored = [pickle.loads(blob) for blob in blobs]
+    assert [len(r) for r in restored] == [1, 2, 3, 4, 5, 6, 7]
+    assert [restored[-1].add(f"id-{n}") for n in range(8)] == [False] * 7 + [True]
+    assert sorted(seen.__getstate__()) == ["current", "max_ids", "previous"]  # as before
+
+
 def test_a_snapshot_with_ids_in_one_ordered_map_and_groups_in_one_dict_restores() -> None:
     """Snapshots of the first release kept seen ids in an OrderedDict and every window's open
     groups in one dict; they restore into generations and per-window groups."""
