@@ -59,7 +59,7 @@ ID_SEPARATOR: Final = "\x00"  # between event ids in a snapshot
 OPEN_WINDOWS: Final = 4  # about how many 1-minute windows are open at once (lateness 120 s)
 
 
-class Message(msgspec.Struct, frozen=True):
+class Message(msgspec.Struct, frozen=True, gc=False):
     """One wire message and where it came from (topic/partition/offset, or file/line)."""
 
     value: bytes
@@ -68,7 +68,7 @@ class Message(msgspec.Struct, frozen=True):
     offset: int = -1
 
 
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A rejected message: the original bytes, the reason and its source."""
 
     reason: str
@@ -92,25 +92,29 @@ class StepOutput:
 
 class _Generation:
     """One generation of seen ids: a set for lookups, and its ids joined into one string for
-    snapshots, which joins only the ids that arrived since the previous one."""
+    snapshots. Once snapshotted (or restored), a generation keeps the ids that arrive in a list,
+    so that the next snapshot joins only those; a replay, which never snapshots, keeps none."""
 
     __slots__ = ("_fresh", "_text", "ids")
 
-    def __init__(self, text: str = "") -> None:
+    def __init__(self, text: str | None = None) -> None:
         self.ids = set(text.split(ID_SEPARATOR)) if text else set()
-        self._text = text
-        self._fresh: list[str] = []  # ids not yet in _text
+        self._text = text or ""
+        self._fresh: list[str] | None = None if text is None else []  # ids not yet in _text
 
     def add(self, event_id: str) -> None:
         self.ids.add(event_id)
-        self._fresh.append(event_id)
+        if self._fresh is not None:
+            self._fresh.append(event_id)
 
     def text(self) -> str:
         """Every id, joined by :data:`ID_SEPARATOR`."""
-        if self._fresh:
+        if self._fresh is None:
+            self._text = ID_SEPARATOR.join(self.ids)
+        elif self._fresh:
             fresh = ID_SEPARATOR.join(self._fresh)
             self._text = f"{self._text}{ID_SEPARATOR}{fresh}" if self._text else fresh
-            self._fresh = []
+        self._fresh = []
         return self._text
 
 
