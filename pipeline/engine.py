@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -91,37 +92,33 @@ class StepOutput:
 
 
 class _Generation:
-    """One generation of seen ids: a set for lookups, and its ids joined into one string for
-    snapshots. Once snapshotted (or restored), a generation keeps the ids that arrive in a list,
-    so that the next snapshot joins only those; a replay, which never snapshots, keeps none."""
+    """One generation of seen ids, in arrival order, and the part of them a snapshot has joined.
 
-    __slots__ = ("_fresh", "_text", "ids")
+    A dict of ``str`` keys (values None) rather than a set: the collector never tracks it, while
+    a set of 500k ids cost every full collection ~40 ms. In arrival order, a snapshot joins
+    only the ids that arrived since the previous one.
+    """
 
-    def __init__(self, text: str | None = None) -> None:
-        self.ids = set(text.split(ID_SEPARATOR)) if text else set()
-        self._text = text or ""
-        self._fresh: list[str] | None = None if text is None else []  # ids not yet in _text
+    __slots__ = ("_joined", "_text", "ids")
 
-    def add(self, event_id: str) -> None:
-        self.ids.add(event_id)
-        if self._fresh is not None:
-            self._fresh.append(event_id)
+    def __init__(self, text: str = "") -> None:
+        self.ids: dict[str, None] = dict.fromkeys(text.split(ID_SEPARATOR)) if text else {}
+        self._text = text
+        self._joined = len(self.ids)  # how many of ids _text holds
 
     def text(self) -> str:
         """Every id, joined by :data:`ID_SEPARATOR`."""
-        if self._fresh is None:
-            self._text = ID_SEPARATOR.join(self.ids)
-        elif self._fresh:
-            fresh = ID_SEPARATOR.join(self._fresh)
+        if self._joined < len(self.ids):
+            fresh = ID_SEPARATOR.join(islice(self.ids, self._joined, None))
             self._text = f"{self._text}{ID_SEPARATOR}{fresh}" if self._text else fresh
-        self._fresh = []
+            self._joined = len(self.ids)
         return self._text
 
 
 class SeenIds:
     """Recently seen event ids, bounded by count; the same event_id twice counts once.
 
-    Two generations of sets, cheaper to keep and to snapshot than one ordered map: when the
+    Two generations of ids, cheaper to keep and to snapshot than one ordered map: when the
     current one holds half of ``max_ids`` it becomes the previous one and the oldest
     generation is forgotten. An id is remembered while at least ``max_ids // 2`` newer ones
     arrive, and never more than ``max_ids`` are kept.
@@ -165,12 +162,12 @@ class SeenIds:
 
     def add(self, event_id: str) -> bool:
         """Record ``event_id``; False if it was already seen."""
-        current = self._current
-        if event_id in current.ids or event_id in self._previous.ids:
+        current = self._current.ids
+        if event_id in current or event_id in self._previous.ids:
             return False
-        current.add(event_id)
-        if len(current.ids) >= self._generation:
-            self._previous, self._current = current, _Generation()
+        current[event_id] = None
+        if len(current) >= self._generation:
+            self._previous, self._current = self._current, _Generation()
         return True
 
 

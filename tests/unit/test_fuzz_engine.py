@@ -25,6 +25,7 @@ drives the engine, the way the worker does, with the mixes an attacker or a brok
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -752,6 +753,16 @@ def test_seen_ids_snapshot_after_snapshot_keep_every_id() -> None:
     assert [len(r) for r in restored] == [1, 2, 3, 4, 5, 6, 7]
     assert [restored[-1].add(f"id-{n}") for n in range(8)] == [False] * 7 + [True]
     assert sorted(seen.__getstate__()) == ["current", "max_ids", "previous"]  # as before
+
+
+def test_seen_ids_are_left_out_of_garbage_collection() -> None:
+    """A million ids in a tracked container would cost every full collection ~80 ms."""
+    seen = SeenIds(max_ids=6)
+    for n in range(5):
+        seen.add(f"id-{n}")
+    restored = pickle.loads(pickle.dumps(seen))
+    generations = [g for s in (seen, restored) for g in (s._current, s._previous)]
+    assert not any(gc.is_tracked(g.ids) for g in generations)
 
 
 def test_a_snapshot_with_ids_in_one_ordered_map_and_groups_in_one_dict_restores() -> None:
