@@ -29,7 +29,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
-from pipeline.engine import DeadLetter, Engine, Message, StepOutput
+from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
 from pipeline.kafka_options import faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
@@ -75,6 +75,7 @@ class PartitionEngines:
     offsets: dict[int, int] = field(default_factory=dict)
     written: dict[int, int] = field(default_factory=dict)
     recover_to: dict[int, int] = field(default_factory=dict)
+    pruned: dict[int, int] = field(default_factory=dict)
 
     def key(self, partition: int) -> str:
         kafka = self.settings.kafka
@@ -82,6 +83,15 @@ class PartitionEngines:
 
     def mark_key(self, partition: int) -> str:
         return f"{self.key(partition)}#written"
+
+    def seen_prefix(self, partition: int) -> str:
+        """Keys of the partition's seen-id chunks: ``<prefix><generation>/<end>``."""
+        return f"{self.key(partition)}#seen/"
+
+    def seen_key(self, partition: int, generation: int, end: int | None = None) -> str:
+        """The key of a seen-id chunk, or without ``end`` the start of its generation's keys."""
+        tail = "" if end is None else f"{end:012d}"
+        return f"{self.seen_prefix(partition)}{generation:012d}/{tail}"
 
     def restore(self, partition: int) -> Engine:
         """The partition's engine, restored on first use from its snapshot and mark."""
@@ -92,6 +102,8 @@ class PartitionEngines:
         offset, engine = -1, Engine(self.settings)
         if snapshot is not None:
             offset, engine = snapshot[0], Engine.restore(snapshot[1])
+            if engine.seen.awaiting_chunks:
+                engine.seen.load(self._seen_chunks(partition, offset))
             log.info("partition %d: state restored at offset %d", partition, offset)
         written = offset if mark is None else max(offset, mark[0])
         if mark is None and snapshot is not None:  # saved before marks: one batch may follow
@@ -149,19 +161,43 @@ class PartitionEngines:
         log.info("partition %d: %d events were already stored", partition, len(stored))
 
     def commit(self, partitions: Sequence[int]) -> None:
-        """Flush the sink, then snapshot each partition's engine with its offset (one insert)."""
+        """Flush the sink, then snapshot each partition's engine with its offset (one insert).
+
+        A snapshot leaves out the seen event ids, which are most of an engine's state; the ids
+        added since the last commit go into the same insert as chunks (:class:`SeenChunk`), so
+        a batch's snapshot costs what changed, not the million ids remembered. Chunks of
+        generations the engine has forgotten are deleted after the insert.
+        """
         self.store.flush()
-        self.store.save_snapshots(
-            [
-                (self.key(p), self.offsets[p], self.engines[p].snapshot())
-                for p in partitions
-                if p in self.engines
+        chunks = {p: self.engines[p].seen.unsaved() for p in partitions if p in self.engines}
+        rows = []
+        for p, unsaved in chunks.items():
+            offset = self.offsets[p]
+            rows += [
+                (self.seen_key(p, c.generation, c.end), offset, c.ids.encode()) for c in unsaved
             ]
-        )
+            rows.append((self.key(p), offset, self.engines[p].snapshot(seen_ids=False)))
+        self.store.save_snapshots(rows)
+        for p, unsaved in chunks.items():
+            seen = self.engines[p].seen
+            seen.saved(unsaved)
+            if self.pruned.get(p) != seen.generation:  # the previous generation is kept
+                self.store.delete_snapshots(
+                    self.seen_prefix(p), below=self.seen_key(p, seen.generation - 1)
+                )
+                self.pruned[p] = seen.generation
+
+    def _seen_chunks(self, partition: int, offset: int) -> list[SeenChunk]:
+        prefix = self.seen_prefix(partition)
+        chunks = []
+        for key, ids in self.store.load_snapshots(prefix, max_offset=offset):
+            generation, end = key.removeprefix(prefix).split("/")
+            chunks.append(SeenChunk(int(generation), int(end), ids.decode()))
+        return chunks
 
     def drop(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
-            for state in (self.engines, self.offsets, self.written, self.recover_to):
+            for state in (self.engines, self.offsets, self.written, self.recover_to, self.pruned):
                 state.pop(partition, None)
 
 

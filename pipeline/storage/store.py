@@ -64,6 +64,26 @@ class Store:
         offset, state = result.result_rows[0]
         return int(offset), bytes(state)
 
+    def load_snapshots(self, prefix: str, max_offset: int) -> list[tuple[str, bytes]]:
+        """The latest ``(key, state)`` of every key starting with ``prefix`` whose offset is at
+        most ``max_offset``, by key."""
+        result = self.client.query(
+            "SELECT state_key, state FROM engine_state FINAL"
+            " WHERE startsWith(state_key, {prefix:String}) AND kafka_offset <= {offset:Int64}"
+            " ORDER BY state_key",
+            parameters={"prefix": prefix, "offset": max_offset},
+            column_formats={"state": "bytes"},
+        )
+        return [(str(key), bytes(state)) for key, state in result.result_rows]
+
+    def delete_snapshots(self, prefix: str, below: str) -> None:
+        """Delete the snapshots whose keys start with ``prefix`` and sort before ``below``."""
+        self.client.command(
+            "DELETE FROM engine_state"
+            " WHERE startsWith(state_key, {prefix:String}) AND state_key < {below:String}",
+            parameters={"prefix": prefix, "below": below},
+        )
+
     def stored_event_ids(self, events: Sequence[AllocationEvent]) -> set[str]:
         """The ids of ``events`` (lower case, as parsed) that the events table already holds.
 
