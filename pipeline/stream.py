@@ -40,9 +40,10 @@ T = TypeVar("T")
 
 BATCH_MAX = 10_000
 BATCH_WITHIN_S = 0.5
-# Faust hands the agent one message at a time (see pipeline/faust_transport.py); with its defaults (fetches of 1 MiB per
+# Faust hands the agent one message at a time. With its defaults (fetches of 1 MiB per
 # partition, a 4,096-event stream buffer) a no-op agent got 4.5k events/s here, with these
-# 14k events/s (`computewatch bench` shows the no-op agent as the Faust ceiling).
+# 14k events/s, and 20k with direct delivery (pipeline/faust_transport.py); `computewatch
+# bench` shows the no-op agent as the Faust ceiling.
 FAUST_CONSUMER_OPTIONS: dict[str, Any] = {
     "broker_max_poll_records": 4 * BATCH_MAX,
     "consumer_max_fetch_size": 16 * 1024 * 1024,
