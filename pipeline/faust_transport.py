@@ -96,6 +96,17 @@ class DirectDeliveryTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = DirectDeliveryConsumer
 
 
+class RawBytes(faust.Schema):
+    """Keys and values as the message's own bytes, without Faust's codec lookup per message
+    (which the ``raw`` serializer still does: about 5 % of a no-op agent's time)."""
+
+    def loads_key(self, app: Any, message: Any, **_: Any) -> Any:
+        return message.key
+
+    def loads_value(self, app: Any, message: Any, **_: Any) -> Any:
+        return message.value
+
+
 def use_direct_delivery(app: faust.App) -> None:
     """Give ``app`` the transport of :class:`DirectDeliveryConsumer` (before it starts)."""
     app.transport = DirectDeliveryTransport(app.conf.broker_consumer, app)

@@ -30,7 +30,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
-from pipeline.faust_transport import use_direct_delivery
+from pipeline.faust_transport import RawBytes, use_direct_delivery
 from pipeline.kafka_options import faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
@@ -188,13 +188,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         datadir=str(settings.worker.data_dir / kafka.consumer_group),
     )
     use_direct_delivery(app)
-    events_topic = app.topic(
-        kafka.events_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
+    events_topic = app.topic(kafka.events_topic, schema=RawBytes())
     return app, events_topic
 
 

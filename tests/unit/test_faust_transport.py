@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import warnings
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import faust
 import pytest
@@ -141,3 +142,25 @@ def test_resumed_forwards_results_exceptions_and_cancellation() -> None:
         assert blocked.cancelled()
 
     asyncio.run(main())
+
+
+def test_the_events_topic_hands_over_the_message_bytes_without_codecs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faust.types import Message
+
+    from pipeline.config import Settings
+    from pipeline.stream import faust_app
+
+    settings = Settings.model_validate({"worker": {"data_dir": tmp_path}})
+    app, topic = faust_app(settings)
+
+    def no_codec(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a codec was looked up")
+
+    monkeypatch.setattr(app.serializers, "loads_key", no_codec)
+    monkeypatch.setattr(app.serializers, "loads_value", no_codec)
+    payload = b'{"not": "json'  # the engine, not Faust, rejects it (dead letter)
+    message = Message("compute.events", 0, 7, 0.0, 0, None, b"acme", payload, None)
+    assert topic.schema.loads_value(app, message) is payload
+    assert topic.schema.loads_key(app, message) == b"acme"
