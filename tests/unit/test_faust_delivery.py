@@ -12,7 +12,7 @@ from pathlib import Path
 import faust
 import pytest
 
-from pipeline.faust_transport import DirectDeliveryConsumer, Resumed, use_direct_delivery
+from pipeline.faust_delivery import DirectDeliveryConsumer, Resumed, use_direct_delivery
 
 
 def with_consumer(check: Callable[[DirectDeliveryConsumer], Awaitable[None]]) -> None:

@@ -1,4 +1,4 @@
-"""Faust's Kafka transport with a cheaper hand-over of each message to the agent's stream.
+"""A cheaper hand-over of each message from Faust's consumer to the agent's stream.
 
 Faust's consumer loop delivers every fetched message with
 ``wait_first(callback(message), suspend_flow.wait())``: four tasks and an ``asyncio.wait`` per
@@ -10,6 +10,8 @@ are pure cost: with them a no-op agent here received about 16k messages/s.
 waiting, that is the result ``wait_first`` would have returned; if it has to wait (the buffer
 is full), it continues under Faust's own ``wait_first``, exactly as before. Whenever the flow
 is already suspended, or the consumer is stopping, Faust's path is taken from the start.
+
+:class:`RawBytes` hands the agent the message's bytes without a codec lookup per message.
 """
 
 from __future__ import annotations
