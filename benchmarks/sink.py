@@ -1,7 +1,7 @@
 """Sink write cost into the embedded engine: CPU and wall time per event, rows/s.
 
     .venv/bin/python benchmarks/sink.py [--workload worker|events] [--rows 90000]
-                                        [--baseline REF] [--rounds 3]
+                                        [--state-repeat 1] [--baseline REF] [--rounds 3]
 
 Two workloads, both into a fresh engine directory under /tmp (removed afterwards), with the usage
 materialized views running on every insert as in production:
@@ -161,8 +161,12 @@ def measure_events(rows: int, batch_rows: int) -> Result:
     return result
 
 
-def measure_worker(rows: int, batch_rows: int, batch_events: int) -> Result:
-    """Per batch: write mark, ``write_step`` + ``flush``, engine snapshot (as the worker)."""
+def measure_worker(rows: int, batch_rows: int, batch_events: int, state_repeat: int = 1) -> Result:
+    """Per batch: write mark, ``write_step`` + ``flush``, engine snapshot (as the worker).
+
+    ``state_repeat`` > 1 stores each snapshot that many times over in one blob, for the tens of
+    megabytes a worker with many keys saves.
+    """
     steps = make_steps(rows, batch_events)
     written = sum(
         len(o.events) + len(o.metrics) + len(o.alerts) + len(o.dead_letters) for _, o, _ in steps
@@ -177,7 +181,8 @@ def measure_worker(rows: int, batch_rows: int, batch_events: int) -> Result:
         sink = ClickHouseSink.from_settings(client, settings, batch_seconds=3600.0)
         store = Store(client, sink)
         warm_up(sink, store)
-        for offset, out, state in steps:
+        for offset, out, small_state in steps:
+            state = small_state * state_repeat
             with snapshots():
                 store.save_snapshots([("bench/0#written", offset, b"")])
             with write():
@@ -186,14 +191,14 @@ def measure_worker(rows: int, batch_rows: int, batch_events: int) -> Result:
             with snapshots():
                 store.save_snapshots([("bench/0", offset, state)])
         result.stored = client.query("SELECT count() FROM events").result_rows[0][0] - 1
-        assert store.load_snapshot("bench/0") == (steps[-1][0], steps[-1][2])
+        assert store.load_snapshot("bench/0") == (steps[-1][0], steps[-1][2] * state_repeat)
     return result
 
 
 def run(args: argparse.Namespace) -> Result:
     if args.workload == "events":
         return measure_events(args.rows, args.batch_rows)
-    return measure_worker(args.rows, args.batch_rows, args.batch_events)
+    return measure_worker(args.rows, args.batch_rows, args.batch_events, args.state_repeat)
 
 
 @contextmanager
@@ -266,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=90_000, help="events")
     parser.add_argument("--batch-rows", type=int, default=20_000, help="the sink's batch_rows")
     parser.add_argument("--batch-events", type=int, default=5_000, help="events per worker batch")
+    parser.add_argument(
+        "--state-repeat", type=int, default=1, help="store each engine snapshot N times over"
+    )
     parser.add_argument("--baseline", metavar="REF", help="also measure git revision REF")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     child_argv = [
         "--workload", args.workload, "--rows", str(args.rows),
         "--batch-rows", str(args.batch_rows), "--batch-events", str(args.batch_events),
+        "--state-repeat", str(args.state_repeat),
     ]  # fmt: skip
     if args.baseline:
         compare(args, child_argv)
