@@ -19,10 +19,6 @@ from typing import Any, TextIO
 
 from pipeline.config import Settings
 from pipeline.storage import ClickHouseSink
-from pipeline.storage.rows import ALERT_COLUMNS
-
-ALERT_ID = ALERT_COLUMNS.index("alert_id")
-DETECTED_AT = ALERT_COLUMNS.index("detected_at")
 
 
 def log_alert_inserts(out: TextIO) -> None:
@@ -34,8 +30,9 @@ def log_alert_inserts(out: TextIO) -> None:
         if batch.table != "alerts":
             return
         visible_at = time.time()
-        columns = batch.columns
-        for alert_id, detected_at in zip(columns[ALERT_ID], columns[DETECTED_AT], strict=True):
+        ids = batch.data.column("alert_id").to_pylist()
+        detected = batch.data.column("detected_at").to_pylist()
+        for alert_id, detected_at in zip(ids, detected, strict=True):
             record = {
                 "alert_id": str(alert_id),
                 "detected_at": detected_at.timestamp(),

@@ -1,12 +1,14 @@
 """A failure seam for tests and drills: a client whose inserts fail on demand.
 
-``FlakyClient(client, fail_inserts=2)`` raises on the next two inserts *before* sending them;
+``FlakyClient(client, fail_inserts=2)`` raises on the next two inserts (``insert`` or
+``insert_arrow``, what the sink and the store use) *before* sending them;
 ``lose_responses=1`` performs the next insert and then raises as if the response was lost
 (the case insert deduplication tokens exist for). Everything else is delegated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.exceptions import OperationalError
@@ -29,12 +31,20 @@ class FlakyClient:
         self.tokens: list[str | None] = []
 
     def insert(self, table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._insert(self._client.insert, table, data, *args, **kwargs)
+
+    def insert_arrow(self, table: str, arrow_table: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._insert(self._client.insert_arrow, table, arrow_table, *args, **kwargs)
+
+    def _insert(
+        self, method: Callable[..., Any], table: str, data: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         self.insert_calls += 1
         self.tokens.append((kwargs.get("settings") or {}).get("insert_deduplication_token"))
         if self.fail_inserts > 0:
             self.fail_inserts -= 1
             raise InjectedFailure(f"injected failure before insert into {table}")
-        result = self._client.insert(table, data, *args, **kwargs)
+        result = method(table, data, *args, **kwargs)
         if self.lose_responses > 0:
             self.lose_responses -= 1
             raise InjectedFailure(f"injected lost response after insert into {table}")

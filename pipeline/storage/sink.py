@@ -1,5 +1,10 @@
-"""The ClickHouse sink: buffer → batch (by rows and by age) → column-oriented insert, with retries,
-bounded memory, backpressure and exactly-once rows.
+"""The ClickHouse sink: buffer → batch (by rows and by age) → Arrow insert, with retries, bounded
+memory, backpressure and exactly-once rows.
+
+Items are buffered as they come (no per-row work beyond pricing and the duplicate check); a batch
+is built column by column as one Arrow table when it is cut (:mod:`pipeline.storage.rows`), and
+written with ``insert_arrow``: the engine converts the columns, nothing is serialised per value
+in Python.
 
 Exactly once: a batch is cut once and never changes; its ``insert_deduplication_token`` is a hash
 of its rows (event ids for ``events``), so re-sending it after a failure whose outcome is unknown
@@ -19,12 +24,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from pipeline.alerts import Alert
@@ -51,13 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TABLES: Final = ("events", "metrics_1m", "alerts", "dead_letters")
-_COLUMNS: Final = {
-    "events": R.EVENT_COLUMNS,
-    "metrics_1m": R.METRIC_COLUMNS,
-    "alerts": R.ALERT_COLUMNS,
-    "dead_letters": R.DEAD_LETTER_COLUMNS,
-}
+TABLES: Final = tuple(R.TABLES)
 
 
 class Sink(Protocol):
@@ -94,17 +94,19 @@ class SinkStats:
 @dataclass(frozen=True, slots=True)
 class _Batch:
     table: str
-    columns: list[list[Any]]
+    data: pa.Table
     rows: int
     token: str
 
 
 class _Buffer:
+    """One table's items: ``open`` (not yet cut) and ``pending`` batches (cut, not written)."""
+
     __slots__ = ("first_at", "name", "open", "pending")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.open: list[R.Row] = []
+        self.open: list[Any] = []
         self.pending: deque[_Batch] = deque()
         self.first_at = 0.0
 
@@ -154,10 +156,10 @@ class ClickHouseSink:
         self._buffered = 0
         self._failures = 0
         self._retry_at = 0.0
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recent: set[str] = set()
+        self._recent_order: deque[str] = deque()
         self._recent_cap = recent_ids
         self._lock = threading.RLock()
-        self._bounded = True
 
     @classmethod
     def from_settings(cls, client: Client, settings: Settings, **kwargs: Any) -> ClickHouseSink:
@@ -181,9 +183,9 @@ class ClickHouseSink:
         if isinstance(item, AllocationEvent):
             self.add_event(item)
         elif isinstance(item, MetricRow):
-            self._accept("metrics_1m", R.metric_row(item))
+            self._accept("metrics_1m", item)
         elif isinstance(item, Alert):
-            self._accept("alerts", R.alert_row(item))
+            self._accept("alerts", item)
         elif isinstance(item, DeadLetter):
             self.add_dead_letter(item)
         else:
@@ -195,19 +197,13 @@ class ClickHouseSink:
             if event.event_id in self._recent:
                 self.stats.duplicates_dropped += 1
                 return
-            if cost_usd is None:
-                cost_usd = self.prices.cost(
-                    model=event.model,
-                    gpu_ms=event.gpu_ms,
-                    prompt_tokens=event.prompt_tokens,
-                    generated_tokens=event.completion_tokens + event.reasoning_tokens,
-                )
-            self._accept("events", R.event_row(event, cost_usd, self._now()))
-            self._remember(event.event_id)
+            item = (event, self._cost(event) if cost_usd is None else cost_usd, self._now())
+            self._accept("events", item)
+            self._remember([event.event_id])
 
     def add_dead_letter(self, letter: DeadLetter, received_at: datetime | None = None) -> None:
         """Buffer one dead letter, stamped ``received_at`` (default: now)."""
-        self._accept("dead_letters", R.dead_letter_row(letter, received_at or self._now()))
+        self._accept("dead_letters", (letter, received_at or self._now()))
 
     def add_step(self, out: StepOutput) -> None:
         """Buffer everything one engine step produced, or nothing.
@@ -221,19 +217,11 @@ class ClickHouseSink:
                 self._maybe_write(force=True)
                 if self._buffered + size > self.max_buffer_rows:
                     raise SinkBackpressure(self._buffered, max(0.0, self._retry_at - self._clock()))
-            self._bounded = False
-            try:
-                costs: list[float | None] = list(out.costs) or [None] * len(out.events)
-                for event, cost in zip(out.events, costs, strict=True):
-                    self.add_event(event, cost)
-                for row in out.metrics:
-                    self.add(row)
-                for alert in out.alerts:
-                    self.add(alert)
-                for letter in out.dead_letters:
-                    self.add(letter)
-            finally:
-                self._bounded = True
+            now = self._now()
+            self._extend("events", self._fresh_events(out, now))
+            self._extend("metrics_1m", out.metrics)
+            self._extend("alerts", out.alerts)
+            self._extend("dead_letters", [(letter, now) for letter in out.dead_letters])
 
     def flush(self) -> int:
         """Write everything buffered, retrying with backoff; return rows written.
@@ -290,21 +278,53 @@ class ClickHouseSink:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _accept(self, table: str, row: R.Row) -> None:
+    def _cost(self, event: AllocationEvent) -> float:
+        return self.prices.cost(
+            model=event.model,
+            gpu_ms=event.gpu_ms,
+            prompt_tokens=event.prompt_tokens,
+            generated_tokens=event.completion_tokens + event.reasoning_tokens,
+        )
+
+    def _fresh_events(self, out: StepOutput, now: datetime) -> list[R.EventItem]:
+        """The step's events this sink has not taken yet, as buffer items; remembers them."""
+        ids = [event.event_id for event in out.events]
+        costs: list[float | None] = list(out.costs) or [None] * len(ids)
+        if len(costs) != len(ids):
+            raise ValueError(f"{len(ids)} events but {len(costs)} costs")
+        fresh = list(zip(out.events, costs, strict=True))
+        if not self._recent.isdisjoint(ids) or len(set(ids)) < len(ids):  # re-sent events
+            pairs, fresh, taken = fresh, [], set()
+            for event, cost in pairs:
+                if event.event_id in self._recent or event.event_id in taken:
+                    self.stats.duplicates_dropped += 1
+                else:
+                    taken.add(event.event_id)
+                    fresh.append((event, cost))
+        self._remember([event.event_id for event, _ in fresh])
+        return [(e, self._cost(e) if c is None else c, now) for e, c in fresh]
+
+    def _accept(self, table: str, item: Any) -> None:
         with self._lock:
-            if self._bounded and self._buffered >= self.max_buffer_rows:
+            if self._buffered >= self.max_buffer_rows:
                 self._maybe_write(force=True)
                 if self._buffered >= self.max_buffer_rows:
                     retry_after = max(0.0, self._retry_at - self._clock())
                     raise SinkBackpressure(self._buffered, retry_after)
-            buffer = self._buffers[table]
-            if not buffer.open:
-                buffer.first_at = self._clock()
-            buffer.open.append(row)
-            self._buffered += 1
-            age = self._clock() - buffer.first_at
-            if len(buffer.open) >= self.batch_rows or age >= self.batch_seconds:
-                self._maybe_write(force=False)
+            self._extend(table, [item])
+
+    def _extend(self, table: str, items: list[Any]) -> None:
+        """Buffer ``items`` (no bound checked) and write what is then due."""
+        if not items:
+            return
+        buffer = self._buffers[table]
+        if not buffer.open:
+            buffer.first_at = self._clock()
+        buffer.open.extend(items)
+        self._buffered += len(items)
+        age = self._clock() - buffer.first_at
+        if len(buffer.open) >= self.batch_rows or age >= self.batch_seconds:
+            self._maybe_write(force=False)
 
     def _maybe_write(self, *, force: bool) -> int:
         """Cut due buffers (all when ``force``) and try once, unless backing off."""
@@ -327,12 +347,12 @@ class ClickHouseSink:
 
     def _cut(self, buffer: _Buffer) -> None:
         """Turn open rows into immutable pending batches of at most ``batch_rows``."""
+        spec = R.TABLES[buffer.name]
         while buffer.open:
-            chunk, buffer.open = buffer.open[: self.batch_rows], buffer.open[self.batch_rows :]
-            key: Callable[[R.Row], object] = (lambda r: r[0]) if buffer.name == "events" else repr
-            token = R.batch_token(buffer.name, chunk, key=key)
-            columns = [list(col) for col in zip(*chunk, strict=True)]
-            buffer.pending.append(_Batch(buffer.name, columns, len(chunk), token))
+            chunk = buffer.open[: self.batch_rows]
+            token = R.batch_token(buffer.name, len(chunk), spec.identity(chunk))
+            buffer.pending.append(_Batch(buffer.name, spec.build(chunk), len(chunk), token))
+            del buffer.open[: self.batch_rows]
         buffer.first_at = self._clock()
 
     def _attempt(self) -> tuple[int, bool]:
@@ -356,11 +376,9 @@ class ClickHouseSink:
         return written, True
 
     def _insert(self, batch: _Batch) -> None:
-        self.client.insert(
+        self.client.insert_arrow(
             batch.table,
-            batch.columns,
-            column_names=list(_COLUMNS[batch.table]),
-            column_oriented=True,
+            batch.data,
             settings={"insert_deduplicate": 1, "insert_deduplication_token": batch.token},
         )
 
@@ -374,7 +392,11 @@ class ClickHouseSink:
             type(exc).__name__, str(exc)[:200], self._buffered, delay,
         )
 
-    def _remember(self, event_id: str) -> None:
-        self._recent[event_id] = None
-        if len(self._recent) > self._recent_cap:
-            self._recent.popitem(last=False)
+    def _remember(self, event_ids: list[str]) -> None:
+        """Remember new ids, forgetting the oldest beyond ``recent_ids``."""
+        self._recent.update(event_ids)
+        self._recent_order.extend(event_ids)
+        excess = len(self._recent_order) - self._recent_cap
+        if excess > 0:
+            order = self._recent_order
+            self._recent.difference_update([order.popleft() for _ in range(excess)])

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
@@ -45,12 +46,16 @@ class Store:
         state never counts rows that were not written)."""
         if not snapshots:
             return
-        now = datetime.now(UTC)
-        self.client.insert(
-            "engine_state",
-            [[key, offset, now, state] for key, offset, state in snapshots],
-            column_names=["state_key", "kafka_offset", "saved_at", "state"],
+        keys, offsets, states = zip(*snapshots, strict=True)
+        table = pa.table(
+            {
+                "state_key": pa.array(keys, pa.string()),
+                "kafka_offset": pa.array(offsets, pa.int64()),
+                "saved_at": pa.array([datetime.now(UTC)] * len(keys), pa.timestamp("ms", "UTC")),
+                "state": pa.array(states, pa.binary()),
+            }
         )
+        self.client.insert_arrow("engine_state", table)
 
     def load_snapshot(self, key: str) -> tuple[int, bytes] | None:
         """The latest snapshot for ``key`` as ``(offset, state)``, or None."""

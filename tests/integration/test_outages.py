@@ -251,10 +251,10 @@ from pipeline.storage.faults import FlakyClient, InjectedFailure
 OUTAGE_S, began = float(sys.argv[1]), []
 
 class Outage(FlakyClient):
-    def insert(self, table, data, *args, **kwargs):
+    def insert_arrow(self, table, data, *args, **kwargs):
         if began and time.monotonic() - began[0] < OUTAGE_S:
             raise InjectedFailure("ClickHouse unavailable (injected)")
-        result = super().insert(table, data, *args, **kwargs)
+        result = super().insert_arrow(table, data, *args, **kwargs)
         if table == "engine_state" and not began:
             began.append(time.monotonic())
         return result
@@ -322,11 +322,11 @@ class Outage(FlakyClient):
         super().__init__(client)
         self.clock, self.start, self.end = clock, start, end
 
-    def insert(self, table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+    def insert_arrow(self, table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
         if self.start <= self.clock() < self.end:
             self.insert_calls += 1
             raise InjectedFailure(f"ClickHouse unavailable (insert into {table})")
-        return super().insert(table, data, *args, **kwargs)
+        return super().insert_arrow(table, data, *args, **kwargs)
 
 
 def test_clickhouse_down_for_60_s_pauses_the_stream_and_loses_nothing(

@@ -40,15 +40,9 @@ def _counts(client: Client) -> tuple[int, int, int, int]:
 
 
 def _insert(client: Client, events: list[AllocationEvent], token: str | None) -> None:
-    batch = [R.event_row(e, 0.001, R.INGESTED) for e in events]
+    batch = R.events_table([(e, 0.001, R.INGESTED) for e in events])
     settings = {"insert_deduplication_token": token} if token else {}
-    client.insert(
-        "events",
-        [list(c) for c in zip(*batch, strict=True)],
-        column_names=list(R.EVENT_COLUMNS),
-        column_oriented=True,
-        settings=settings,
-    )
+    client.insert_arrow("events", batch, settings=settings)
 
 
 def test_a_retried_insert_with_its_token_is_dropped_by_the_table_and_the_rollups(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -16,6 +16,7 @@ from pipeline.config import ClickHouseSettings, Settings
 from pipeline.engine import DeadLetter, StepOutput
 from pipeline.metrics import WindowAggregator
 from pipeline.pricing import PriceTable
+from pipeline.storage import rows as R
 from pipeline.storage.client import connect, quote_database
 from pipeline.storage.errors import SinkBackpressure
 from pipeline.storage.faults import FlakyClient
@@ -164,3 +165,26 @@ def test_list_sink_twin() -> None:
     with pytest.raises(SinkBackpressure):
         sink.add(events[3])
     assert not sink.writable and sink.flush() == 0
+
+
+def test_events_read_back_intact(clickhouse_client: Client) -> None:
+    """Every column as the event had it: ids, microsecond timestamps, nulls, the cost truncated
+    to 9 places and ingested_at to the millisecond."""
+    ingested = T0 + timedelta(days=1, microseconds=123_456)
+    sink = make_sink(clickhouse_client, FakeClock(), now=lambda: ingested)
+    events = synthetic_events(150, seed=36)
+    costs = [i / 7 for i in range(150)]
+    sink.add_step(StepOutput(events=events, costs=costs))
+    sink.flush()
+    names = ", ".join(R.EVENT_COLUMNS)
+    stored = {
+        str(row[0]): row
+        for row in clickhouse_client.query(f"SELECT {names} FROM events").result_rows
+    }
+    assert len(stored) == 150
+    for event, cost in zip(events, costs, strict=True):
+        row = dict(zip(R.EVENT_COLUMNS, stored[event.event_id], strict=True))
+        expected = {name: getattr(event, name) for name in R.EVENT_COLUMNS[1:-2]}
+        assert {name: row[name] for name in expected} == expected
+        assert row["cost_usd"] == Decimal(str(cost)).quantize(Decimal("1e-9"), ROUND_DOWN)
+        assert row["ingested_at"] == ingested.replace(microsecond=123_000)

@@ -24,3 +24,16 @@ def test_latest_snapshot_per_key_round_trips(storage_settings: Settings) -> None
     tail = synthetic_events(200, seed=7)
     assert restored.process_events(tail).alerts == engine.process_events(tail).alerts
     assert restored.finish().metrics == engine.finish().metrics
+
+
+def test_snapshots_are_stored_with_the_cheap_codec(storage_settings: Settings) -> None:
+    """Snapshots of megabytes are written every batch: LZ4, not ZSTD(3) (005_engine_state_lz4)."""
+    with open_store(storage_settings) as store:
+        codec = store.client.query(
+            "SELECT compression_codec FROM system.columns"
+            " WHERE database = currentDatabase() AND table = 'engine_state' AND name = 'state'"
+        ).result_rows[0][0]
+        blob = bytes(range(256)) * 40_000  # 10 MB
+        store.save_snapshots([("k", 1, blob)])
+        assert store.load_snapshot("k") == (1, blob)
+    assert codec == "CODEC(LZ4)"

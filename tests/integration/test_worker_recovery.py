@@ -48,12 +48,12 @@ class DiesWriting:
     def __init__(self, client: Client, n: int) -> None:
         self.client, self.n = client, n
 
-    def insert(self, table: str, *args: Any, **kwargs: Any) -> Any:
+    def insert_arrow(self, table: str, *args: Any, **kwargs: Any) -> Any:
         if table == "events":
             self.n -= 1
             if self.n == 0:
                 raise Killed
-        return self.client.insert(table, *args, **kwargs)
+        return self.client.insert_arrow(table, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
