@@ -98,3 +98,37 @@ def test_rows_written_after_the_last_snapshot_are_not_written_again(
     [[hourly]] = c.query("SELECT sum(requests) FROM usage_hourly").result_rows
     [[daily]] = c.query("SELECT sum(requests) FROM usage_daily").result_rows
     assert (rows, distinct, hourly, daily) == (valid, valid, valid, valid)
+
+
+def test_seen_ids_come_back_from_their_chunks_and_forgotten_generations_are_deleted(
+    clickhouse_client: Client, storage_settings: Settings
+) -> None:
+    worker_settings = storage_settings.worker.model_copy(update={"dedupe_max_ids": 400})
+    settings = storage_settings.model_copy(update={"worker": worker_settings})
+    messages = [m for m in wire_messages() if m.offset not in INVALID]
+    first = worker(clickhouse_client, settings)
+    for start in range(0, 2_100, 300):  # 2,100 ids in 7 commits: generations of 200 ids
+        first.process(0, messages[start : start + 300])
+        first.commit([0])
+    seen = first.engines[0].seen
+    assert seen.generation == 10
+
+    restarted = worker(clickhouse_client, settings)
+    again = restarted.restore(0).seen
+    assert (again.generation, len(again)) == (seen.generation, len(seen))
+    current, previous, forgotten = messages[2_050], messages[1_850], messages[1_000]
+    replayed = [Message(m.value, m.topic, 0, 3_000 + i) for i, m in enumerate([current, previous])]
+    assert restarted.step(0, replayed).duplicates == 2  # remembered through a restart
+    replayed = [Message(forgotten.value, forgotten.topic, 0, 3_002)]
+    assert restarted.step(0, replayed).duplicates == 0  # forgotten, as without the restart
+
+    keys = clickhouse_client.query(
+        "SELECT state_key FROM engine_state FINAL WHERE position(state_key, '#seen/') > 0"
+    ).result_rows
+    generations = {int(key.split("#seen/")[1].split("/")[0]) for [key] in keys}
+    assert generations == {seen.generation - 1, seen.generation}
+    [[snapshot_bytes]] = clickhouse_client.query(
+        "SELECT length(state) FROM engine_state FINAL WHERE state_key = {k:String}",
+        parameters={"k": first.key(0)},
+    ).result_rows
+    assert snapshot_bytes < len(first.engines[0].snapshot())  # the ids are not in it

@@ -752,7 +752,7 @@ def test_seen_ids_snapshot_after_snapshot_keep_every_id() -> None:
     restored = [pickle.loads(blob) for blob in blobs]
     assert [len(r) for r in restored] == [1, 2, 3, 4, 5, 6, 7]
     assert [restored[-1].add(f"id-{n}") for n in range(8)] == [False] * 7 + [True]
-    assert sorted(seen.__getstate__()) == ["current", "max_ids", "previous"]  # as before
+    assert sorted(seen.__getstate__()) == ["current", "generation", "max_ids", "previous"]
 
 
 def test_seen_ids_are_left_out_of_garbage_collection() -> None:
