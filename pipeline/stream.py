@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections import defaultdict
@@ -268,6 +269,10 @@ def create_app(settings: Settings) -> faust.App:
     async def process(stream: faust.StreamT[bytes]) -> None:
         for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
             await topic.maybe_declare()
+        # What is alive now (modules, the app) lives as long as the worker: frozen, the
+        # collector's full collections skip it (6 % less engine CPU, as in replay_file)
+        gc.collect()
+        gc.freeze()
         async for batch in take_batches(stream):
             try:
                 await handle(batch)
