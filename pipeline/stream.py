@@ -43,7 +43,7 @@ BATCH_MAX = 10_000
 BATCH_WITHIN_S = 0.5
 # Faust hands the agent one message at a time. With its defaults (fetches of 1 MiB per
 # partition, a 4,096-event stream buffer) a no-op agent got 4.5k events/s here, with these
-# 14k events/s, and 20k with direct delivery (pipeline.faust_delivery.py); `computewatch
+# 14k events/s, and 20k with direct delivery (pipeline/faust_delivery.py); `computewatch
 # bench` shows the no-op agent as the Faust ceiling.
 FAUST_CONSUMER_OPTIONS: dict[str, Any] = {
     "broker_max_poll_records": 4 * BATCH_MAX,
