@@ -356,7 +356,7 @@ class Engine:
 
     def _accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
         """Apply the storage and event-time rules of :meth:`process` to one valid event."""
-        cost = self.aggregator.cost(event)
+        cost = self.prices.event_cost(event)
         if cost >= COST_LIMIT_USD:
             reason = (
                 f"out_of_range: cost_usd ({cost:.6g} USD for one request; storage holds less "
@@ -422,7 +422,7 @@ class Engine:
         if epoch >= self._due_s:  # before this event counts: the evidence is all older
             self._on_clock(epoch, out)
         if cost is None:
-            cost = self.aggregator.cost(event)
+            cost = self.prices.event_cost(event)
         group = self.aggregator.add(event, cost)
         if group is None:
             out.too_late += 1

@@ -223,14 +223,6 @@ class WindowAggregator:
     def watermark_s(self) -> float:
         return self.max_event_s - self.allowed_lateness_s
 
-    def cost(self, e: AllocationEvent) -> float:
-        return self.prices.cost(
-            model=e.model,
-            gpu_ms=e.gpu_ms,
-            prompt_tokens=e.prompt_tokens,
-            generated_tokens=e.completion_tokens + e.reasoning_tokens,
-        )
-
     def add(self, e: AllocationEvent, cost_usd: float | None = None) -> GroupKey | None:
         """Add one event and return its group; None when it is later than the allowed lateness
         (then it is only counted)."""
@@ -253,7 +245,7 @@ class WindowAggregator:
             if acc is None:
                 acc = groups[key] = WindowTotals()
                 self._groups += 1
-        acc.add(e, self.cost(e) if cost_usd is None else cost_usd)
+        acc.add(e, self.prices.event_cost(e) if cost_usd is None else cost_usd)
         return key
 
     def _bounded(self, key: GroupKey, groups: dict[GroupKey, WindowTotals]) -> GroupKey:

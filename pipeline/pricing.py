@@ -9,8 +9,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pipeline.config import PriceSettings
+
+if TYPE_CHECKING:
+    from pipeline.events import AllocationEvent
 
 MS_PER_HOUR = 3_600_000.0
 COST_DECIMALS = 9  # ClickHouse stores cost as Decimal(18, 9); sums reconcile exactly.
@@ -34,3 +38,13 @@ class PriceTable:
             + generated_tokens / 1000.0 * price.per_1k_output_usd
         )
         return round(usd, COST_DECIMALS)
+
+    def event_cost(self, event: AllocationEvent) -> float:
+        """:meth:`cost` of one event; its generated tokens are the completion and reasoning
+        tokens."""
+        return self.cost(
+            model=event.model,
+            gpu_ms=event.gpu_ms,
+            prompt_tokens=event.prompt_tokens,
+            generated_tokens=event.completion_tokens + event.reasoning_tokens,
+        )

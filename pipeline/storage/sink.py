@@ -197,7 +197,8 @@ class ClickHouseSink:
             if event.event_id in self._recent:
                 self.stats.duplicates_dropped += 1
                 return
-            item = (event, self._cost(event) if cost_usd is None else cost_usd, self._now())
+            cost = self.prices.event_cost(event) if cost_usd is None else cost_usd
+            item = (event, cost, self._now())
             self._accept("events", item)
             self._remember([event.event_id])
 
@@ -278,14 +279,6 @@ class ClickHouseSink:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _cost(self, event: AllocationEvent) -> float:
-        return self.prices.cost(
-            model=event.model,
-            gpu_ms=event.gpu_ms,
-            prompt_tokens=event.prompt_tokens,
-            generated_tokens=event.completion_tokens + event.reasoning_tokens,
-        )
-
     def _fresh_events(self, out: StepOutput, now: datetime) -> list[R.EventItem]:
         """The step's events this sink has not taken yet, as buffer items; remembers them."""
         ids = [event.event_id for event in out.events]
@@ -302,7 +295,7 @@ class ClickHouseSink:
                     taken.add(event.event_id)
                     fresh.append((event, cost))
         self._remember([event.event_id for event, _ in fresh])
-        return [(e, self._cost(e) if c is None else c, now) for e, c in fresh]
+        return [(e, self.prices.event_cost(e) if c is None else c, now) for e, c in fresh]
 
     def _accept(self, table: str, item: Any) -> None:
         with self._lock:
