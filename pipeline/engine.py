@@ -92,30 +92,23 @@ class StepOutput:
 
 
 class _Generation:
-    """One generation of seen ids, in arrival order, and the part of them a snapshot has joined.
+    """One generation of seen ids, in arrival order, and how many of them are saved as chunks.
 
     A dict of ``str`` keys (values None) rather than a set: the collector never tracks it, while
-    a set of 500k ids cost every full collection ~40 ms. In arrival order, a snapshot joins
-    only the ids that arrived since the previous one, and :meth:`SeenIds.unsaved` hands out
-    only the ids not yet saved as chunks.
+    a set of 500k ids cost every full collection ~40 ms. In arrival order,
+    :meth:`SeenIds.unsaved` hands out only the ids not yet saved as chunks.
     """
 
-    __slots__ = ("_joined", "_text", "ids", "number", "saved")
+    __slots__ = ("ids", "number", "saved")
 
     def __init__(self, text: str = "", number: int = 0) -> None:
         self.ids: dict[str, None] = dict.fromkeys(text.split(ID_SEPARATOR)) if text else {}
-        self._text = text
-        self._joined = len(self.ids)  # how many of ids _text holds
         self.number = number  # counts the generations since the engine began
         self.saved = 0  # how many of ids are in saved chunks
 
     def text(self) -> str:
         """Every id, joined by :data:`ID_SEPARATOR`."""
-        if self._joined < len(self.ids):
-            fresh = ID_SEPARATOR.join(islice(self.ids, self._joined, None))
-            self._text = f"{self._text}{ID_SEPARATOR}{fresh}" if self._text else fresh
-            self._joined = len(self.ids)
-        return self._text
+        return ID_SEPARATOR.join(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +168,8 @@ class SeenIds:
 
     def __getstate__(self) -> dict[str, object]:
         # one string per generation: a million ids pickle in 0.14 s instead of 0.34 s (ids
-        # hold no NUL: the contract makes them UUIDs); each generation joins only the ids new
-        # since its last snapshot. A head (no ids) keeps the generation numbers.
+        # hold no NUL: the contract makes them UUIDs). A head (no ids) keeps the generation
+        # numbers; the worker's snapshots are heads, their ids saved as chunks.
         if self.awaiting_chunks:
             return {"max_ids": self.max_ids, "generation": self.generation, "head": True}
         return {

@@ -743,7 +743,7 @@ def test_seen_ids_survive_a_snapshot() -> None:
 
 
 def test_seen_ids_snapshot_after_snapshot_keep_every_id() -> None:
-    """A generation joins only its ids new since the last snapshot; each snapshot holds all."""
+    """Snapshot after snapshot, each holds every id seen so far."""
     seen = SeenIds(max_ids=8)
     blobs = []
     for n in range(7):
