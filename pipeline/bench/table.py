@@ -34,6 +34,12 @@ TITLES = {
 }
 
 
+def _rate_of_limit(events_per_s: float, r: BenchReport) -> str:
+    """``events_per_s``, and its share of the bare consumer's rate when that was measured."""
+    share = f" = {events_per_s / r.limit.events_per_s:.1%} of the limit" if r.limit else ""
+    return fmt_rate(events_per_s) + share
+
+
 def _exactly_once(run: WorkerRun) -> str:
     state = "exactly once" if run.exactly_once else "NOT exactly once"
     return f"{state}: {run.rows:,} rows, {run.distinct:,} distinct event ids of {run.events:,}"
@@ -53,10 +59,9 @@ def limit_row(r: BenchReport) -> Row | None:
 def faust_row(r: BenchReport) -> Row | None:
     if r.faust is None:
         return None
-    share = f" = {r.faust.events_per_s / r.limit.events_per_s:.1%} of the limit" if r.limit else ""
     return Row(
         TITLES["faust"],
-        fmt_rate(r.faust.events_per_s) + share,
+        _rate_of_limit(r.faust.events_per_s, r),
         "the worker's Faust app (same settings and batching) with an agent that only counts "
         "its batches: no engine, no ClickHouse, no snapshots; fresh group, whole topic; "
         "from the end of the first batch to the last message",
@@ -66,10 +71,9 @@ def faust_row(r: BenchReport) -> Row | None:
 def worker_row(r: BenchReport) -> Row | None:
     if r.worker is None:
         return None
-    share = f" = {r.worker.events_per_s / r.limit.events_per_s:.1%} of the limit" if r.limit else ""
     return Row(
         TITLES["worker"],
-        fmt_rate(r.worker.events_per_s) + share,
+        _rate_of_limit(r.worker.events_per_s, r),
         "the real command (validation, metrics, detectors, alerts, ClickHouse sink to a fresh "
         "chDB path, snapshots), fresh group, whole topic; events/s by the `ingested_at` stamps "
         "the sink puts on each event row, from the end of the first engine step to the last "
