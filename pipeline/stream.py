@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import faust
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -31,7 +31,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
-from pipeline.faust_delivery import RawBytes, use_direct_delivery
+from pipeline.faust_delivery import RawBytes, RecordBatch, use_batch_delivery
 from pipeline.kafka_options import faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
@@ -39,16 +39,15 @@ from pipeline.webhook import WebhookNotifier
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A batch is up to BATCH_MAX events: up to TAKE_FETCHES partition batches of one fetch each
+# (pipeline/faust_delivery.py), at most BATCH_WITHIN_S apart.
 BATCH_MAX = 10_000
+TAKE_FETCHES = 4
 BATCH_WITHIN_S = 0.5
-# Faust hands the agent one message at a time. With its defaults (fetches of 1 MiB per
-# partition, a 4,096-event stream buffer) a no-op agent got 4.5k events/s here, with these
-# 14k events/s, and 20k with direct delivery (pipeline/faust_delivery.py); `computewatch
-# bench` shows the no-op agent as the Faust ceiling.
 FAUST_CONSUMER_OPTIONS: dict[str, Any] = {
-    "broker_max_poll_records": 4 * BATCH_MAX,
+    "broker_max_poll_records": BATCH_MAX // TAKE_FETCHES,
     "consumer_max_fetch_size": 16 * 1024 * 1024,
-    "stream_buffer_maxsize": 4 * BATCH_MAX,
+    "stream_buffer_maxsize": 4 * TAKE_FETCHES,  # partition batches: up to 4 * BATCH_MAX events
 }
 # While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
 # sink's own short retries); any error of the client, or a flush that gave up, means "not now".
@@ -224,19 +223,25 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         **FAUST_CONSUMER_OPTIONS,
         datadir=str(settings.worker.data_dir / kafka.consumer_group),
     )
-    use_direct_delivery(app)
+    use_batch_delivery(app)
     events_topic = app.topic(kafka.events_topic, schema=RawBytes())
     return app, events_topic
 
 
-def take_batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[faust.EventT]]:
-    """The stream's events in batches of up to :data:`BATCH_MAX`, at most
-    :data:`BATCH_WITHIN_S` apart."""
+def take_batches(stream: faust.StreamT[RecordBatch]) -> AsyncIterator[Sequence[faust.EventT]]:
+    """The stream's partition batches, up to :data:`TAKE_FETCHES` at a time, at most
+    :data:`BATCH_WITHIN_S` apart; each event's message holds a partition's records
+    (:func:`records`)."""
     # take_events is defined on faust.Stream but missing from the StreamT stub
     batches: AsyncIterator[Sequence[faust.EventT]] = stream.take_events(  # type: ignore[attr-defined]
-        BATCH_MAX, within=BATCH_WITHIN_S
+        TAKE_FETCHES, within=BATCH_WITHIN_S
     )
     return batches
+
+
+def records(batch: Sequence[faust.EventT]) -> int:
+    """How many records the partition batches of ``batch`` hold."""
+    return sum(len(cast(RecordBatch, event.message.value)) for event in batch)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -266,7 +271,7 @@ def create_app(settings: Settings) -> faust.App:
         return state["engines"]
 
     @app.agent(events_topic)
-    async def process(stream: faust.StreamT[bytes]) -> None:
+    async def process(stream: faust.StreamT[RecordBatch]) -> None:
         for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
             await topic.maybe_declare()
         # What is alive now (modules, the app) lives as long as the worker: frozen, the
@@ -277,7 +282,7 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 await handle(batch)
             except Exception:  # a bug: Faust would acknowledge the batch as the loop ends
-                exit_unacknowledged(len(batch))
+                exit_unacknowledged(records(batch))
 
     async def handle(batch: Sequence[faust.EventT]) -> None:
         """Run, store and commit one batch; its alerts and dead letters go out."""
@@ -296,7 +301,7 @@ def create_app(settings: Settings) -> faust.App:
             for dead in out.dead_letters:
                 await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
         await until_stored(partial(parts.commit, list(groups)), "committing a batch")
-        log.debug("batch of %d messages from partitions %s stored", len(batch), list(groups))
+        log.debug("batch of %d messages from partitions %s stored", records(batch), list(groups))
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
     # signal's actual positional arguments, as faust's documentation shows
@@ -366,9 +371,10 @@ def exit_unacknowledged(messages: int) -> NoReturn:
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:
     groups: dict[int, list[Message]] = defaultdict(list)
     for event in batch:
-        m = event.message
-        groups[m.partition].append(
-            Message(m.value, topic=topic, partition=m.partition, offset=m.offset)
+        partition = event.message.partition
+        groups[partition].extend(
+            Message(r.value, topic=topic, partition=partition, offset=r.offset)
+            for r in event.message.value
         )
     return groups
 

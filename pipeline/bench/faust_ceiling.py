@@ -19,17 +19,18 @@ from pathlib import Path
 import faust
 
 from pipeline.config import Settings
-from pipeline.stream import faust_app, take_batches
+from pipeline.faust_delivery import RecordBatch
+from pipeline.stream import faust_app, records, take_batches
 
 
 def create_counting_app(settings: Settings, result: Path, expected: int) -> faust.App:
     app, events_topic = faust_app(settings)
 
     @app.agent(events_topic)
-    async def count(stream: faust.StreamT[bytes]) -> None:
+    async def count(stream: faust.StreamT[RecordBatch]) -> None:
         seen, first_count, first_done = 0, 0, 0.0
         async for batch in take_batches(stream):
-            seen += len(batch)
+            seen += records(batch)
             if not first_done:
                 first_count, first_done = seen, time.perf_counter()
             if seen >= expected and not result.exists():

@@ -26,7 +26,7 @@ def _worker_bound(r: BenchReport) -> str:
     if r.faust is not None:
         parts.append(
             f"Faust alone hands the worker's app {fmt_rate(r.faust.events_per_s)} (a counting "
-            "agent, one message at a time into the batches)"
+            "agent, one message per partition and fetch)"
         )
     if r.replay is not None:
         parts.append(
@@ -37,7 +37,7 @@ def _worker_bound(r: BenchReport) -> str:
     return (
         "bounded by the worker process's own work per event on one core (the engine step, "
         "then per batch and partition the ClickHouse write and flush and the engine snapshot, "
-        "and Faust's per-message handling), not by the broker" + (f": {where}" if where else "")
+        "and Faust's handling of each fetch), not by the broker" + (f": {where}" if where else "")
     )
 
 
