@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime
 
 from pipeline.detectors import EntityMinute, MinuteView
 from pipeline.metrics import WINDOW_S, WindowTotals
-
-ENTITY_TYPES = ("api_key", "tenant", "model", "route", "server")
 
 
 def build_minute_view(
@@ -31,36 +30,64 @@ def build_minute_view(
     """
     start = datetime.fromtimestamp(minute, UTC)
     end = datetime.fromtimestamp(minute + WINDOW_S if end_s is None else end_s, UTC)
-    by_type: dict[str, dict[str, EntityMinute]] = {t: {} for t in ENTITY_TYPES}
-    view = MinuteView(start, end, by_type, EntityMinute())
+    fleet = EntityMinute()
+    keys: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    tenants: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    models: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    routes: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    servers: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
+    tenant_of_key: dict[str, str] = {}
+    model_of_server: dict[str, str] = {}
     for (_, tenant, api_key, model, route, server), acc in groups:
-        part = EntityMinute(
-            requests=acc.requests,
-            prompt_tokens=acc.prompt_tokens,
-            generated_tokens=acc.completion_tokens + acc.reasoning_tokens,
-            reasoning_tokens=acc.reasoning_tokens,
-            passes=acc.passes,
-            token_passes=acc.token_passes,
-            gpu_ms=acc.gpu_ms,
-            runaway=acc.truncated + acc.timeouts,
-            confidence_sum=acc.confidence_sum,
-            confidence_count=acc.confidence_count,
+        buckets = (
+            fleet,
+            keys[api_key],
+            tenants[tenant],
+            models[model],
+            routes[route],
+            servers[server],
+            pairs[(api_key, model)],
         )
-        view.fleet.add(part)
-        for entity_type, entity_id in zip(
-            ENTITY_TYPES, (api_key, tenant, model, route, server), strict=True
-        ):
-            bucket = by_type[entity_type].get(entity_id)
-            if bucket is None:
-                bucket = by_type[entity_type][entity_id] = EntityMinute()
-            bucket.add(part)
-        pair = view.key_model.get((api_key, model))
-        if pair is None:
-            pair = view.key_model[(api_key, model)] = EntityMinute()
-        pair.add(part)
-        view.tenant_of_key[api_key] = tenant
-        view.model_of_server[server] = model
-    return view
+        _add_totals(buckets, acc)
+        tenant_of_key[api_key] = tenant
+        model_of_server[server] = model
+    # plain dicts for the detectors: looking up an entity the minute lacks must not add it
+    by_type = {
+        "api_key": dict(keys),
+        "tenant": dict(tenants),
+        "model": dict(models),
+        "route": dict(routes),
+        "server": dict(servers),
+    }
+    return MinuteView(
+        start, end, by_type, fleet, tenant_of_key, model_of_server, key_model=dict(pairs)
+    )
+
+
+def _add_totals(buckets: tuple[EntityMinute, ...], acc: WindowTotals) -> None:
+    """Add one window group's sums to each of ``buckets``.
+
+    A group counts towards several entities (its key, tenant, model, ...): its sums are read
+    once, rather than copied into an :class:`EntityMinute` of its own first. Each bucket still
+    adds the groups in the same order, so its float sums are the same to the last bit.
+    """
+    requests, prompt_tokens, passes = acc.requests, acc.prompt_tokens, acc.passes
+    reasoning_tokens, token_passes, gpu_ms = acc.reasoning_tokens, acc.token_passes, acc.gpu_ms
+    generated_tokens = acc.completion_tokens + reasoning_tokens
+    runaway = acc.truncated + acc.timeouts
+    confidence_sum, confidence_count = acc.confidence_sum, acc.confidence_count
+    for bucket in buckets:
+        bucket.requests += requests
+        bucket.prompt_tokens += prompt_tokens
+        bucket.generated_tokens += generated_tokens
+        bucket.reasoning_tokens += reasoning_tokens
+        bucket.passes += passes
+        bucket.token_passes += token_passes
+        bucket.gpu_ms += gpu_ms
+        bucket.runaway += runaway
+        bucket.confidence_sum += confidence_sum
+        bucket.confidence_count += confidence_count
 
 
 def build_peek_view(
@@ -83,37 +110,27 @@ def build_peek_view(
     >>> view.entities("model") == full.entities("model"), sorted(view.by_type)
     (True, ['api_key', 'model', 'tenant'])
     """
-    parts: dict[tuple[str, str, str], EntityMinute] = {}
+    parts: defaultdict[tuple[str, str, str], EntityMinute] = defaultdict(EntityMinute)
     for (_, tenant, api_key, model, _, _), acc in groups:
-        part = parts.get((tenant, api_key, model))
-        if part is None:
-            part = parts[(tenant, api_key, model)] = EntityMinute()
-        part.requests += acc.requests
-        part.prompt_tokens += acc.prompt_tokens
-        part.generated_tokens += acc.completion_tokens + acc.reasoning_tokens
-        part.reasoning_tokens += acc.reasoning_tokens
-        part.passes += acc.passes
-        part.token_passes += acc.token_passes
-        part.gpu_ms += acc.gpu_ms
-        part.runaway += acc.truncated + acc.timeouts
-        part.confidence_sum += acc.confidence_sum
-        part.confidence_count += acc.confidence_count
-    start = datetime.fromtimestamp(minute, UTC)
-    keys: dict[str, EntityMinute] = {}
-    tenants: dict[str, EntityMinute] = {}
-    models: dict[str, EntityMinute] = {}
-    by_type = {"api_key": keys, "tenant": tenants, "model": models}
-    view = MinuteView(start, datetime.fromtimestamp(end_s, UTC), by_type, EntityMinute())
+        _add_totals((parts[(tenant, api_key, model)],), acc)
+    fleet = EntityMinute()
+    keys: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    tenants: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    models: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
+    tenant_of_key: dict[str, str] = {}
     for (tenant, api_key, model), part in parts.items():
-        view.fleet.add(part)
-        for bucket_of, entity_id in ((keys, api_key), (tenants, tenant), (models, model)):
-            bucket = bucket_of.get(entity_id)
-            if bucket is None:
-                bucket = bucket_of[entity_id] = EntityMinute()
+        for bucket in (
+            fleet,
+            keys[api_key],
+            tenants[tenant],
+            models[model],
+            pairs[(api_key, model)],
+        ):
             bucket.add(part)
-        pair = view.key_model.get((api_key, model))
-        if pair is None:
-            pair = view.key_model[(api_key, model)] = EntityMinute()
-        pair.add(part)
-        view.tenant_of_key[api_key] = tenant
-    return view
+        tenant_of_key[api_key] = tenant
+    # plain dicts, as in build_minute_view
+    by_type = {"api_key": dict(keys), "tenant": dict(tenants), "model": dict(models)}
+    start = datetime.fromtimestamp(minute, UTC)
+    end = datetime.fromtimestamp(end_s, UTC)
+    return MinuteView(start, end, by_type, fleet, tenant_of_key, key_model=dict(pairs))

@@ -242,16 +242,14 @@ class RequestNormDetector:
         for (slot_minute, key), acc in self._pending.items():
             if slot_minute != minute:
                 continue
-            horizon = self.horizons.get(key)
-            recent = horizon.peek(view.start, acc) if horizon else [(view.start, acc)]
-            offset = self.offsets.get(key)
-            best = self._best(recent, view.start, offset.get() if offset else 0.0)
+            best = self._peek_best(key, acc, view.start)
             if best is None or not self._alarming(best[0], best[1]):
                 found = self.cusum.peek(key, acc, view.start, fleet) if self.cusum else None
                 if found is not None:
                     findings.append(self._sequential_finding(key, found, view))
                 continue
             score, window, start = best
+            offset = self.offsets.get(key)
             usual_confidence = offset.confidence.get() if offset and offset.minutes else None
             findings.append(
                 self._finding(
@@ -259,6 +257,23 @@ class RequestNormDetector:
                 )
             )
         return findings
+
+    def _peek_best(
+        self, key: str, acc: KeyMinute, start: datetime
+    ) -> tuple[float, list[KeyMinute], datetime] | None:
+        """:meth:`_best` for a key's open minute so far, or None when no window could alarm.
+
+        A window alarms only with ``min_flagged`` outliers in it (:meth:`_alarming`); with fewer
+        in the key's whole horizon, scoring it is moot, and a peek learns nothing from the score.
+        Outliers are rare, so most keys skip the scoring at most peeks.
+        """
+        horizon = self.horizons.get(key)
+        held = horizon.recent if horizon else []
+        if acc.flagged + sum(m.flagged for _, m in held) < self.min_flagged:
+            return None
+        recent = horizon.peek(start, acc) if horizon else [(start, acc)]
+        offset = self.offsets.get(key)
+        return self._best(recent, start, offset.get() if offset else 0.0)
 
     def _fleet_residuals(self, minute: int) -> tuple[float, int]:
         """Sum and count of every key's residuals in ``minute`` (what all keys shared)."""

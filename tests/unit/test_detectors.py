@@ -28,6 +28,7 @@ from pipeline.detectors import (
     WindowDetector,
     default_detectors,
 )
+from pipeline.detectors.request_norm import KeyMinute
 from pipeline.engine import Engine
 from pipeline.minute_view import build_minute_view
 from tests.unit import streams
@@ -191,6 +192,7 @@ def test_catch_all_is_quiet_on_normal_and_benign_traffic() -> None:
 
 
 PEEKING = [c for c in CASES if isinstance(c.make(), PeekingDetector)]
+_REQUEST_NORM = ("reasoning_inflation", "pass_explosion")
 
 
 def test_the_minute_detectors_that_can_judge_part_of_a_minute_peek() -> None:
@@ -330,3 +332,32 @@ def test_the_sequential_test_is_quiet_on_shifts_everyone_shares(
     change: Callable[[], Change],
 ) -> None:
     assert run(_reasoning_detector(), change(), seed=4) == []
+
+
+@pytest.mark.parametrize("case", [c for c in PEEKING if c.name in _REQUEST_NORM], ids=str)
+def test_a_peek_leaves_out_only_keys_that_could_not_alarm(case: Case) -> None:
+    """A request-norm peek skips scoring keys with too few outliers in their horizon: scoring
+    them would not have alarmed either, and the signature still alerts."""
+    detector = cast(RequestNormDetector, case.make())
+    skipped, scored = 0, 0
+    peek_best = detector._peek_best
+
+    def checked(
+        key: str, acc: KeyMinute, start: datetime
+    ) -> tuple[float, list[KeyMinute], datetime] | None:
+        nonlocal skipped, scored
+        best = peek_best(key, acc, start)
+        horizon = detector.horizons.get(key)
+        recent = horizon.peek(start, acc) if horizon else [(start, acc)]
+        offset = detector.offsets.get(key)
+        full = detector._best(recent, start, offset.get() if offset else 0.0)
+        if best is None:
+            skipped += 1
+            assert full is None or not detector._alarming(full[0], full[1])
+        else:
+            scored += 1
+            assert best == full
+        return best
+
+    detector._peek_best = checked  # type: ignore[method-assign]
+    assert run(detector, case.signature()) and skipped and scored
