@@ -1,11 +1,11 @@
-"""Faust delivers each fetch to the agent as one message per partition, not one per record.
+"""Faust delivers fetched records to the agent as one message per partition, not one per record.
 
 Faust's consumer passes every fetched record, alone, through its drain loop, the conductor,
 the stream's buffer, the agent and the acknowledgement: about 40 µs per record here, as much
 as the engine's own work, and no tuning of fetch sizes or buffers changes that (a no-op agent
 received 4.5k–22k records/s whatever its settings). :class:`BatchDeliveryConsumer` makes one
-message of all the records a fetch returned for a partition (:class:`RecordBatch`) and passes
-that down the same path, with Faust's own flow control, rebalance checks and acknowledgements.
+message of all the records it fetched for a partition (:class:`RecordBatch`) and passes that
+down the same path, with Faust's own flow control, rebalance checks and acknowledgements.
 
 Acknowledging a batch message commits past its last record. Faust commits an offset once every
 offset before it is acknowledged or recorded as a gap (as it records the offsets of
@@ -20,6 +20,7 @@ agent (concurrency 1, ``take_events``) does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -34,7 +35,17 @@ RecordBatch = Sequence[Any]
 
 
 class BatchDeliveryConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, yielding one message per partition per fetch."""
+    """Faust's aiokafka consumer, yielding one message per partition per fetch.
+
+    Once caught up with the topic, fetches return a few records each, and a message per few
+    records would cost the agent a step (a ClickHouse write, a snapshot) per few records. So a
+    fetch of fewer than ``broker_max_poll_records`` records is held, and the next fetches
+    added to it, until they reach that many or :attr:`gather_s` has passed: what the broker's
+    ``fetch.min.bytes`` would do, which Faust does not expose. Behind the topic, a fetch
+    returns that many at once and is delivered at once.
+    """
+
+    gather_s: ClassVar[float] = 0.2
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, ConsumerMessage]]:
         """Like Faust's ``getmany``, but each partition's records come as one message.
@@ -42,23 +53,37 @@ class BatchDeliveryConsumer(faust_aiokafka.Consumer):
         As Faust does: nothing once stopping; while the flow is stopped (a rebalance), seek
         back to the committed offsets and deliver nothing; stop delivering when the flow stops
         or the group's generation changes meanwhile; deliver only active (or buffered)
-        partitions, noting each one's high-water mark for the monitor.
+        partitions, noting each one's high-water mark for the monitor. Records held from
+        before a generation change are dropped, as Faust drops the rest of a fetch then: the
+        new assignment seeks back to the committed offsets.
         """
-        records, active = await self._wait_next_records(timeout)
-        generation = self.app.consumer_generation_id
-        if records is None or self.should_stop:
-            return
-        if not self.flow_active:
-            try:
-                await self.perform_seek()
-            except Exception as exc:  # as Faust: the next assignment seeks again
-                self.log.warning("seeking back to the committed offsets failed: %r", exc)
-            return
-        for tp, batch in records.items():
+        limit = self.app.conf.broker_max_poll_records
+        held: dict[TP, list[Any]] = {}
+        count, generation, deadline = 0, None, 0.0
+        while True:
+            wait = max(0.0, deadline - time.monotonic()) if held else timeout
+            records, active = await self._wait_next_records(wait)
+            if records is None or self.should_stop:
+                return
+            if not self.flow_active:
+                try:
+                    await self.perform_seek()
+                except Exception as exc:  # as Faust: the next assignment seeks again
+                    self.log.warning("seeking back to the committed offsets failed: %r", exc)
+                return
+            if self.app.consumer_generation_id != generation:
+                held, count, generation = {}, 0, self.app.consumer_generation_id
+            for tp, batch in records.items():
+                if batch and (active is None or tp in active or tp in self._buffered_partitions):
+                    if not held:
+                        deadline = time.monotonic() + self.gather_s
+                    held.setdefault(tp, []).extend(batch)
+                    count += len(batch)
+            if not held or limit is None or count >= limit or time.monotonic() >= deadline:
+                break
+        for tp, batch in held.items():
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
-            if not batch or not (active is None or tp in active or tp in self._buffered_partitions):
-                continue
             self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
             await self._add_gap(tp, batch[0].offset, batch[-1].offset)
             yield tp, batch_message(tp, batch, generation)
