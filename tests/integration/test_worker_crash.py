@@ -61,7 +61,8 @@ def restart_and_count(
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    config = FleetConfig(tenants=6, rate=20.0, hours=1.0, seed=11, start=T0)
+    # long enough that a worker taking 20,000-event batches is still busy a few commits in
+    config = FleetConfig(tenants=6, rate=20.0, hours=3.0, seed=11, start=T0)
     events = [e for batch in simulate(config) for e in batch.to_events()]
     env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
