@@ -35,7 +35,7 @@ RecordBatch = Sequence[Any]
 
 
 class BatchDeliveryConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, yielding one message per partition per fetch.
+    """Faust's aiokafka consumer, yielding one message per partition of what it fetched.
 
     Once caught up with the topic, fetches return a few records each, and a message per few
     records would cost the agent a step (a ClickHouse write, a snapshot) per few records. So a
@@ -51,7 +51,8 @@ class BatchDeliveryConsumer(faust_aiokafka.Consumer):
         """Like Faust's ``getmany``, but each partition's records come as one message.
 
         As Faust does: nothing once stopping; while the flow is stopped (a rebalance), seek
-        back to the committed offsets and deliver nothing; stop delivering when the flow stops
+        back to the committed offsets and deliver nothing (held records are fetched again
+        from there); stop delivering when the flow stops
         or the group's generation changes meanwhile; deliver only active (or buffered)
         partitions, noting each one's high-water mark for the monitor. Records held from
         before a generation change are dropped, as Faust drops the rest of a fetch then: the
@@ -63,7 +64,7 @@ class BatchDeliveryConsumer(faust_aiokafka.Consumer):
         while True:
             wait = max(0.0, deadline - time.monotonic()) if held else timeout
             records, active = await self._wait_next_records(wait)
-            if records is None or self.should_stop:
+            if self.should_stop:
                 return
             if not self.flow_active:
                 try:
@@ -73,7 +74,7 @@ class BatchDeliveryConsumer(faust_aiokafka.Consumer):
                 return
             if self.app.consumer_generation_id != generation:
                 held, count, generation = {}, 0, self.app.consumer_generation_id
-            for tp, batch in records.items():
+            for tp, batch in (records or {}).items():
                 if batch and (active is None or tp in active or tp in self._buffered_partitions):
                     if not held:
                         deadline = time.monotonic() + self.gather_s

@@ -144,6 +144,27 @@ def test_records_held_across_a_rebalance_are_dropped() -> None:
     with_consumer(check, max_records=1_000)
 
 
+def test_records_held_when_the_flow_stops_are_dropped_and_the_consumer_seeks_back() -> None:
+    async def check(consumer: BatchDeliveryConsumer) -> None:
+        seeks: list[str] = []
+
+        async def seek() -> None:
+            seeks.append("seek")
+
+        def stop_flow_on_second_fetch() -> None:
+            consumer.flow_active = consumer.flow_active and not fetched
+            fetched.append(True)
+
+        fetched: list[bool] = []
+        consumer.perform_seek = seek  # type: ignore[method-assign]
+        broker = Broker({P0: records(P0, range(0, 3))}, {P0: records(P0, range(3, 5))})
+        broker.on_fetch = stop_flow_on_second_fetch  # a rebalance begins
+        assert await deliveries(consumer, broker) == []
+        assert seeks == ["seek"]
+
+    with_consumer(check, max_records=1_000)
+
+
 @pytest.mark.parametrize("committed", [None, 100], ids=["fresh group", "resumed partition"])
 def test_acknowledging_a_batch_commits_past_its_last_record(committed: int | None) -> None:
     start = committed or 0
