@@ -123,8 +123,6 @@ def batch_message(tp: TP, batch: RecordBatch, generation: int | None = None) -> 
         None,
         batch,  # type: ignore[arg-type]
         None,
-        serialized_key_size=0,
-        serialized_value_size=len(batch),
         tp=tp,
         generation_id=generation,
     )
