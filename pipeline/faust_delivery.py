@@ -15,7 +15,8 @@ delivered, so they count as acknowledged with the batch. Faust counts a gap once
 is acknowledged, so a partition's batches must be acknowledged in order, as the worker's one
 agent (concurrency 1, ``take_events``) does.
 
-:class:`RawBytes` hands the agent the message's value without a codec lookup.
+:class:`Undecoded` hands the agent a batch message's records as they are: no codec is looked up,
+and none would know what to do with a list of records.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ class BatchDeliveryTransport(faust_aiokafka.Transport):
     Consumer: ClassVar[type[faust_aiokafka.Consumer]] = BatchDeliveryConsumer
 
 
-class RawBytes(faust.Schema):
-    """Keys and values as the message holds them, without Faust's codec lookup per message."""
+class Undecoded(faust.Schema):
+    """Keys and values as the message holds them (a batch message's value is its records)."""
 
     def loads_key(self, app: Any, message: Any, **_: Any) -> Any:
         return message.key

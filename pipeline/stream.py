@@ -31,7 +31,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
-from pipeline.faust_delivery import RawBytes, RecordBatch, use_batch_delivery
+from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
 from pipeline.kafka_options import faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.webhook import WebhookNotifier
@@ -228,7 +228,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         datadir=str(settings.worker.data_dir / kafka.consumer_group),
     )
     use_batch_delivery(app)
-    events_topic = app.topic(kafka.events_topic, schema=RawBytes())
+    events_topic = app.topic(kafka.events_topic, schema=Undecoded())
     return app, events_topic
 
 
