@@ -21,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline.config import Settings
 from pipeline.events import AllocationEvent
 from pipeline.pricing import PriceTable
+from pipeline.storage import open_store
 from pipeline.storage import rows as R
 from pipeline.storage.errors import SinkUnavailable
 from pipeline.storage.faults import FlakyClient
@@ -153,3 +154,15 @@ def test_without_the_window_on_its_target_a_view_counts_a_retry_twice(
                  settings={"insert_deduplication_token": "t"})
     assert c.query("SELECT count(), sum(v) FROM src").result_rows[0] == (2, 3)
     assert c.query("SELECT sum(v) FROM dst").result_rows[0][0] == 6  # double counted
+
+
+def test_stored_event_ids_are_found_among_a_large_step(storage_settings: Settings) -> None:
+    """After a crash, the worker asks which of a step's events are already stored; a step can
+    hold tens of thousands of events (several 20,000-record fetches of one partition)."""
+    events = synthetic_events(50_000)
+    stored = events[::50]
+    with open_store(storage_settings) as store:
+        for event in stored:
+            store.sink.add_event(event)
+        store.flush()
+        assert store.stored_event_ids(events) == {e.event_id for e in stored}
