@@ -19,6 +19,7 @@ from pipeline.config import Settings
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
     from pipeline.embedded import OutputHandler
     from pipeline.simulate import FleetConfig
+    from pipeline.simulate.workloads import Workload
 
 app = typer.Typer(
     help="Watch LLM inference-time compute: telemetry, efficiency metrics and anomaly alerts.",
@@ -127,6 +128,24 @@ Hours = Annotated[float, typer.Option(min=0.001, help="Hours of event time to si
 Rate = Annotated[float, typer.Option(min=0.001, help="Fleet-wide mean requests per second.")]
 Seed = Annotated[int, typer.Option(min=0, help="Random seed (same seed, same traffic).")]
 Tenants = Annotated[int, typer.Option(min=1, help="Number of tenants in the fleet.")]
+WorkloadHours = Annotated[
+    float | None,
+    typer.Option(min=0.001, help="Hours of event time (default: the workload's: 24, trace 12)."),
+]
+WorkloadRate = Annotated[
+    float | None,
+    typer.Option(min=0.001, help="Fleet-wide mean requests per second (default 25)."),
+]
+WorkloadTenants = Annotated[
+    int | None, typer.Option(min=1, help="Tenants in the fleet (default: 30, bursty 60).")
+]
+Arrivals = Annotated[
+    Path | None,
+    typer.Option(
+        help="Drive arrivals and token counts by this recorded trace (Mooncake JSON lines, or "
+        "CSV timestamp,prompt_tokens,completion_tokens), looped to --hours: the trace workload."
+    ),
+]
 
 
 def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> FleetConfig:
@@ -135,12 +154,50 @@ def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> FleetCon
     return FleetConfig(hours=hours, rate=rate, seed=seed, tenants=tenants)
 
 
+def choose_workloads(names: list[str], arrivals: Path | None) -> list[Workload]:
+    """The workloads named (``all`` for every built-in one); ``--arrivals`` replaces ``trace``."""
+    from pipeline.simulate.arrivals import TraceError, load_trace
+    from pipeline.simulate.workloads import WORKLOADS, Workload
+
+    if arrivals is not None:
+        try:
+            load_trace(existing_file(arrivals, "arrivals"))
+        except TraceError as exc:
+            fail(str(exc))
+        if not names:
+            return [Workload.from_trace(arrivals)]
+    wanted = list(WORKLOADS) if "all" in names else names
+    unknown = [n for n in wanted if n not in WORKLOADS]
+    if unknown:
+        fail(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)} or all")
+    chosen = [WORKLOADS[n] for n in dict.fromkeys(wanted)]
+    if arrivals is not None:
+        chosen = [Workload.from_trace(arrivals) if w.name == "trace" else w for w in chosen]
+    return chosen
+
+
+def workload_config(
+    workload: Workload, hours: float | None, rate: float | None, seed: int, tenants: int | None
+) -> FleetConfig:
+    """The fleet for ``workload``, with the flags given over its defaults."""
+    return fleet_config(
+        hours if hours is not None else workload.hours,
+        rate if rate is not None else workload.rate,
+        seed,
+        tenants if tenants is not None else workload.tenants,
+    )
+
+
 @app.command()
 def simulate(
-    hours: Hours = 24.0,
-    rate: Rate = 25.0,
+    hours: WorkloadHours = None,
+    rate: WorkloadRate = None,
     seed: Seed = 0,
-    tenants: Tenants = 30,
+    tenants: WorkloadTenants = None,
+    workload: Annotated[
+        str, typer.Option(help="Traffic shape: default (smooth), bursty, or trace.")
+    ] = "default",
+    arrivals: Arrivals = None,
     out: Annotated[
         Path | None, typer.Option(help="Fast-forward to this JSONL file (else: send to Kafka).")
     ] = None,
@@ -158,10 +215,12 @@ def simulate(
     """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
     from pipeline.feeds import simulate_to_files, simulate_to_kafka
 
-    config = fleet_config(hours, rate, seed, tenants)
+    names = [workload] if arrivals is None or workload != "default" else []
+    (chosen,) = choose_workloads(names, arrivals)
+    config = workload_config(chosen, hours, rate, seed, tenants)
     if out is not None:
         try:
-            count = simulate_to_files(config, out, labels, incidents)
+            count = simulate_to_files(config, out, labels, incidents, chosen)
         except ValueError as exc:
             fail(f"{exc} (use more --hours, or --no-incidents)")
         typer.echo(
@@ -177,6 +236,7 @@ def simulate(
         realtime=not fast_forward,
         incidents=incidents,
         progress=lambda n: typer.echo(f"sent {n} events", err=True),
+        workload=chosen,
     )
     typer.echo(f"sent {sent} events to {settings.kafka.events_topic}")
 
@@ -189,9 +249,17 @@ def evaluate(
         list[int] | None,
         typer.Option(help="Without --events: simulate the default suite with this seed (repeat)."),
     ] = None,
-    hours: Hours = 24.0,
-    rate: Rate = 25.0,
-    tenants: Tenants = 30,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Without --events: default, bursty, trace or all (repeat; default all), each "
+            "reported on its own table."
+        ),
+    ] = None,
+    arrivals: Arrivals = None,
+    hours: WorkloadHours = None,
+    rate: WorkloadRate = None,
+    tenants: WorkloadTenants = None,
 ) -> None:
     """Score the detectors against labelled incidents: per-kind detection, delay, precision."""
     from pipeline.feeds import evaluate_files, evaluate_suite
@@ -206,13 +274,16 @@ def evaluate(
         typer.echo(line)
         typer.echo(report.table())
         return
-    for s in seed or [0]:
-        report, line = evaluate_suite(fleet_config(hours, rate, s, tenants), settings)
-        typer.echo(
-            f"\n### default suite, seed {s}, {hours:g} h, {tenants} tenants, {rate:g} req/s\n"
-        )
-        typer.echo(report.table())
-        typer.echo(f"\n({line})")
+    for chosen in choose_workloads(workload or ([] if arrivals else ["all"]), arrivals):
+        for s in seed or [0]:
+            config = workload_config(chosen, hours, rate, s, tenants)
+            report, line = evaluate_suite(config, settings, chosen)
+            typer.echo(
+                f"\n### {chosen.name} workload, seed {s}, {config.hours:g} h, {config.tenants} "
+                f"tenants, {config.rate:g} req/s\n"
+            )
+            typer.echo(report.table())
+            typer.echo(f"\n({line})")
 
 
 @app.command()

@@ -20,6 +20,8 @@ from pipeline.engine import Engine, StepOutput
 from pipeline.evaluation import Report, evaluate
 from pipeline.events import AllocationEvent
 from pipeline.simulate import (
+    EventBatch,
+    Fleet,
     FleetConfig,
     Incident,
     Scenario,
@@ -32,33 +34,54 @@ from pipeline.simulate import (
     simulate,
     write_jsonl,
 )
+from pipeline.simulate.workloads import WORKLOADS, Workload
+
+DEFAULT_WORKLOAD = WORKLOADS["default"]
 
 log = logging.getLogger(__name__)
 
 
-def scenarios_for(config: FleetConfig, incidents: bool) -> tuple[list[Scenario], list[Incident]]:
+def scenarios_for(
+    config: FleetConfig, incidents: bool, fleet: Fleet | None = None
+) -> tuple[list[Scenario], list[Incident]]:
     """The default suite placed on ``config``'s fleet (or nothing), and its labels."""
     if not incidents:
         return [], []
-    fleet = build_fleet(config)
+    fleet = fleet or build_fleet(config)
     suite = default_suite(config, fleet=fleet)
     return suite, labels_for(suite, fleet)
 
 
+def simulate_batches(
+    config: FleetConfig, incidents: bool = True, workload: Workload = DEFAULT_WORKLOAD
+) -> tuple[Iterator[EventBatch], list[Incident]]:
+    """The ``workload``'s traffic on ``config``'s fleet with the default suite (or none)."""
+    fleet = build_fleet(config)
+    suite, labels = scenarios_for(config, incidents, fleet)
+    arrivals = workload.arrivals(fleet)
+    return simulate(config, suite, fleet=fleet, arrivals=arrivals), labels
+
+
 def simulate_to_files(
-    config: FleetConfig, out: Path, labels: Path | None, incidents: bool = True
+    config: FleetConfig,
+    out: Path,
+    labels: Path | None,
+    incidents: bool = True,
+    workload: Workload = DEFAULT_WORKLOAD,
 ) -> int:
     """Fast-forward ``config`` to a JSONL file (and the labels file); return the event count."""
-    suite, incident_labels = scenarios_for(config, incidents)
-    count = write_jsonl(out, simulate(config, suite))
+    batches, incident_labels = simulate_batches(config, incidents, workload)
+    count = write_jsonl(out, batches)
     if labels is not None:
         save_labels(labels, incident_labels)
     return count
 
 
-def simulated_events(config: FleetConfig, incidents: bool = True) -> Iterator[AllocationEvent]:
-    suite, _ = scenarios_for(config, incidents)
-    for batch in simulate(config, suite):
+def simulated_events(
+    config: FleetConfig, incidents: bool = True, workload: Workload = DEFAULT_WORKLOAD
+) -> Iterator[AllocationEvent]:
+    batches, _ = simulate_batches(config, incidents, workload)
+    for batch in batches:
         yield from batch.to_events()
 
 
@@ -69,13 +92,14 @@ def simulate_to_kafka(
     realtime: bool,
     incidents: bool = True,
     progress: Callable[[int], None] | None = None,
+    workload: Workload = DEFAULT_WORKLOAD,
 ) -> int:
     """Send simulated events to the events topic, paced at ``config.rate``/s when ``realtime``."""
     from pipeline.producer import TelemetryEmitter
 
     if realtime:
         config = replace(config, start=datetime.now(UTC).replace(microsecond=0))
-    events = simulated_events(config, incidents)
+    events = simulated_events(config, incidents, workload)
     stream = paced(events, config.rate) if realtime else events
     sent = 0
     with TelemetryEmitter(settings.kafka) as emitter:
@@ -99,11 +123,13 @@ def evaluate_files(events: Path, labels: Path, settings: Settings) -> tuple[Repo
     return evaluate(alerts, load_labels(labels)), summary.line()
 
 
-def evaluate_suite(config: FleetConfig, settings: Settings) -> tuple[Report, str]:
-    """Simulate the default suite on ``config`` into a temporary folder and evaluate it."""
+def evaluate_suite(
+    config: FleetConfig, settings: Settings, workload: Workload = DEFAULT_WORKLOAD
+) -> tuple[Report, str]:
+    """Simulate the default suite on ``workload`` into a temporary folder and evaluate it."""
     with tempfile.TemporaryDirectory(prefix="computewatch-eval-") as tmp:
         events, labels = Path(tmp) / "events.jsonl", Path(tmp) / "labels.json"
-        simulate_to_files(config, events, labels)
+        simulate_to_files(config, events, labels, workload=workload)
         return evaluate_files(events, labels, settings)
 
 

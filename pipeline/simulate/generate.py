@@ -1,6 +1,7 @@
 """Fast-forward generation: the fleet's traffic, chunk by chunk, with scenarios applied.
 
-Each chunk of ``config.chunk_seconds`` draws Poisson arrivals per api key from its daily cycle,
+Each chunk of ``config.chunk_seconds`` draws arrivals from an arrival model (by default Poisson
+per api key under its daily cycle; bursty or trace-driven in :mod:`pipeline.simulate.arrivals`),
 lets scenarios add or thin arrivals, realises all requests column-wise, and sorts them by event
 time. Randomness comes only from ``config.seed``: chunk ``c`` uses the stream ``[seed, 1, c]``
 and a scenario its own stream ``[seed, 2, c, tag]``, so the same config and scenarios give the
@@ -27,6 +28,7 @@ import msgspec
 import numpy as np
 
 from pipeline.events import AllocationEvent
+from pipeline.simulate.arrivals import ArrivalModel, PoissonArrivals
 from pipeline.simulate.encode import FIELDS, encode_jsonl, wire_columns
 from pipeline.simulate.fleet import Fleet, FleetConfig, build_fleet
 from pipeline.simulate.router import Router
@@ -82,6 +84,7 @@ def simulate(
     *,
     fleet: Fleet | None = None,
     router: Router | None = None,
+    arrivals: ArrivalModel | None = None,
 ) -> Iterator[EventBatch]:
     """Fast-forward ``config.hours`` of fleet traffic with ``scenarios``, one batch per chunk.
 
@@ -93,6 +96,8 @@ def simulate(
         Scenarios to apply (any number, composed in order); they name entities of ``fleet``.
     fleet, router
         Default to ``build_fleet(config)`` and ``Router()``.
+    arrivals
+        When requests arrive (default :class:`PoissonArrivals`).
 
     Returns
     -------
@@ -108,10 +113,11 @@ def simulate(
     """
     fleet = fleet or build_fleet(config)
     router = router or Router()
+    arrivals = arrivals or PoissonArrivals()
     step = config.chunk_seconds * 1000
     for chunk, t0 in enumerate(range(config.start_ms, config.end_ms, step)):
         t1 = min(t0 + step, config.end_ms)
-        block = _chunk(config, fleet, router, scenarios, chunk, (t0, t1))
+        block = _chunk(config, fleet, router, arrivals, scenarios, chunk, (t0, t1))
         if len(block):
             yield EventBatch(block, fleet, router)
 
@@ -129,6 +135,7 @@ def _chunk(
     config: FleetConfig,
     fleet: Fleet,
     router: Router,
+    arrivals: ArrivalModel,
     scenarios: Sequence[Scenario],
     chunk: int,
     span: tuple[int, int],
@@ -140,10 +147,8 @@ def _chunk(
         for s in scenarios
         if s.affects(t0, t1)
     ]
-    counts = rng.poisson(fleet.key_rates((t0 + t1) / 2) * (t1 - t0) / 1000.0)
-    keys = np.repeat(np.arange(len(counts)), counts)
-    ts = t0 + np.floor(rng.random(len(keys)) * (t1 - t0)).astype(np.int64)
-    blocks = [draw_block(rng, keys, ts, fleet)]
+    drawn = arrivals.draw(rng, fleet, t0, t1)
+    blocks = [draw_block(rng, drawn.keys, drawn.ts, fleet, (drawn.prompt, drawn.completion))]
     for scenario, ctx in active:
         extra_keys, extra_ts = scenario.extra_arrivals(ctx, t0, t1)
         if len(extra_keys):

@@ -62,7 +62,9 @@ class Block:
 
     ``eff_reasoning`` / ``eff_passes`` are the compute that actually helps the answer (decoy
     reasoning and runaway passes do not); ``forced`` is a status a scenario imposes (or -1);
-    ``slowdown`` multiplies a request's GPU-ms and decode time. NaN means null.
+    ``slowdown`` multiplies a request's GPU-ms and decode time. ``given_prompt`` and
+    ``given_completion`` are token counts a recorded trace fixed (NaN: drawn by the model).
+    NaN means null.
     """
 
     ts: IntArray
@@ -71,6 +73,8 @@ class Block:
     z: FloatArray
     u: FloatArray
     uid: NDArray[np.uint8]
+    given_prompt: FloatArray
+    given_completion: FloatArray
     model: IntArray = field(default_factory=_i)
     server: IntArray = field(default_factory=_i)
     prompt: IntArray = field(default_factory=_i)
@@ -119,9 +123,17 @@ class Block:
         return Block(**out)
 
 
-def draw_block(rng: np.random.Generator, key: IntArray, ts: IntArray, fleet: Fleet) -> Block:
-    """Arrivals (api key index and epoch-ms time per request) plus all their noise and ids."""
+def draw_block(
+    rng: np.random.Generator,
+    key: IntArray,
+    ts: IntArray,
+    fleet: Fleet,
+    tokens: tuple[FloatArray, FloatArray] | None = None,
+) -> Block:
+    """Arrivals (api key index and epoch-ms time per request) plus all their noise and ids;
+    ``tokens`` are the (prompt, completion) counts a trace fixed (NaN where it did not)."""
     n = len(key)
+    unknown = np.full(n, np.nan)
     uid = np.frombuffer(rng.bytes(16 * n), dtype=np.uint8).reshape(n, 16)
     key = np.asarray(key, dtype=np.int64)
     return Block(
@@ -131,6 +143,8 @@ def draw_block(rng: np.random.Generator, key: IntArray, ts: IntArray, fleet: Fle
         z=rng.standard_normal((N_Z, n)),
         u=rng.random((N_U, n)),
         uid=uid,
+        given_prompt=unknown if tokens is None else tokens[0],
+        given_completion=unknown.copy() if tokens is None else tokens[1],
     )
 
 
@@ -161,7 +175,8 @@ def _assign(b: Block, fleet: Fleet) -> None:
     b.server = a.model_first_server[b.model] + (b.u[U_SERVER] * a.model_servers[b.model]).astype(
         np.int64
     )
-    b.prompt = np.round(a.tenant_prompt[b.tenant] * np.exp(0.6 * b.z[Z_PROMPT])).astype(np.int64)
+    drawn = np.round(a.tenant_prompt[b.tenant] * np.exp(0.6 * b.z[Z_PROMPT]))
+    b.prompt = np.where(np.isnan(b.given_prompt), drawn, b.given_prompt).astype(np.int64)
     logit = a.tenant_difficulty_logit[b.tenant] + 0.9 * b.z[Z_DIFFICULTY]
     b.difficulty = np.round(1.0 / (1.0 + np.exp(-logit)), 3)
 
@@ -173,7 +188,8 @@ def _tokens(b: Block, fleet: Fleet) -> None:
     share = (0.05 + 0.22 * b.difficulty) * np.exp(0.45 * b.z[Z_REASONING] - 0.1) * struggle
     b.reasoning = np.floor(a.model_reasoning[b.model] * b.budget * share)
     b.eff_reasoning = b.reasoning.copy()
-    b.completion = np.floor(a.tenant_completion[b.tenant] * np.exp(0.5 * b.z[Z_COMPLETION]))
+    drawn = np.floor(a.tenant_completion[b.tenant] * np.exp(0.5 * b.z[Z_COMPLETION]))
+    b.completion = np.where(np.isnan(b.given_completion), drawn, b.given_completion)
     b.forced = np.full(len(b), NOT_FORCED, dtype=np.int64)
 
 
