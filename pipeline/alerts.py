@@ -64,20 +64,51 @@ def alert_id_for(kind: str, entity_type: str, entity_id: str, detected_at: datet
     return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 
 
-def grade(score: float, threshold: float) -> Severity:
-    """Severity from how far ``score`` is past ``threshold`` (1x low ... 4x critical).
+MAGNITUDE_STEPS: Final = (2.0, 4.0, 8.0)
+"""Times the entity's own normal at which a finding is medium, high, critical by magnitude."""
+SCORE_STEPS: Final = (1.5, 2.5, 4.0)
+"""Times its threshold at which a score is medium, high, critical by certainty."""
+STAKE_STEPS: Final = (0.001, 0.01, 0.05)
+"""Share of the fleet's compute at stake at which a finding's stake is small, large, huge."""
+
+
+def _step(value: float, steps: tuple[float, float, float]) -> int:
+    return sum(value >= s for s in steps)
+
+
+def grade(
+    score: float, threshold: float, magnitude: float = 1.0, stake: float | None = None
+) -> Severity:
+    """Severity: how unusual the finding is for its entity, tempered by what is at stake.
+
+    *Unusual* is the larger of its certainty (``score`` at 1.5x, 2.5x, 4x ``threshold``) and
+    its ``magnitude`` (2x, 4x, 8x the entity's own normal): low, medium, high, critical. The
+    ``stake`` (share of the fleet's compute beyond normal: under 0.1 %, 0.1 %, 1 %, 5 %) then
+    caps it at the mean of the two steps rounded up, so a sure finding about a trickle of
+    compute is at most medium, and a large stake never makes a marginal finding louder than
+    it is. Without a stake the finding is graded by how unusual it is.
 
     >>> [grade(s, 2.0) for s in (2.0, 3.5, 5.0, 9.0)]
     ['low', 'medium', 'high', 'critical']
+    >>> grade(2.0, 2.0, magnitude=12.0), grade(2.0, 2.0, magnitude=12.0, stake=0.0002)
+    ('critical', 'high')
+    >>> grade(2.1, 2.0, magnitude=1.2, stake=0.3)
+    'low'
     """
-    ratio = score / threshold if threshold > 0 else float("inf")
-    if ratio >= 4:
-        return "critical"
-    if ratio >= 2.5:
-        return "high"
-    if ratio >= 1.5:
-        return "medium"
-    return "low"
+    certainty = _step(score / threshold, SCORE_STEPS) if threshold > 0 else 3
+    unusual = max(certainty, _step(magnitude, MAGNITUDE_STEPS))
+    if stake is not None:
+        unusual = min(unusual, -(-(unusual + _step(stake, STAKE_STEPS)) // 2))
+    return SEVERITIES[unusual]  # type: ignore[return-value]
+
+
+def at_least(severity: str, minimum: str) -> bool:
+    """Whether ``severity`` is ``minimum`` or above.
+
+    >>> at_least("high", "medium"), at_least("low", "medium")
+    (True, False)
+    """
+    return SEVERITIES.index(severity) >= SEVERITIES.index(minimum)
 
 
 class CooldownGate:

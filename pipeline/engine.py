@@ -511,7 +511,7 @@ def to_alert(finding: Finding, detected_at: datetime) -> Alert:
         window_end=finding.window_end,
         detected_at=detected_at,
         score=round(finding.score, 4),
-        severity=grade(finding.score, finding.threshold),
+        severity=grade(finding.score, finding.threshold, finding.magnitude, finding.stake),
         summary=finding.summary,
         evidence={k: Evidence(value=v, baseline=b) for k, (v, b) in finding.evidence.items()},
         event_count=finding.event_count,

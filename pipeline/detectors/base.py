@@ -104,7 +104,14 @@ class MinuteView:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A detector's verdict on one entity, before cooldown and grading."""
+    """A detector's verdict on one entity, before cooldown and grading.
+
+    ``score`` past ``threshold`` says the finding is statistically sure; ``magnitude`` says how
+    far from the entity's own normal it is (how many times its usual level or spread, >= 1);
+    ``stake`` is the compute at stake: the share of the fleet's GPU time (or requests) in the
+    window that the finding accounts for beyond normal, or None where a detector cannot tell.
+    :func:`pipeline.alerts.grade` turns the three into a severity.
+    """
 
     kind: str
     entity_type: str
@@ -116,6 +123,8 @@ class Finding:
     summary: str
     evidence: dict[str, tuple[float, float]]
     event_count: int
+    magnitude: float = 1.0
+    stake: float | None = None
 
 
 class WindowDetector(Protocol):
