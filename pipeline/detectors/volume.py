@@ -1,14 +1,32 @@
-"""Volume spikes (leaked keys, denial of wallet): request and GPU-ms rate against baseline.
+"""Volume spikes (leaked keys, denial of wallet): an entity's traffic against its *own* normal.
 
 Each api key's and tenant's *share of fleet traffic* is learned online. The share is what
 makes the baseline seasonal without a calendar: the daily peak lifts every entity alike and
-leaves shares unchanged, while a leaked key's share jumps. A new entity is in warm-up until
-it has been seen for ``warm_up`` minutes, so a tenant ramping up is learned, not paged.
+leaves shares unchanged, while a leaked key's share jumps.
 
+Real traffic is not Poisson: batch jobs, CI runs and agents send in bursts, and some of those
+come back at the same minutes of every hour. So each entity is judged against its own
+variability, learned from its own history:
+
+* **spread** — per horizon (1, 2 and 5 minutes, and an exponentially weighted ~15 minutes), the
+  mean and standard deviation of ``log((count + 1) / (expected + 1))`` over its own past
+  minutes. In log space a heavy-tailed burst is compressed, so the same z-score works for a
+  smooth key (a 3x minute is far out) and for a bursty tenant (whose 3x bursts are inside its
+  normal, while a lasting 3x still stands out over 15 minutes);
+* **recurring bursts** — a sparse memory of the minutes of the hour at which it usually runs
+  above its share (learned per hour, ±1 minute), which raise what is expected there;
+* **its level** follows its minutes that do not alarm, each counted for at most ``min_ratio``
+  times the level once the entity has been seen for two hours: a new tenant's ramp is learned
+  rather than paged, while a spike of an established entity barely moves the level it is
+  measured against.
+
+A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
+in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
+adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too.
 The fleet total a share is taken of is winsorised by tenant (:func:`robust_fleet`): each tenant
 counts for at most ``TENANT_CAP`` times the median tenant, so one tenant flooding the stream
-(or spiking) cannot dilute every other entity's share, hide their spikes while it lasts and
-page on them when it stops.
+cannot dilute every other entity's share, hide their spikes while it lasts and page on them when
+it stops.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -23,10 +41,20 @@ page on them when it stops.
 False
 >>> det.observe_minute(minute(90, 200))[0].kind
 'volume_spike'
+
+A key whose traffic always comes in bursts is judged against them:
+
+>>> import random
+>>> rng = random.Random(42)
+>>> bursty = VolumeDetector(entity_types=("api_key",))
+>>> counts = [round(20 * rng.gammavariate(1.0, 1.0)) for _ in range(240)]
+>>> sum(bool(bursty.observe_minute(minute(i, c))) for i, c in enumerate(counts))
+0
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from statistics import median
 from typing import Final
@@ -43,22 +71,68 @@ from pipeline.detectors.base import (
 from pipeline.detectors.baseline import EWBaseline
 
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
+LONG_MINUTES: Final = 15  # the exponentially weighted long horizon
+SPREAD_FADING: Final = 0.02  # the spread follows about the last 50 minutes
+SPREAD_PRIOR: Final = (1.0, 60)  # the spread starts at 1 (a factor e), fading out over 60 min
+MIN_SPREAD: Final = 0.05
+SUSPECT_Z: Final = 3.0  # a window this far out teaches neither the level nor the spread
+YOUNG_MINUTES: Final = 120  # an entity seen for less than this follows its own ramp
+SLOT_MIN_EXCESS: Final = math.log(1.5)  # a minute this far above share feeds the burst memory
+SLOT_MIN_SURPRISE: Final = 2.0  # ... and this surprising to counting noise (decades)
+SLOT_LEARN: Final = 0.5  # how fast the memory of a minute of the hour follows (per hour)
+SLOT_MAX: Final = 20  # minutes of the hour remembered per entity at most
+
+# A window: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor) of one minute
+Sums = tuple[float, float, float, float, float]
 
 
 class _ShareState:
-    __slots__ = ("gpu_share", "horizon", "share")
+    __slots__ = ("age", "gpu_share", "horizon", "long", "mean", "seen", "share", "slots", "var")
 
-    def __init__(self, minutes: int, warm_up: int) -> None:
-        self.horizon = Horizon[tuple[EntityMinute, EntityMinute]](minutes)
+    def __init__(self, minutes: int, warm_up: int, horizons: int) -> None:
+        self.horizon = Horizon[Sums](minutes)
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
+        self.mean = [0.0] * (horizons + 1)  # log excess per short horizon, then the long one
+        self.var = [0.0] * (horizons + 1)
+        self.seen = 0  # minutes of spread learned
+        self.age = 0  # minutes in which the entity was seen
+        self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
+        # minute of the hour -> (usual log excess, the hour it was last learned in)
+        self.slots: dict[int, tuple[float, int]] = {}
+
+    def spread(self, index: int) -> float:
+        """The learned standard deviation of a horizon's log excess, plus
+        :data:`SPREAD_PRIOR` fading out while it is young."""
+        prior, minutes = SPREAD_PRIOR
+        learned = math.sqrt(max(self.var[index], 0.0))
+        return max(MIN_SPREAD, learned + prior * max(0.0, 1.0 - self.seen / minutes))
+
+    def z(self, index: int, observed: float, expected: float) -> float:
+        """How many of its own spreads this window's log excess is above its usual one."""
+        excess = math.log((observed + 1.0) / (expected + 1.0))
+        return (excess - self.mean[index]) / self.spread(index)
+
+    def season(self, start: datetime) -> float:
+        """How many times its share the entity usually sends at this minute of the hour, from
+        the bursts of earlier hours (±1 minute)."""
+        slots = self.slots
+        if not slots:
+            return 1.0
+        hour = _hour(start)
+        excess = 0.0
+        for d in (-1, 0, 1):
+            value, learned = slots.get((start.minute + d) % 60, (0.0, hour))
+            if learned < hour:
+                excess = max(excess, value)
+        return math.exp(excess)
 
 
 class VolumeDetector:
     def __init__(
         self,
         entity_types: tuple[str, ...] = ("api_key", "tenant"),
-        horizons_min: tuple[int, ...] = (2, 5),
+        horizons_min: tuple[int, ...] = (1, 2, 5),
         warm_up: int = 30,
         score_floor: float = 8.0,
         min_ratio: float = 2.0,
@@ -114,81 +188,172 @@ class VolumeDetector:
             if found is None or not found.share.warm:
                 return None
             state = found
-            recent = state.horizon.peek(view.start, (minute, fleet))
+            sums = _sums(minute, fleet, state.season(view.start))
+            recent = state.horizon.peek(view.start, sums)
         else:
             state = self.states.get_or_create(
-                name, lambda: _ShareState(max(self.horizons_min), self.warm_up)
+                name,
+                lambda: _ShareState(max(self.horizons_min), self.warm_up, len(self.horizons_min)),
             )
-            state.horizon.push(view.start, (minute, fleet))
+            sums = _sums(minute, fleet, state.season(view.start))
+            state.horizon.push(view.start, sums)
             recent = list(state.horizon.recent)
             if not state.share.warm:
-                self._learn(state, minute, fleet)
+                self._learn(state, recent, view.start, alarming=False)
                 return None
-        best = max(
-            (self._score(state, recent, view, minutes) for minutes in self.horizons_min),
-            key=lambda scored: scored[0],
-        )
-        score, observed, expected, observed_gpu, expected_gpu, minutes = best
+        windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
+        if not peek:
+            windows.append(self._long_window(state, sums))
+        scored = [(self._score(state, i, w), i, w) for i, w in enumerate(windows)]
+        score, index, window = max(scored, key=lambda s: s[0])
+        observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
         ratio = observed / expected if expected > 0 else float("inf")
         gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
         if not peek:
             self.threshold.update(score)
         threshold = self.threshold.value
-        if score < threshold or ratio < self.min_ratio or gpu_ratio < self.min_ratio / 2:
-            if ratio < self.min_ratio and not peek:  # a spike must not teach its baseline
-                self._learn(state, minute, fleet)
+        alarming = (
+            score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
+        )
+        if not peek:
+            self._learn(state, recent, view.start, alarming=alarming)
+        if not alarming:
             return None
         label = entity_type.replace("_", " ")
+        usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
+        usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
         summary = (
-            f"{label} {entity_id} sent {observed} requests using {observed_gpu / 1000:,.0f} GPU-s "
-            f"in {minutes} min, {ratio:.1f}x its usual share of fleet traffic "
-            f"({expected:,.0f} requests expected; GPU-ms {gpu_ratio:.1f}x)"
+            f"{label} {entity_id} sent {observed:,.0f} requests using "
+            f"{observed_gpu / 1000:,.0f} GPU-s in {minutes} min, {ratio:.1f}x its usual share of "
+            f"fleet traffic ({expected:,.0f} requests expected; {usual}; GPU-ms "
+            f"{gpu_ratio:.1f}x)"
         )
+        start = recent[0][0] if index < len(self.horizons_min) else view.start
         return Finding(
             kind="volume_spike",
             entity_type=entity_type,
             entity_id=entity_id,
-            window_start=recent[0][0],
+            window_start=start,
             window_end=view.end,
             score=score,
             threshold=threshold,
             summary=summary,
             evidence={
-                "requests": (float(observed), expected),
+                "requests": (observed, expected),
                 "gpu_ms": (observed_gpu, expected_gpu),
             },
-            event_count=observed,
+            event_count=round(observed) if index < len(self.horizons_min) else minute.requests,
+            magnitude=ratio / usual_high,
+            stake=max(observed_gpu - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
         )
 
-    def _score(
-        self,
-        state: _ShareState,
-        horizon: list[tuple[datetime, tuple[EntityMinute, EntityMinute]]],
-        view: MinuteView,
-        minutes: int,
-    ) -> tuple[float, int, float, float, float, int]:
-        """Poisson surprise of the last ``minutes``' request count against the usual share.
-
-        Scored on request counts; GPU-ms per request is too heavy-tailed to count on, so the
-        GPU-ms share is evidence and must have risen as well.
-        """
-        recent = [
-            item for start, item in horizon if (view.start - start).total_seconds() < minutes * 60
-        ]
-        observed = sum(m.requests for m, _ in recent)
-        expected = state.share.level * sum(f.requests for _, f in recent)
-        observed_gpu = sum(m.gpu_ms for m, _ in recent)
-        expected_gpu = state.gpu_share.level * sum(f.gpu_ms for _, f in recent)
-        score = poisson_surprise(observed, expected)
-        return score, observed, expected, observed_gpu, expected_gpu, len(recent)
+    @staticmethod
+    def _window(
+        state: _ShareState, horizon: list[tuple[datetime, Sums]], now: datetime, minutes: int
+    ) -> tuple[float, float, float, float, float, int]:
+        """Observed and expected requests and GPU-ms over the last ``minutes`` (seasonal)."""
+        inside = [s for t, s in horizon if (now - t).total_seconds() < minutes * 60]
+        share, gpu_share = state.share.level, state.gpu_share.level
+        return (
+            sum(s[0] for s in inside),
+            share * sum(s[2] * s[4] for s in inside),
+            sum(s[1] for s in inside),
+            gpu_share * sum(s[3] * s[4] for s in inside),
+            sum(s[3] for s in inside),
+            len(inside),
+        )
 
     @staticmethod
-    def _learn(state: _ShareState, minute: EntityMinute, fleet: EntityMinute) -> None:
-        if fleet.requests <= 0:
+    def _long_window(
+        state: _ShareState, sums: Sums
+    ) -> tuple[float, float, float, float, float, int]:
+        """The exponentially weighted ~15 minutes up to this one."""
+        keep = 1.0 - 1.0 / LONG_MINUTES
+        requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
+        long = state.long
+        return (
+            keep * long[0] + requests,
+            keep * long[1] + state.share.level * fleet_requests * season,
+            keep * long[2] + gpu_ms,
+            keep * long[3] + state.gpu_share.level * fleet_gpu_ms * season,
+            keep * long[4] + fleet_gpu_ms,
+            LONG_MINUTES,
+        )
+
+    @staticmethod
+    def _score(
+        state: _ShareState, index: int, window: tuple[float, float, float, float, float, int]
+    ) -> float:
+        """Decades of surprise of the window's count: the smaller of the entity's own spread
+        (a Gaussian tail of its log excess) and counting noise (a Poisson tail)."""
+        observed, expected = window[0], window[1]
+        z = state.z(index, observed, expected)
+        if z <= 0:
+            return 0.0
+        return min(z * z / 2 / math.log(10), poisson_surprise(observed, expected))
+
+    def _learn(
+        self,
+        state: _ShareState,
+        recent: list[tuple[datetime, Sums]],
+        now: datetime,
+        *,
+        alarming: bool,
+    ) -> None:
+        """Learn the minute just closed: the burst memory always (recurring bursts must be
+        remembered even when they alarmed); dispersion and level from minutes that are not
+        suspect (a young entity's level from every minute that does not alarm)."""
+        requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = recent[-1][1]
+        if fleet_requests <= 0:
             return
-        state.share.learn_one(minute.requests / fleet.requests)
-        if fleet.gpu_ms > 0:
-            state.gpu_share.learn_one(minute.gpu_ms / fleet.gpu_ms)
+        share = state.share
+        state.age += 1
+        if share.warm:
+            plain = share.level * fleet_requests  # expected without the burst memory
+            self._remember_burst(state, now, requests, plain)
+            windows = [self._window(state, recent, now, m) for m in self.horizons_min]
+            windows.append(self._long_window(state, recent[-1][1]))
+            zs = [state.z(i, w[0], w[1]) for i, w in enumerate(windows)]
+            suspect = alarming or max(zs) >= SUSPECT_Z
+            if not suspect:
+                for i, (observed, expected, *_) in enumerate(windows):
+                    delta = math.log((observed + 1.0) / (expected + 1.0)) - state.mean[i]
+                    state.mean[i] += SPREAD_FADING * delta
+                    state.var[i] = (1 - SPREAD_FADING) * (state.var[i] + SPREAD_FADING * delta**2)
+                state.seen += 1
+            state.long = list(self._long_window(state, recent[-1][1])[:5])
+            young = state.age < YOUNG_MINUTES
+            if alarming or (suspect and not young):
+                return
+        # a mature entity's minute counts for at most min_ratio times its level: a burst does
+        # not teach the level it is measured against, and cannot drag it down either
+        cap = math.inf if state.age < YOUNG_MINUTES or not share.warm else self.min_ratio
+        share.learn_one(min(requests / fleet_requests / season, cap * share.level))
+        if fleet_gpu_ms > 0:
+            gpu = state.gpu_share
+            gpu.learn_one(min(gpu_ms / fleet_gpu_ms / season, cap * gpu.level))
+
+    @staticmethod
+    def _remember_burst(state: _ShareState, now: datetime, requests: float, plain: float) -> None:
+        slots, slot, hour = state.slots, now.minute, _hour(now)
+        value = slots[slot][0] if slot in slots else 0.0
+        excess = math.log((requests + 1.0) / (plain + 1.0))
+        if excess >= SLOT_MIN_EXCESS and poisson_surprise(requests, plain) >= SLOT_MIN_SURPRISE:
+            if slot in slots or len(slots) < SLOT_MAX:
+                slots[slot] = (value + SLOT_LEARN * (excess - value), hour)
+        elif slot in slots:
+            if value * (1.0 - SLOT_LEARN) < 0.1:
+                del slots[slot]
+            else:
+                slots[slot] = (value * (1.0 - SLOT_LEARN), hour)
+
+
+def _hour(start: datetime) -> int:
+    return int(start.timestamp()) // 3600
+
+
+def _sums(minute: EntityMinute, fleet: EntityMinute, season: float) -> Sums:
+    return (float(minute.requests), minute.gpu_ms, float(fleet.requests), fleet.gpu_ms, season)
 
 
 def robust_fleet(view: MinuteView) -> EntityMinute:
