@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -123,10 +124,16 @@ def _store_handler(settings: Settings) -> Iterator[OutputHandler]:
         yield store.write_step
 
 
-Hours = Annotated[float, typer.Option(min=0.001, help="Hours of event time to simulate.")]
-Rate = Annotated[float, typer.Option(min=0.001, help="Fleet-wide mean requests per second.")]
-Seed = Annotated[int, typer.Option(min=0, help="Random seed (same seed, same traffic).")]
-Tenants = Annotated[int, typer.Option(min=1, help="Number of tenants in the fleet.")]
+Hours = Annotated[
+    float, typer.Option(min=0.001, metavar="HOURS", help="Hours of event time to simulate.")
+]
+Rate = Annotated[
+    float, typer.Option(min=0.001, metavar="REQ/S", help="Fleet-wide mean requests per second.")
+]
+Seed = Annotated[
+    int, typer.Option(min=0, metavar="SEED", help="Random seed (same seed, same traffic).")
+]
+Tenants = Annotated[int, typer.Option(min=1, metavar="N", help="Number of tenants in the fleet.")]
 
 
 def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> FleetConfig:
