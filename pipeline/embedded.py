@@ -25,6 +25,7 @@ import msgspec
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
+from pipeline.progress import ProgressFn
 
 OutputHandler = Callable[[StepOutput], None]
 
@@ -71,8 +72,10 @@ def replay_file(
     settings: Settings,
     handlers: list[OutputHandler] | None = None,
     engine: Engine | None = None,
+    progress: ProgressFn | None = None,
 ) -> ReplaySummary:
-    """Run the engine over a JSONL file in event time and hand every step's output on."""
+    """Run the engine over a JSONL file in event time and hand every step's output on;
+    ``progress`` hears of each step (stage ``replaying``)."""
     engine = engine or Engine(settings)
     # What is alive now (the imported modules: river, numpy, ...) lives as long as the process;
     # frozen, it is left out of the collector's full collections, which otherwise walk it
@@ -85,6 +88,8 @@ def replay_file(
     for out in _with_finish(steps, engine):
         for handler in handlers or ():
             handler(out)
+        if progress is not None:
+            progress("replaying", engine.counters["events"], engine.aggregator.max_event_s)
     c = engine.counters
     return ReplaySummary(
         events=c["events"],
