@@ -180,4 +180,6 @@ def export_usage(
     finally:
         client.close()
     write_usage(table, format, output)
+    logger.info("usage from %s to %s (exclusive): %d rows from %s", date_from, date_to,
+                table.num_rows, describe_url(settings.clickhouse.url))
     return int(table.num_rows)
