@@ -104,11 +104,11 @@ def storage_errors() -> Iterator[None]:
 def note_new_store(settings: Settings) -> None:
     """Say where a writing command creates the embedded store: a relative path such as the
     default ``chdb://./data/clickhouse`` lands in the current directory."""
-    from pipeline.storage.client import chdb_path, is_embedded
+    from pipeline.storage.client import chdb_path, describe_url, is_embedded
 
     url = settings.clickhouse.url
     if is_embedded(url) and (path := chdb_path(url)) != ":memory:" and not Path(path).exists():
-        typer.echo(f"creating the embedded store {path} ({url})", err=True)
+        typer.echo(f"creating the embedded store {path} ({describe_url(url)})", err=True)
 
 
 @app.callback()
