@@ -9,12 +9,16 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from pipeline.config import Settings
+from pipeline.outputs import removed_on_failure, unwritable
+from pipeline.progress import progress_line
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
     from pipeline.embedded import OutputHandler
@@ -26,13 +30,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
-def fail(message: str) -> NoReturn:
-    """Exit non-zero with a one-line error."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Exit with a one-line error: 2 for bad input, 1 for a service that is unavailable."""
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -53,10 +58,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 @contextlib.contextmanager
-def open_output(path: Path | None) -> Iterator[IO[bytes] | None]:
-    if path is None:
-        yield None
-        return
+def open_output(path: Path) -> Iterator[IO[bytes]]:
     try:
         fh = path.open("wb")
     except OSError as exc:
@@ -65,10 +67,49 @@ def open_output(path: Path | None) -> Iterator[IO[bytes] | None]:
         yield fh
 
 
+def writable(*paths: Path | None) -> list[Path]:
+    """The output files given, each checked to be writable before any work starts."""
+    given = [path for path in paths if path is not None]
+    for path in given:
+        if (why := unwritable(path)) is not None:
+            fail(f"cannot write {path}: {why}")
+    return given
+
+
 def existing_file(path: Path, what: str) -> Path:
     if not path.is_file():
         fail(f"{what} file not found: {path}")
     return path
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """A store that cannot be used, in one line: exit 1 when ClickHouse is unreachable or
+    another process holds the embedded store, 2 when something must be done first."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from pipeline.storage import MigrationError, SinkUnavailable, StoreNotFound, StoreUnavailable
+    from pipeline.storage.client import StorageConfigError
+
+    try:
+        yield
+    except (StoreUnavailable, SinkUnavailable) as exc:
+        fail(str(exc), code=1)
+    except (StoreNotFound, MigrationError, StorageConfigError) as exc:
+        fail(str(exc))
+    except ClickHouseError as exc:  # the traceback with --verbose
+        logging.getLogger(__name__).info("ClickHouse failed", exc_info=True)
+        fail(f"ClickHouse: {str(exc).strip().splitlines()[0]}", code=1)
+
+
+def note_new_store(settings: Settings) -> None:
+    """Say where a writing command creates the embedded store: a relative path such as the
+    default ``chdb://./data/clickhouse`` lands in the current directory."""
+    from pipeline.storage.client import chdb_path, describe_url, is_embedded
+
+    url = settings.clickhouse.url
+    if is_embedded(url) and (path := chdb_path(url)) != ":memory:" and not Path(path).exists():
+        typer.echo(f"creating the embedded store {path} ({describe_url(url)})", err=True)
 
 
 @app.callback()
@@ -80,6 +121,9 @@ def main_options(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # their retry warnings would precede our one-line error; -v shows them
+        for name in ("urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @app.command()
@@ -103,16 +147,18 @@ def replay(
 
     existing_file(events, "events")
     settings = load_settings(clickhouse__url=clickhouse_url)
-    with open_output(alerts_out) as alerts_fh, open_output(dead_letters_out) as dl_fh:
+    outputs = writable(alerts_out, dead_letters_out)
+    with storage_errors(), removed_on_failure(outputs), contextlib.ExitStack() as stack:
         handlers: list[OutputHandler] = []
-        if alerts_fh is not None:
-            handlers.append(AlertsWriter(alerts_fh))
-        if dl_fh is not None:
-            handlers.append(DeadLettersWriter(dl_fh))
-        with contextlib.ExitStack() as stack:
-            if store:
-                handlers.append(stack.enter_context(_store_handler(settings)))
-            summary = replay_file(events, settings, handlers)
+        if store:  # first: no output file is written when the store cannot be used
+            note_new_store(settings)
+            handlers.append(stack.enter_context(_store_handler(settings)))
+        if alerts_out is not None:
+            handlers.append(AlertsWriter(stack.enter_context(open_output(alerts_out))))
+        if dead_letters_out is not None:
+            handlers.append(DeadLettersWriter(stack.enter_context(open_output(dead_letters_out))))
+        with progress_line() as progress:
+            summary = replay_file(events, settings, handlers, progress=progress)
     typer.echo(summary.line())
 
 
@@ -124,34 +170,86 @@ def _store_handler(settings: Settings) -> Iterator[OutputHandler]:
         yield store.write_step
 
 
-Hours = Annotated[float, typer.Option(min=0.001, help="Hours of event time to simulate.")]
-Rate = Annotated[float, typer.Option(min=0.001, help="Fleet-wide mean requests per second.")]
-Seed = Annotated[int, typer.Option(min=0, help="Random seed (same seed, same traffic).")]
-Tenants = Annotated[int, typer.Option(min=1, help="Number of tenants in the fleet.")]
+Hours = Annotated[
+    float, typer.Option(min=0.001, metavar="HOURS", help="Hours of event time to simulate.")
+]
+Rate = Annotated[
+    float, typer.Option(min=0.001, metavar="REQ/S", help="Fleet-wide mean requests per second.")
+]
+Seed = Annotated[
+    int, typer.Option(min=0, metavar="SEED", help="Random seed (same seed, same traffic).")
+]
+Tenants = Annotated[int, typer.Option(min=1, metavar="N", help="Number of tenants in the fleet.")]
 WorkloadHours = Annotated[
     float | None,
-    typer.Option(min=0.001, help="Hours of event time (default: the workload's: 24, trace 12)."),
+    typer.Option(
+        min=0.001, metavar="HOURS", help="Hours of event time (default: the workload's, 24 or 12)."
+    ),
 ]
 WorkloadRate = Annotated[
     float | None,
-    typer.Option(min=0.001, help="Fleet-wide mean requests per second (default 25)."),
+    typer.Option(
+        min=0.001, metavar="REQ/S", help="Fleet-wide mean requests per second (default 25)."
+    ),
 ]
 WorkloadTenants = Annotated[
-    int | None, typer.Option(min=1, help="Tenants in the fleet (default: 30, bursty 60).")
+    int | None,
+    typer.Option(min=1, metavar="N", help="Tenants in the fleet (default: 30, bursty 60)."),
 ]
 Arrivals = Annotated[
     Path | None,
     typer.Option(
+        metavar="FILE",
         help="Drive arrivals and token counts by this recorded trace (Mooncake JSON lines, or "
-        "CSV timestamp,prompt_tokens,completion_tokens), looped to --hours: the trace workload."
+        "CSV timestamp,prompt_tokens,completion_tokens), looped to --hours: the trace workload.",
     ),
 ]
 
 
-def fleet_config(hours: float, rate: float, seed: int, tenants: int) -> FleetConfig:
+def fleet_config(
+    hours: float, rate: float, seed: int, tenants: int, start: datetime | None = None
+) -> FleetConfig:
     from pipeline.simulate import FleetConfig
 
-    return FleetConfig(hours=hours, rate=rate, seed=seed, tenants=tenants)
+    config = FleetConfig(hours=hours, rate=rate, seed=seed, tenants=tenants)
+    return config if start is None else replace(config, start=start)
+
+
+def start_time(text: str | None, hours: float) -> datetime | None:
+    """``--start``: an ISO date or date-time (UTC unless it has an offset), or ``now`` for
+    history that ends now; None when not given."""
+    if text is None:
+        return None
+    if text == "now":
+        return (datetime.now(UTC) - timedelta(hours=hours)).replace(microsecond=0)
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        fail(
+            f"--start takes a date (2026-03-02), a date-time (2026-03-02T08:00) or now, "
+            f"not {text!r}"
+        )
+    return start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+
+
+def too_short(config: FleetConfig) -> str:
+    """Why the default suite does not fit ``config``, with the fewest hours that work."""
+    from pipeline.feeds import shortest_suite_hours
+
+    least = shortest_suite_hours(config)
+    fix = f"use --hours {least:g} or more" if least is not None else "use more --hours"
+    return f"{config.hours:g} h is too short for the default suite after its warm-up: {fix}"
+
+
+def time_span(config: FleetConfig) -> str:
+    """The event time a simulation covers, and the ``usage`` command that covers its days."""
+    start = config.start.astimezone(UTC)
+    end = start + timedelta(hours=config.hours)
+    after_last_day = (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    return (
+        f"event time {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC; once stored (replay "
+        f"--store): computewatch usage --from {start.date()} --to {after_last_day}"
+    )
 
 
 def choose_workloads(names: list[str], arrivals: Path | None) -> list[Workload]:
@@ -211,24 +309,39 @@ def simulate(
     kafka_bootstrap: Annotated[
         str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
     ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="Start of event time: an ISO date or date-time (UTC unless it has an offset), "
+            "or 'now' for history that ends now. Default: the simulator's fixed date.",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
     from pipeline.feeds import simulate_to_files, simulate_to_kafka
+    from pipeline.simulate import HorizonTooShort
 
     names = [workload] if arrivals is None or workload != "default" else []
     (chosen,) = choose_workloads(names, arrivals)
     config = workload_config(chosen, hours, rate, seed, tenants)
+    start_at = start_time(start, config.hours)
+    config = config if start_at is None else replace(config, start=start_at)
     if out is not None:
         try:
-            count = simulate_to_files(config, out, labels, incidents, chosen)
-        except ValueError as exc:
-            fail(f"{exc} (use more --hours, or --no-incidents)")
+            with removed_on_failure(writable(out, labels)), progress_line() as progress:
+                count = simulate_to_files(config, out, labels, incidents, chosen, progress)
+        except HorizonTooShort:
+            fail(f"{too_short(config)}, or --no-incidents")
         typer.echo(
             f"wrote {count} events to {out}" + (f" and labels to {labels}" if labels else "")
         )
+        typer.echo(time_span(config))
         return
     if labels is not None:
         fail("--labels needs --out (labels describe a file of events)")
+    if start is not None and not fast_forward:
+        fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
     sent = simulate_to_kafka(
         config,
@@ -262,22 +375,32 @@ def evaluate(
     tenants: WorkloadTenants = None,
 ) -> None:
     """Score the detectors against labelled incidents: per-kind detection, delay, precision."""
-    from pipeline.feeds import evaluate_files, evaluate_suite
+    from pipeline.feeds import UnusableInput, evaluate_files, evaluate_suite
+    from pipeline.simulate import HorizonTooShort
 
     settings = load_settings()
     if events is not None or labels is not None:
         if events is None or labels is None:
             fail("--events and --labels go together")
-        report, line = evaluate_files(
-            existing_file(events, "events"), existing_file(labels, "labels"), settings
-        )
+        try:
+            with progress_line() as progress:
+                report, line = evaluate_files(
+                    existing_file(events, "events"), existing_file(labels, "labels"), settings,
+                    progress,
+                )  # fmt: skip
+        except UnusableInput as exc:
+            fail(str(exc))
         typer.echo(line)
         typer.echo(report.table())
         return
     for chosen in choose_workloads(workload or ([] if arrivals else ["all"]), arrivals):
         for s in seed or [0]:
             config = workload_config(chosen, hours, rate, s, tenants)
-            report, line = evaluate_suite(config, settings, chosen)
+            try:
+                with progress_line() as progress:
+                    report, line = evaluate_suite(config, settings, chosen, progress)
+            except HorizonTooShort:
+                fail(too_short(config))
             typer.echo(
                 f"\n### {chosen.name} workload, seed {s}, {config.hours:g} h, {config.tenants} "
                 f"tenants, {config.rate:g} req/s\n"
@@ -293,13 +416,12 @@ def migrate(
     ] = None,
 ) -> None:
     """Create or upgrade the ClickHouse schema (idempotent)."""
-    from pipeline.storage import MigrationError, migrate_database
+    from pipeline.storage import migrate_database
 
     settings = load_settings(clickhouse__url=clickhouse_url)
-    try:
+    note_new_store(settings)
+    with storage_errors():
         applied = migrate_database(settings)
-    except MigrationError as exc:
-        fail(str(exc))
     names = ", ".join(m.name for m in applied) if applied else "none (schema up to date)"
     typer.echo(f"applied migrations: {names}")
 
@@ -334,8 +456,8 @@ def usage(
     if format == "parquet" and output is None:
         fail("--format parquet needs --output FILE")
     settings = load_settings(clickhouse__url=clickhouse_url)
-    try:
-        export_usage(
+    with storage_errors(), removed_on_failure(writable(output)):
+        rows = export_usage(
             settings,
             start,
             end,
@@ -344,9 +466,11 @@ def usage(
             format=format,
             output=output if output is not None else sys.stdout.buffer,
         )
-    except Exception as exc:  # one line for the user; the traceback with --verbose
-        logging.getLogger(__name__).info("usage failed", exc_info=True)
-        fail(str(exc).splitlines()[0])
+    if rows == 0:
+        who = f"tenant {tenant!r}" if tenant is not None else "any tenant"
+        typer.echo(
+            f"nothing matched: no usage by {who} from {start} to {end} (exclusive)", err=True
+        )
 
 
 @app.command()
@@ -363,6 +487,7 @@ def worker(
     from pipeline.stream import run_worker
 
     settings = load_settings(kafka__bootstrap=kafka_bootstrap, clickhouse__url=clickhouse_url)
+    note_new_store(settings)
     run_worker(settings, loglevel=loglevel)
 
 
@@ -397,6 +522,7 @@ def demo(
     from pipeline.serve import serve_demo
 
     settings = load_settings(dashboard_port=port)
+    note_new_store(settings)
     config = fleet_config(24.0, rate, seed, tenants)
     serve_demo(settings, config, backfill_hours)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,8 +26,11 @@ import msgspec
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
+from pipeline.progress import ProgressFn
 
 OutputHandler = Callable[[StepOutput], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +75,12 @@ def replay_file(
     settings: Settings,
     handlers: list[OutputHandler] | None = None,
     engine: Engine | None = None,
+    progress: ProgressFn | None = None,
 ) -> ReplaySummary:
-    """Run the engine over a JSONL file in event time and hand every step's output on."""
+    """Run the engine over a JSONL file in event time and hand every step's output on;
+    ``progress`` hears of each step (stage ``replaying``)."""
     engine = engine or Engine(settings)
+    log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
     # What is alive now (the imported modules: river, numpy, ...) lives as long as the process;
     # frozen, it is left out of the collector's full collections, which otherwise walk it
     # dozens of times per million events (1M-event file: 11 % less CPU). Garbage is collected
@@ -85,6 +92,13 @@ def replay_file(
     for out in _with_finish(steps, engine):
         for handler in handlers or ():
             handler(out)
+        if out.alerts and log.isEnabledFor(logging.INFO):
+            for alert in out.alerts:
+                log.info("alert %s %s on %s %s at %s: %s", alert.severity, alert.kind,
+                         alert.entity_type, alert.entity_id, f"{alert.detected_at:%Y-%m-%d %H:%M}",
+                         alert.summary)
+        if progress is not None:
+            progress("replaying", engine.counters["events"], engine.aggregator.max_event_s)
     c = engine.counters
     return ReplaySummary(
         events=c["events"],

@@ -6,9 +6,10 @@ These are the library halves of ``computewatch simulate``, ``evaluate`` and ``de
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +20,12 @@ from pipeline.embedded import OutputHandler, replay_file
 from pipeline.engine import Engine, StepOutput
 from pipeline.evaluation import Report, evaluate
 from pipeline.events import AllocationEvent
+from pipeline.progress import ProgressFn
 from pipeline.simulate import (
     EventBatch,
     Fleet,
     FleetConfig,
+    HorizonTooShort,
     Incident,
     Scenario,
     build_fleet,
@@ -41,6 +44,10 @@ DEFAULT_WORKLOAD = WORKLOADS["default"]
 log = logging.getLogger(__name__)
 
 
+class UnusableInput(ValueError):
+    """The events or labels given to an evaluation cannot give a meaningful score."""
+
+
 def scenarios_for(
     config: FleetConfig, incidents: bool, fleet: Fleet | None = None
 ) -> tuple[list[Scenario], list[Incident]]:
@@ -49,6 +56,16 @@ def scenarios_for(
         return [], []
     fleet = fleet or build_fleet(config)
     suite = default_suite(config, fleet=fleet)
+    for s in suite:
+        log.info(
+            "scenario %s (%s) on %s %s from %s to %s",
+            s.kind,
+            s.variant,
+            s.entity_type,
+            s.entity_id,
+            f"{s.start:%Y-%m-%d %H:%M}",
+            f"{s.end:%H:%M}",
+        )
     return suite, labels_for(suite, fleet)
 
 
@@ -62,19 +79,47 @@ def simulate_batches(
     return simulate(config, suite, fleet=fleet, arrivals=arrivals), labels
 
 
+def shortest_suite_hours(config: FleetConfig, step: float = 0.25) -> float | None:
+    """The fewest hours, in ``step`` s from ``config.hours`` up to a week, that the default suite
+    fits in with ``config``'s fleet, seed and start (None if none does)."""
+    for quarter in range(math.ceil(config.hours / step), round(7 * 24 / step) + 1):
+        try:
+            default_suite(replace(config, hours=quarter * step))
+        except HorizonTooShort:
+            continue
+        return quarter * step
+    return None
+
+
 def simulate_to_files(
     config: FleetConfig,
     out: Path,
     labels: Path | None,
     incidents: bool = True,
     workload: Workload = DEFAULT_WORKLOAD,
+    progress: ProgressFn | None = None,
 ) -> int:
-    """Fast-forward ``config`` to a JSONL file (and the labels file); return the event count."""
+    """Fast-forward ``config`` to a JSONL file (and the labels file); return the event count.
+
+    ``progress`` hears of each batch written (stage ``simulating``).
+    """
+    log.info("simulating %s for %g h from %s: %d tenants, %g req/s, seed %d", workload.name,
+             config.hours, f"{config.start:%Y-%m-%d %H:%M:%S %Z}", config.tenants, config.rate,
+             config.seed)  # fmt: skip
     batches, incident_labels = simulate_batches(config, incidents, workload)
-    count = write_jsonl(out, batches)
+    count = write_jsonl(out, batches if progress is None else _reported(batches, progress))
     if labels is not None:
         save_labels(labels, incident_labels)
     return count
+
+
+def _reported(batches: Iterable[EventBatch], progress: ProgressFn) -> Iterator[EventBatch]:
+    done = 0
+    for batch in batches:
+        yield batch
+        done += len(batch)
+        if len(batch):
+            progress("simulating", done, float(batch.block.ts[-1]) / 1000)
 
 
 def simulated_events(
@@ -116,21 +161,65 @@ def simulate_to_kafka(
     return sent
 
 
-def evaluate_files(events: Path, labels: Path, settings: Settings) -> tuple[Report, str]:
-    """Replay ``events`` through the engine and score its alerts against ``labels``."""
+def evaluate_files(
+    events: Path, labels: Path, settings: Settings, progress: ProgressFn | None = None
+) -> tuple[Report, str]:
+    """Replay ``events`` through the engine and score its alerts against ``labels``.
+
+    Raises :class:`UnusableInput` when the labels are malformed, the file holds no valid event,
+    or an incident lies outside the events' time span (the labels are of other events).
+    """
+    try:
+        incidents = load_labels(labels)
+    except ValueError as exc:
+        raise UnusableInput(
+            f"{labels}: {exc} (labels are written by `computewatch simulate --labels`)"
+        ) from None
     alerts: list[Alert] = []
-    summary = replay_file(events, settings, [lambda out: alerts.extend(out.alerts)])
-    return evaluate(alerts, load_labels(labels)), summary.line()
+    span = _Span()
+    summary = replay_file(
+        events, settings, [span, lambda out: alerts.extend(out.alerts)], progress=progress
+    )
+    if summary.valid == 0:
+        raise UnusableInput(
+            f"{events} holds no valid event ({summary.events} lines, {summary.dead_letters} "
+            "rejected; see why with `computewatch replay --events FILE --dead-letters-out D`)"
+        )
+    outside = [i for i in incidents if i.end <= span.first or i.start > span.last]
+    if outside:
+        raise UnusableInput(
+            f"{len(outside)} of the {len(incidents)} incidents in {labels} lie outside the "
+            f"events' time span ({span.first:%Y-%m-%d %H:%M} to {span.last:%Y-%m-%d %H:%M} "
+            "UTC), so they cannot be scored: use the labels written with these events"
+        )
+    log.info("%d incidents, events from %s to %s", len(incidents), span.first, span.last)
+    return evaluate(alerts, incidents), summary.line()
+
+
+class _Span:
+    """The first and last event time of the events the engine accepted."""
+
+    def __init__(self) -> None:
+        self.first = datetime.max.replace(tzinfo=UTC)
+        self.last = datetime.min.replace(tzinfo=UTC)
+
+    def __call__(self, out: StepOutput) -> None:
+        if out.events:
+            self.first = min(self.first, min(e.ts for e in out.events))
+            self.last = max(self.last, max(e.ts for e in out.events))
 
 
 def evaluate_suite(
-    config: FleetConfig, settings: Settings, workload: Workload = DEFAULT_WORKLOAD
+    config: FleetConfig,
+    settings: Settings,
+    workload: Workload = DEFAULT_WORKLOAD,
+    progress: ProgressFn | None = None,
 ) -> tuple[Report, str]:
     """Simulate the default suite on ``workload`` into a temporary folder and evaluate it."""
     with tempfile.TemporaryDirectory(prefix="computewatch-eval-") as tmp:
         events, labels = Path(tmp) / "events.jsonl", Path(tmp) / "labels.json"
-        simulate_to_files(config, events, labels, workload=workload)
-        return evaluate_files(events, labels, settings)
+        simulate_to_files(config, events, labels, workload=workload, progress=progress)
+        return evaluate_files(events, labels, settings, progress)
 
 
 class LiveFeed(threading.Thread):

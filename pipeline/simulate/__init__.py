@@ -50,7 +50,7 @@ from pipeline.simulate.scenarios import (
     labels_for,
     make_scenario,
 )
-from pipeline.simulate.suite import BENIGN, VARIANTS, default_suite
+from pipeline.simulate.suite import BENIGN, VARIANTS, HorizonTooShort, default_suite
 
 __all__ = [
     "ALL_ENTITIES",
@@ -69,6 +69,7 @@ __all__ = [
     "FleetConfig",
     "FleetRollout",
     "HarderProblems",
+    "HorizonTooShort",
     "Incident",
     "ModelSpec",
     "NewTenant",

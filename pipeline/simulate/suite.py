@@ -66,6 +66,10 @@ PEAK_HALF_WIDTH: Final = timedelta(minutes=90)
 _GAP: Final = timedelta(minutes=10)
 
 
+class HorizonTooShort(ValueError):
+    """The period after the warm-up cannot hold the suite's incidents."""
+
+
 def default_suite(
     config: FleetConfig,
     *,
@@ -99,7 +103,7 @@ def default_suite(
 
     Raises
     ------
-    ValueError
+    HorizonTooShort
         When the period after the warm-up cannot hold the incidents.
     """
     fleet = fleet or build_fleet(config)
@@ -170,14 +174,14 @@ def _layout(free: list[Segment], durations: list[timedelta]) -> list[Segment]:
     """Windows for ``durations``, evenly spaced in ``free`` time, on as few tracks as fit."""
     total = sum((b - a for a, b in free), timedelta())
     if not free or total < max(durations) + 2 * _GAP:
-        raise ValueError("the horizon after the warm-up is too short for the suite")
+        raise HorizonTooShort("the horizon after the warm-up is too short for the suite")
     needed = sum(durations, timedelta()) + len(durations) * _GAP
     for tracks in range(max(1, math.ceil(needed / total)), len(durations) + 1):
         placed = [_place(free, durations[t::tracks]) for t in range(tracks)]
         if all(p is not None for p in placed):
             by_track = [p for p in placed if p is not None]
             return [by_track[i % tracks][i // tracks] for i in range(len(durations))]
-    raise ValueError("the horizon after the warm-up is too short for the suite")
+    raise HorizonTooShort("the horizon after the warm-up is too short for the suite")
 
 
 def _place(free: list[Segment], durations: list[timedelta]) -> list[Segment] | None:

@@ -8,7 +8,12 @@ The dashboard and the exports take their SQL from :mod:`pipeline.storage.queries
 from __future__ import annotations
 
 from pipeline.storage.client import connect, describe_url, is_embedded, snapshot_copy
-from pipeline.storage.errors import SinkBackpressure, SinkUnavailable
+from pipeline.storage.errors import (
+    SinkBackpressure,
+    SinkUnavailable,
+    StoreNotFound,
+    StoreUnavailable,
+)
 from pipeline.storage.memory import ListSink, Storable
 from pipeline.storage.migrations import (
     MigrationError,
@@ -36,6 +41,8 @@ __all__ = [
     "SinkUnavailable",
     "Storable",
     "Store",
+    "StoreNotFound",
+    "StoreUnavailable",
     "check_schema",
     "connect",
     "describe_url",

@@ -25,16 +25,22 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 from pydantic import SecretStr
 
 from pipeline.config import ClickHouseSettings
+from pipeline.storage.errors import FILL_STORE_FIRST, StoreNotFound, StoreUnavailable
 
 __all__ = [
     "ROLES_DIR",
@@ -55,6 +61,9 @@ logger = logging.getLogger(__name__)
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _MUTABLE_SUFFIXES: Final = (".txt", ".sql", ".log", ".json")
 _SNAPSHOT_SKIP: Final = shutil.ignore_patterns("status", "*.lock", "tmp_*", "tmp")
+_LOCKED: Final = b"Cannot lock file"  # what chDB prints when another process holds the path
+_REASON: Final = re.compile(r"\[Errno -?\d+\] ([^\"'(),]+)")  # "[Errno 111] Connection refused"
+_stderr_lock: Final = threading.Lock()
 ROLES_DIR: Final = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse" / "roles"
 
 
@@ -114,7 +123,9 @@ def quote_database(name: str) -> str:
     return quote_identifier(name, "database name")
 
 
-def connect(settings: ClickHouseSettings, *, create_database: bool = False) -> Client:
+def connect(
+    settings: ClickHouseSettings, *, create_database: bool = False, must_exist: bool = False
+) -> Client:
     """A clickhouse-connect client whose default database is ``settings.database``.
 
     Parameters
@@ -124,20 +135,35 @@ def connect(settings: ClickHouseSettings, *, create_database: bool = False) -> C
         ``http(s)://host:port``; ``username``/``password`` apply to servers only.
     create_database
         Run ``CREATE DATABASE IF NOT EXISTS`` first (what ``migrate`` needs).
+    must_exist
+        For readers: raise :class:`StoreNotFound` instead of creating a missing embedded store,
+        and when the database does not exist.
 
     Returns
     -------
     Client
         Datetimes come back timezone-aware (UTC).
+
+    Raises
+    ------
+    StoreUnavailable
+        The server cannot be reached, or another process holds the embedded store.
+    StoreNotFound
+        With ``must_exist``: see there.
     """
     quoted = quote_database(settings.database)
     if is_embedded(settings.url):
-        client = _embedded_client(settings.url)
+        client = _embedded_client(settings.url, must_exist=must_exist)
     else:
         client = _server_client(settings)
     try:
         if create_database:
             client.command(f"CREATE DATABASE IF NOT EXISTS {quoted}")
+        elif must_exist and not client.command(f"EXISTS DATABASE {quoted}"):
+            raise StoreNotFound(
+                f"database {settings.database} does not exist in {describe_url(settings.url)}: "
+                + FILL_STORE_FIRST
+            )
         client.database = settings.database
     except Exception:
         client.close()
@@ -146,11 +172,56 @@ def connect(settings: ClickHouseSettings, *, create_database: bool = False) -> C
     return client
 
 
-def _embedded_client(url: str) -> Client:
+def _embedded_client(url: str, *, must_exist: bool) -> Client:
     path = chdb_path(url)
-    if path != ":memory:":
-        Path(path).mkdir(parents=True, exist_ok=True)
-    return clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="aware")
+    if path != ":memory:" and not Path(path).is_dir():
+        if must_exist:
+            raise StoreNotFound(
+                f"no embedded store at {path} ({describe_url(url)}; name yours with "
+                f"--clickhouse-url or COMPUTEWATCH_CLICKHOUSE_URL): {FILL_STORE_FIRST}"
+            )
+        Path(path).mkdir(parents=True)
+        logger.info("created the embedded store %s", path)
+    with tempfile.TemporaryFile() as native, _native_stderr_to(native):
+        try:
+            return clickhouse_connect.get_client(interface="chdb", path=path, tz_mode="aware")
+        except ProgrammingError as exc:
+            native.seek(0)
+            if _LOCKED not in native.read():
+                raise
+            native.truncate(0)  # said here in one line instead
+            raise StoreUnavailable(
+                f"another process (another computewatch?) holds the embedded store {path}: stop"
+                " it, or point both at a ClickHouse server (--clickhouse-url http://host:8123)"
+            ) from exc
+
+
+@contextmanager
+def _native_stderr_to(sink: IO[bytes]) -> Iterator[None]:
+    """File descriptor 2 into ``sink`` meanwhile (chDB's engine writes its failures there),
+    then what ``sink`` holds back onto stderr: the caller may empty it to say it itself."""
+    with _stderr_lock:  # one redirection at a time, or a thread could restore the wrong fd
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read()
+            if said:
+                os.write(2, said)
+
+
+def _unreachable(settings: ClickHouseSettings, exc: Exception) -> StoreUnavailable:
+    found = _REASON.search(str(exc))
+    reason = found.group(1).strip() if found else type(exc).__name__
+    return StoreUnavailable(
+        f"cannot reach ClickHouse at {describe_url(settings.url)} ({reason}): start it, or set"
+        " --clickhouse-url or COMPUTEWATCH_CLICKHOUSE_URL"
+    )
 
 
 def _server_client(settings: ClickHouseSettings) -> Client:
@@ -169,7 +240,10 @@ def _server_client(settings: ClickHouseSettings) -> Client:
         "password": parts.password or settings.password.get_secret_value(),
         "tz_mode": "aware",
     }
-    return clickhouse_connect.get_client(**kwargs)
+    try:
+        return clickhouse_connect.get_client(**kwargs)
+    except OperationalError as exc:  # refused, unknown host, timed out
+        raise _unreachable(settings, exc) from exc
 
 
 Statement = tuple[str, dict[str, Any]]

@@ -1,8 +1,22 @@
-"""Exceptions raised by the storage package's sinks."""
+"""Exceptions raised by the storage package: the sinks' and those that say a store is unusable."""
 
 from __future__ import annotations
 
-__all__ = ["SinkBackpressure", "SinkUnavailable"]
+from typing import Final
+
+__all__ = [
+    "FILL_STORE_FIRST",
+    "SinkBackpressure",
+    "SinkUnavailable",
+    "StoreNotFound",
+    "StoreUnavailable",
+]
+
+FILL_STORE_FIRST: Final = (
+    "run `computewatch migrate`, or `computewatch replay --events FILE --store` to load events, "
+    "first"
+)
+"""What a reader of a store that was never set up should be told to do."""
 
 
 class SinkBackpressure(RuntimeError):
@@ -19,3 +33,12 @@ class SinkBackpressure(RuntimeError):
 
 class SinkUnavailable(RuntimeError):
     """A flush gave up after its retries; the rows are still buffered and will be retried."""
+
+
+class StoreUnavailable(RuntimeError):
+    """ClickHouse cannot be reached, or another process holds the embedded store's directory."""
+
+
+class StoreNotFound(LookupError):
+    """A reader named a store that does not exist: an embedded store's directory (nothing is
+    created) or the database."""

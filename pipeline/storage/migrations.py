@@ -26,6 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.config import ClickHouseSettings
 from pipeline.storage.client import quote_database
+from pipeline.storage.errors import FILL_STORE_FIRST
 
 __all__ = [
     "SCHEMA_DIR",
@@ -136,6 +137,8 @@ def check_schema(client: Client, database: str, known: Sequence[Migration] | Non
     current = schema_version(client, database)
     if current > latest:
         raise SchemaTooNew(_too_new(database, current, latest))
+    if current == 0 < latest:
+        raise SchemaNotReady(f"database {database} has no computewatch tables: {FILL_STORE_FIRST}")
     if current < latest:
         raise SchemaNotReady(
             f"database {database} is at schema version {current}, this computewatch needs "

@@ -168,11 +168,18 @@ def export_usage(
     format: str = "csv",
     output: str | Path | BinaryIO | None = None,
 ) -> int:
-    """Write the usage report for [date_from, date_to) and return its number of rows."""
-    client = connect(settings.clickhouse)
+    """Write the usage report for [date_from, date_to) and return its number of rows.
+
+    Reads only: a missing embedded store raises ``StoreNotFound`` (none is created) and one
+    without the schema ``SchemaNotReady``.
+    """
+    client = connect(settings.clickhouse, must_exist=True)
     try:
+        check_schema(client, settings.clickhouse.database)
         table = usage_report(client, settings, date_from, date_to, tenant, group_by)
     finally:
         client.close()
     write_usage(table, format, output)
+    logger.info("usage from %s to %s (exclusive): %d rows from %s", date_from, date_to,
+                table.num_rows, describe_url(settings.clickhouse.url))
     return int(table.num_rows)
