@@ -38,13 +38,18 @@ def _naive_utc(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _time_axis(times: pd.Series, domain: tuple[datetime, datetime] | None = None) -> alt.Axis:
-    """Hours and minutes for windows up to a day and a half, else month and day."""
+    """Hours and minutes for windows up to a day (the first tick and midnight with their date,
+    so that no label shows twice), else one tick a day with its date."""
     if domain is not None:
         span = pd.Timestamp(domain[1]) - pd.Timestamp(domain[0])
     else:
         span = times.max() - times.min() if len(times) else pd.Timedelta(0)
-    return alt.Axis(format="%H:%M" if span <= pd.Timedelta(hours=36) else "%b %d",
-                    labelOverlap=True)
+    if span > pd.Timedelta(hours=24):
+        return alt.Axis(format="%b %d", tickCount="day", labelOverlap=True)
+    return alt.Axis(labelOverlap=True, labelExpr=(
+        "datum.index == 0 ? timeFormat(datum.value, '%b %d %H:%M') : "
+        "hours(datum.value) == 0 && minutes(datum.value) == 0 ? timeFormat(datum.value, '%b %d')"
+        " : timeFormat(datum.value, '%H:%M')"))
 
 
 def _time_scale(domain: tuple[datetime, datetime] | None) -> alt.Scale | Any:

@@ -72,7 +72,7 @@ def feed_table(feed: pd.DataFrame) -> None:
         column_config={
             "detected_at": st.column_config.DatetimeColumn("Detected", format="MM-DD HH:mm"),
             "severity": "Severity",
-            "kind": st.column_config.TextColumn("Kind", width="small"),
+            "kind": st.column_config.TextColumn("Kind", width="medium"),
             "summary": st.column_config.TextColumn("Summary", width="large"),
             "status": "Status",
         },

@@ -80,7 +80,7 @@ def breakdown_table(groups: pd.DataFrame, by: str, unit: str, per_ms: float) -> 
             column: BREAKDOWNS[by],
             "requests": st.column_config.NumberColumn("Requests", format="%d"),
             "gpu_ms_per_1k_tokens": st.column_config.NumberColumn("GPU-ms / 1k tok", format="%.0f"),
-            "reasoning_tokens_per_request": st.column_config.NumberColumn("Reasoning tok / req",
+            "reasoning_tokens_per_request": st.column_config.NumberColumn("Reasoning / req",
                                                                           format="%.0f"),
             "passes_per_request": st.column_config.NumberColumn("Passes / req", format="%.2f"),
             "confidence_mean": st.column_config.NumberColumn("Confidence", format="%.2f"),

@@ -12,8 +12,7 @@ import data
 import frames
 
 RATE_WINDOW = timedelta(minutes=5)
-CLOSING = timedelta(minutes=1)
-"""The newest minute is left out of the rate: its metrics are stored once it closes."""
+CLOSING = timedelta(minutes=1)  # the newest minute's metrics are stored once it closes
 LOOKBACK = {"Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24),
             "Last 7 days": timedelta(days=7)}
 

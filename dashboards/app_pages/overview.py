@@ -18,9 +18,8 @@ DAY = timedelta(hours=24)
 LAST_DAY = "last 24 hours of data"
 SEVERITY_COLOURS = dict(zip(SEVERITIES, ("#fdd49e", "#fc8d59", "#d7301f", "#7f0000"),
                             strict=True))
-SPENDERS = 5
-FIRST_RUN = "overview_shown"
-"""Session key set once this session's overview has been drawn."""
+SPENDERS = 4
+FIRST_RUN = "overview_shown"  # session key: this session's overview has been drawn
 
 st.title("computewatch")
 st.caption("Inference-time compute of your LLM fleet: anomalies, efficiency, usage and cost.")
@@ -60,13 +59,13 @@ def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
         st.altair_chart(charts.stacked_over_time(
             frames.alert_counts(feed, 3600, by="severity"), "bucket", "alerts", "severity",
             bucket_s=3600, title=f"Alerts per hour by severity, {LAST_DAY}", y_title="alerts",
-            height=160, domain=day, whole=True, palette=SEVERITY_COLOURS,
+            height=220, domain=day, whole=True, palette=SEVERITY_COLOURS,
         ))
     elif spec.role == "engineering":
         series = data.efficiency_series(*day, 900, None, viewer.tenants)
         st.altair_chart(charts.over_time(
             series, "gpu_ms_per_1k_tokens", title=f"GPU-ms per 1k tokens, {LAST_DAY}",
-            y_title="GPU-ms / 1k tokens", y_format=",.0f", height=160,
+            y_title="GPU-ms / 1k tokens", y_format=",.0f", height=220,
         ))
     elif spec.role == "finance":
         hourly = data.usage_hourly(*day, viewer.tenants)
@@ -76,7 +75,7 @@ def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
         st.altair_chart(charts.stacked_over_time(
             frames.usage_trend(hourly, "hour", top=SPENDERS), "period", "cost_usd",
             "tenant_id", bucket_s=3600, title=f"Spend per hour by tenant, {LAST_DAY}",
-            y_title="cost (USD)", y_format="$,.2f", height=160, domain=day,
+            y_title="cost (USD)", y_format="$,.2f", height=220, domain=day,
         ))
 
 
