@@ -13,15 +13,19 @@ time zone (they are handed to Vega-Lite as naive UTC wall times).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import altair as alt
 import pandas as pd
 
 TIME_TITLE = "time (UTC)"
 TOOLTIP_TIME = "%Y-%m-%d %H:%M"
+EVIDENCE_COLUMNS: Final = 3
+"""Evidence panels per row: three fit beside the sidebar in an 800 px window."""
+EVIDENCE_TITLE_CHARS: Final = 14
 
 
 def _naive_utc(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -34,13 +38,18 @@ def _naive_utc(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _time_axis(times: pd.Series, domain: tuple[datetime, datetime] | None = None) -> alt.Axis:
-    """Hours and minutes for windows up to a day and a half, else month and day."""
+    """Hours and minutes for windows up to a day (the first tick and midnight with their date,
+    so that no label shows twice), else one tick a day with its date."""
     if domain is not None:
         span = pd.Timestamp(domain[1]) - pd.Timestamp(domain[0])
     else:
         span = times.max() - times.min() if len(times) else pd.Timedelta(0)
-    return alt.Axis(format="%H:%M" if span <= pd.Timedelta(hours=36) else "%b %d",
-                    labelOverlap=True)
+    if span > pd.Timedelta(hours=24):
+        return alt.Axis(format="%b %d", tickCount="day", labelOverlap=True)
+    return alt.Axis(labelOverlap=True, labelExpr=(
+        "datum.index == 0 ? timeFormat(datum.value, '%b %d %H:%M') : "
+        "hours(datum.value) == 0 && minutes(datum.value) == 0 ? timeFormat(datum.value, '%b %d')"
+        " : timeFormat(datum.value, '%H:%M')"))
 
 
 def _time_scale(domain: tuple[datetime, datetime] | None) -> alt.Scale | Any:
@@ -83,12 +92,17 @@ def over_time(
     )
 
 
-def percentile_lines(df: pd.DataFrame, columns: Sequence[str], *, title: str) -> alt.Chart:
-    """Several columns of ``df`` (e.g. p50/p95/p99 latency) as lines over ``bucket``; a
-    ``_ms`` suffix is left out of the legend."""
+def percentile_lines(
+    df: pd.DataFrame, columns: Sequence[str], *, title: str, unit: str, per_ms: float
+) -> alt.Chart:
+    """Latency columns of ``df`` in milliseconds (p50/p95/p99) as lines over ``bucket``, in
+    ``unit`` (``per_ms`` milliseconds each, as the page's latency numbers); a ``_ms`` suffix
+    is left out of the legend."""
     long = df[["bucket", *columns]].melt(id_vars=["bucket"], var_name="series")
     long["series"] = long["series"].str.removesuffix("_ms")
-    return over_time(long, "value", title=title, y_title="ms", color="series", y_format=",.0f")
+    long["value"] = long["value"] / per_ms
+    return over_time(long, "value", title=title, y_title=f"latency ({unit})", color="series",
+                     y_format=",.3~r")
 
 
 def rates_over_time(df: pd.DataFrame, columns: dict[str, str], *, title: str) -> alt.Chart:
@@ -119,20 +133,27 @@ def bars(
 def stacked_over_time(
     df: pd.DataFrame, x: str, y: str, color: str, *, bucket_s: int, title: str, y_title: str,
     y_format: str = ",.0f", height: int = 220, domain: tuple[datetime, datetime] | None = None,
+    whole: bool = False, y_max: float | None = None, palette: dict[str, str] | None = None,
 ) -> alt.Chart:
     """Stacked bars of ``y`` per time bucket starting at ``x`` (``bucket_s`` wide), one colour
-    per ``color`` group; the time axis spans ``domain`` when given, else the data."""
+    per ``color`` group; the time axis spans ``domain`` when given, else the data. ``whole``
+    counts get whole-number ticks only; ``y_max`` cuts taller bars at the top of the chart
+    (the page says which); ``palette`` fixes each group's colour, in legend order."""
     df = _naive_utc(df[[x, y, color]], [x])
     df["bucket_end"] = df[x] + pd.Timedelta(seconds=bucket_s)
+    y_axis = (alt.Axis(format="d", tickMinStep=1) if whole else alt.Axis(format=y_format))
+    y_scale = alt.Undefined if y_max is None else alt.Scale(domain=[0, y_max], nice=False)
+    colors = (alt.Undefined if palette is None
+              else alt.Scale(domain=list(palette), range=list(palette.values())))
     return (
         alt.Chart(df, title=title, height=height, width="container")
-        .mark_bar()
+        .mark_bar(clip=y_max is not None)
         .encode(
             x=alt.X(f"{x}:T", title=TIME_TITLE, axis=_time_axis(df[x], domain),
                     scale=_time_scale(domain)),
             x2="bucket_end:T",
-            y=alt.Y(f"sum({y}):Q", title=y_title, stack="zero", axis=alt.Axis(format=y_format)),
-            color=alt.Color(f"{color}:N", title=None),
+            y=alt.Y(f"sum({y}):Q", title=y_title, stack="zero", axis=y_axis, scale=y_scale),
+            color=alt.Color(f"{color}:N", title=None, sort=None, scale=colors),
             tooltip=[alt.Tooltip(f"{x}:T", title="UTC from", format=TOOLTIP_TIME),
                      alt.Tooltip(f"{color}:N"),
                      alt.Tooltip(f"sum({y}):Q", title=y_title, format=y_format)],
@@ -140,23 +161,62 @@ def stacked_over_time(
     )
 
 
-def evidence(df: pd.DataFrame) -> alt.Chart:
-    """Value vs baseline per evidence feature: one small panel per feature, own scale each."""
-    base = alt.Chart(df, height=110, width=120).encode(
-        x=alt.X("series:N", title=None, sort=["baseline", "value"],
-                axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("amount:Q", title=None, axis=alt.Axis(format="~s")),
-        color=alt.Color("series:N", legend=None, sort=["baseline", "value"],
-                        scale=alt.Scale(range=["#9e9e9e", "#e6550d"])),
-        tooltip=[alt.Tooltip("feature:N"), alt.Tooltip("series:N"),
-                 alt.Tooltip("amount:Q", format=",.3~f"),
-                 alt.Tooltip("ratio:Q", title="value / baseline", format=".2f")],
-    )
+def stacked_per_day(
+    df: pd.DataFrame, x: str, y: str, color: str, *, title: str, y_title: str,
+    y_format: str = ",.0f", height: int = 220,
+) -> alt.Chart:
+    """Stacked bars of ``y`` per UTC day starting at ``x``, one bar per day labelled with its
+    date (so that one day is one bar, not a band over its hours)."""
+    df = df[[x, y, color]].assign(day=pd.to_datetime(df[x], utc=True).dt.strftime("%Y-%m-%d"))
     return (
-        base.mark_bar()
-        .facet(column=alt.Column("feature:N", title=None, header=alt.Header(labelFontSize=12)))
-        .resolve_scale(y="independent")
-        .properties(title="Evidence: value vs baseline")
+        alt.Chart(df, title=title, height=height, width="container")
+        .mark_bar()
+        .encode(
+            x=alt.X("day:O", title="day (UTC)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y(f"sum({y}):Q", title=y_title, stack="zero", axis=alt.Axis(format=y_format)),
+            color=alt.Color(f"{color}:N", title=None, sort=None),
+            tooltip=[alt.Tooltip("day:O", title="UTC day"), alt.Tooltip(f"{color}:N"),
+                     alt.Tooltip(f"sum({y}):Q", title=y_title, format=y_format)],
+        )
+    )
+
+
+def evidence_format(feature: str) -> str:
+    """The number format of an evidence feature: shares and rates as percentages, confidence
+    with two decimals, anything else with three significant digits (never an SI suffix).
+
+    >>> [evidence_format(f) for f in ("outlier_share", "confidence_mean", "gpu_ms")]
+    ['.1~%', '.2~f', ',.3~r']
+    """
+    if feature.endswith(("_share", "_rate")):
+        return ".1~%"
+    return ".2~f" if feature.startswith("confidence") else ",.3~r"
+
+
+def evidence(df: pd.DataFrame) -> alt.ConcatChart:
+    """Value vs baseline per evidence feature: one small panel per feature, each with its own
+    scale and number format, titled with the feature's words on as many lines as they need."""
+    panels = []
+    for feature, rows in df.groupby("feature", sort=False):
+        fmt = evidence_format(str(feature))
+        words = textwrap.wrap(str(feature).replace("_", " "), EVIDENCE_TITLE_CHARS)
+        panels.append(
+            alt.Chart(rows, height=110, width=100,
+                      title=alt.TitleParams(words, fontSize=12, fontWeight="normal"))
+            .mark_bar()
+            .encode(
+                x=alt.X("series:N", title=None, sort=["baseline", "value"],
+                        axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("amount:Q", title=None, axis=alt.Axis(format=fmt)),
+                color=alt.Color("series:N", legend=None, sort=["baseline", "value"],
+                                scale=alt.Scale(range=["#9e9e9e", "#e6550d"])),
+                tooltip=[alt.Tooltip("feature:N"), alt.Tooltip("series:N"),
+                         alt.Tooltip("amount:Q", format=fmt),
+                         alt.Tooltip("ratio:Q", title="value / baseline", format=".2f")],
+            )
+        )
+    return alt.concat(*panels, columns=EVIDENCE_COLUMNS).properties(
+        title="Evidence: value vs baseline"
     )
 
 
@@ -177,4 +237,5 @@ def confidence_vs_compute(df: pd.DataFrame, *, color: str = "route") -> alt.Char
                      alt.Tooltip("gpu_ms:Q", format=",.0f"),
                      alt.Tooltip("confidence:Q", format=".2f")],
         )
+        .properties(usermeta={"embedOptions": {"renderer": "svg"}})
     )

@@ -1,12 +1,14 @@
-"""Small UI pieces shared by the pages: auto-refresh, the time window picker, empty states and
-number formats.
+"""Small UI pieces shared by the pages: auto-refresh, the time window picker, empty states,
+rows of numbers and number formats.
 
 >>> bucket_seconds(timedelta(hours=24))
 900
 >>> money(Decimal("1234.565"))
 '$1,234.57'
->>> percent(0.01234), percent(None), duration(87_252.4)
-('1.23%', '–', '87.3 s')
+>>> percent(0.01234), percent(None), duration(87_252.4), duration(850.0)
+('1.23%', '–', '87.3 s', '850 ms')
+>>> latency_unit(45_400.0)
+('s', 1000.0)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from data import StoreStatus
 
@@ -39,6 +42,11 @@ CUSTOM: Final = "Custom dates"
 _BUCKETS: Final = ((timedelta(hours=2), 60), (timedelta(hours=12), 300),
                    (timedelta(days=2), 900), (timedelta(days=14), 3600))
 DASH: Final = "–"
+WRAPPED_ROW_PX: Final = 72
+"""Table row height that lets long text (an alert's summary) wrap onto three lines."""
+LIVE_LAG: Final = timedelta(minutes=5)
+"""Stored events older than this (event time) at the time they are stored are history."""
+INGESTING: Final = timedelta(minutes=2)
 
 
 # -- refresh ------------------------------------------------------------------------------------
@@ -78,6 +86,22 @@ def data_available(status: StoreStatus) -> bool:
         st.info(NO_DATA)
         return False
     return True
+
+
+def history_loading(status: StoreStatus, now: datetime) -> bool:
+    """True while history is being loaded: events are being stored (the last one under
+    :data:`INGESTING` ago) whose event time is more than :data:`LIVE_LAG` behind the time
+    they were stored (a replay, or the demo fast-forwarding before it goes live)."""
+    stored, newest = status.last_ingested_at, status.last_event_ts
+    if stored is None or newest is None:
+        return False
+    return now - stored < INGESTING and stored - newest > LIVE_LAG
+
+
+def loading_note(status: StoreStatus) -> str:
+    """What to tell a reader while history is being loaded."""
+    return (f"**Loading history:** events up to {moment(status.last_event_ts)} UTC are stored "
+            "so far. The pictures fill in as it arrives; live traffic follows.")
 
 
 def nothing_in(what: str) -> None:
@@ -135,6 +159,14 @@ def midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
+# -- rows of numbers ----------------------------------------------------------------------------
+
+def metric_row() -> DeltaGenerator:
+    """A row for ``metric(..., width="content")`` cells that wraps onto another line when the
+    page is narrow, where fixed columns would cut the numbers and their labels short."""
+    return st.container(horizontal=True, gap="large")
+
+
 # -- formats ------------------------------------------------------------------------------------
 
 def number(value: float | None, digits: int = 0) -> str:
@@ -147,13 +179,21 @@ def percent(value: float | None) -> str:
     return DASH if value is None else f"{value:.2%}"
 
 
+def latency_unit(ms: float | None) -> tuple[str, float]:
+    """The unit that suits a duration in milliseconds, and its size in milliseconds: ``ms``
+    below a second, ``s`` below 10 minutes, else ``min``. A page's latency number and its
+    charts use the same one."""
+    if ms is None or ms < 1000:
+        return "ms", 1.0
+    return ("s", 1000.0) if ms < 600_000 else ("min", 60_000.0)
+
+
 def duration(ms: float | None) -> str:
     """Milliseconds as ``850 ms``, ``87.3 s`` (below 10 min) or ``12.5 min``; a dash for none."""
     if ms is None:
         return DASH
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    return f"{ms / 1000:.1f} s" if ms < 600_000 else f"{ms / 60_000:.1f} min"
+    unit, size = latency_unit(ms)
+    return f"{ms / size:.{0 if unit == 'ms' else 1}f} {unit}"
 
 
 def money(value: Decimal) -> str:

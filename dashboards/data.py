@@ -234,6 +234,14 @@ def efficiency_series(
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def events_per_second(start: datetime, end: datetime) -> float:
+    """Events per second whose event time is in [start, end), from the 1-minute metrics (so a
+    minute counts once it is closed): live traffic, not history stored late."""
+    requests = database().frame(queries.efficiency_series(start, end, bucket_s=60))["requests"]
+    return float(requests.sum()) / (end - start).total_seconds()
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def efficiency_breakdown(
     start: datetime, end: datetime, by: str, tenants: Tenants = None
 ) -> pd.DataFrame:

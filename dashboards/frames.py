@@ -79,6 +79,19 @@ def overall(df: pd.DataFrame) -> dict[str, float | None]:
     }
 
 
+def cut_above(values: pd.Series, times: float = 3.0) -> float | None:
+    """Where a bar chart of ``values`` should be cut so that one outlier (a backfill minute)
+    does not flatten the rest: ``times`` the median, or None when no value is above that.
+
+    >>> cut_above(pd.Series([700, 650, 720, 280_000]))
+    2130.0
+    >>> cut_above(pd.Series([700, 650, 720])) is None
+    True
+    """
+    limit = float(values.median()) * times if len(values) else 0.0
+    return limit if limit and float(values.max()) > limit else None
+
+
 def top_groups(df: pd.DataFrame, column: str, n: int = 8) -> list[str]:
     """The ``n`` groups of ``column`` that used the most GPU time (to keep charts legible)."""
     if df.empty:
@@ -108,9 +121,10 @@ def alert_label(row: Mapping[str, Any]) -> str:
     return f"{when} · {row['severity']} · {kind} · {row['entity_type']} {row['entity_id']}"
 
 
-def alert_counts(feed: pd.DataFrame, bucket_s: int) -> pd.DataFrame:
-    """Alerts per kind per ``bucket_s`` bucket (``bucket, kind, alerts``) counted from a feed,
-    with buckets aligned to the epoch as ClickHouse's ``toStartOfInterval`` aligns them.
+def alert_counts(feed: pd.DataFrame, bucket_s: int, by: str = "kind") -> pd.DataFrame:
+    """Alerts per ``by`` (kind or severity) per ``bucket_s`` bucket (``bucket, <by>, alerts``)
+    counted from a feed, with buckets aligned to the epoch as ClickHouse's
+    ``toStartOfInterval`` aligns them.
 
     >>> feed = pd.DataFrame({"detected_at": pd.to_datetime(
     ...     ["2026-03-02 10:05", "2026-03-02 10:55", "2026-03-02 11:10"], utc=True),
@@ -120,11 +134,10 @@ def alert_counts(feed: pd.DataFrame, bucket_s: int) -> pd.DataFrame:
      [Timestamp('2026-03-02 11:00:00+0000', tz='UTC'), 'other', 1]]
     """
     if feed.empty:
-        return pd.DataFrame(columns=["bucket", "kind", "alerts"])
+        return pd.DataFrame(columns=["bucket", by, "alerts"])
     buckets = pd.to_datetime(feed["detected_at"], utc=True).dt.floor(f"{int(bucket_s)}s")
-    counts = feed.assign(bucket=buckets).groupby(["bucket", "kind"]).size()
-    return counts.rename("alerts").reset_index().sort_values(["bucket", "kind"],
-                                                             ignore_index=True)
+    counts = feed.assign(bucket=buckets).groupby(["bucket", by]).size()
+    return counts.rename("alerts").reset_index().sort_values(["bucket", by], ignore_index=True)
 
 
 # -- usage --------------------------------------------------------------------------------------
@@ -160,10 +173,28 @@ def usage_export(table: pa.Table, format: str) -> bytes:
     return buffer.getvalue()
 
 
-def usage_trend(df: pd.DataFrame, per: str = "hour") -> pd.DataFrame:
-    """Hourly usage rows regrouped per ``hour`` or ``day`` and tenant, for the trend chart."""
-    if df.empty or per == "hour":
+def usage_trend(df: pd.DataFrame, per: str = "hour", top: int = 8) -> pd.DataFrame:
+    """Hourly usage rows regrouped per ``hour`` or ``day`` and tenant, for the trend chart:
+    the ``top`` tenants by cost by name, the rest together as ``other (N tenants)``; rows are
+    ordered by tenant, largest cost first (the legend's order).
+
+    >>> hourly = pd.DataFrame({"hour": pd.to_datetime(["2026-03-02 10:00"] * 3, utc=True),
+    ...     "tenant_id": ["a", "b", "c"], "cost_usd": [1.0, 3.0, 2.0]})
+    >>> usage_trend(hourly, "day", top=1)[["tenant_id", "cost_usd"]].values.tolist()
+    [['b', 3.0], ['other (2 tenants)', 3.0]]
+    """
+    if df.empty:
         return df.rename(columns={"hour": "period"})
-    out = df.assign(period=df["hour"].dt.floor("D"))
-    numbers = [c for c in USAGE_NUMBERS if c in out]
-    return out.groupby(["period", "tenant_id"], as_index=False, observed=True)[numbers].sum()
+    totals = df.groupby("tenant_id", observed=True)["cost_usd"].sum().sort_values(
+        ascending=False, kind="stable")
+    named = list(totals.index[:top])
+    rest = len(totals) - len(named)
+    others = f"other ({rest} tenants)" if rest > 1 else (str(totals.index[-1]) if rest else "")
+    tenant = df["tenant_id"].where(df["tenant_id"].isin(named), others)
+    period = df["hour"].dt.floor("D") if per == "day" else df["hour"]
+    numbers = [c for c in USAGE_NUMBERS if c in df]
+    out = (df.assign(period=period, tenant_id=tenant)
+           .groupby(["period", "tenant_id"], as_index=False, observed=True)[numbers].sum())
+    order = {t: i for i, t in enumerate([*named, others])}
+    return out.sort_values(["tenant_id", "period"], key=lambda c: c.map(order)
+                           if c.name == "tenant_id" else c, ignore_index=True)

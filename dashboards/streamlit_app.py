@@ -24,7 +24,9 @@ page = st.navigation([site_map.st_page(spec) for spec in site_map.pages_for(view
 with st.sidebar:
     access.sidebar_identity(viewer)
     components.refresh_controls()
+
+page.run()  # before the sidebar's store status: a busy store must not hold up the page
+
+with st.sidebar:
     source = data.status()
     st.caption(f"Data: `{source.target}` · database `{source.database}`")
-
-page.run()

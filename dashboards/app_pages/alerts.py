@@ -51,26 +51,30 @@ def filters(window: components.Window) -> dict[str, Any]:
 
 def headline(feed: pd.DataFrame) -> None:
     """Counts of the alerts in the feed."""
-    shown, open_, severe, events = st.columns(4)
-    shown.metric("Alerts shown", len(feed))
-    open_.metric("New", int((feed["status"] == "new").sum()))
-    severe.metric("High or critical", int(feed["severity"].isin(["high", "critical"]).sum()))
-    events.metric("Events behind them", components.number(float(feed["event_count"].sum())))
+    row = components.metric_row()
+    row.metric("Alerts shown", len(feed), width="content")
+    row.metric("New", int((feed["status"] == "new").sum()), width="content")
+    row.metric("High or critical", int(feed["severity"].isin(["high", "critical"]).sum()),
+               width="content")
+    row.metric("Events behind them", components.number(float(feed["event_count"].sum())),
+               width="content")
 
 
 def feed_table(feed: pd.DataFrame) -> None:
-    """The feed, newest first."""
+    """The feed, newest first: when, how bad, what, and the summary on up to three lines (the
+    entity, score and event count are in the summary and in the detail below)."""
     st.dataframe(
-        feed[["detected_at", "severity", "kind", "entity_type", "entity_id", "summary",
-              "score", "event_count", "status"]],
+        feed[["detected_at", "severity", "kind", "summary", "status", "entity_type",
+              "entity_id", "score", "event_count"]],
         hide_index=True,
+        column_order=["detected_at", "severity", "kind", "summary", "status"],
+        row_height=components.WRAPPED_ROW_PX,
         column_config={
-            "detected_at": st.column_config.DatetimeColumn("Detected", format="YYYY-MM-DD HH:mm"),
-            "severity": "Severity", "kind": "Kind", "entity_type": "Entity",
-            "entity_id": "Entity id",
+            "detected_at": st.column_config.DatetimeColumn("Detected", format="MM-DD HH:mm"),
+            "severity": "Severity",
+            "kind": st.column_config.TextColumn("Kind", width="medium"),
             "summary": st.column_config.TextColumn("Summary", width="large"),
-            "score": st.column_config.NumberColumn("Score", format="%.1f"),
-            "event_count": "Events", "status": "Status",
+            "status": "Status",
         },
     )
 
@@ -81,19 +85,24 @@ def detail(alert: pd.Series) -> None:
     st.caption(f"{str(alert['kind']).replace('_', ' ')} on {alert['entity_type']} "
                f"`{alert['entity_id']}` · evidence window {alert['window_start']:%Y-%m-%d %H:%M}"
                f"–{alert['window_end']:%H:%M} UTC · alert id `{alert['alert_id']}`")
-    facts = st.columns(4)
-    facts[0].metric("Severity", str(alert["severity"]))
-    facts[1].metric("Score", f"{alert['score']:.1f}")
-    facts[2].metric("Events", int(alert["event_count"]))
-    facts[3].metric("Status", str(alert["status"]))
+    facts = components.metric_row()
+    facts.metric("Severity", str(alert["severity"]), width="content")
+    facts.metric("Score", f"{alert['score']:.1f}", width="content")
+    facts.metric("Events", int(alert["event_count"]), width="content")
+    facts.metric("Status", str(alert["status"]), width="content")
     evidence = frames.evidence_frame(alert["evidence"])
-    chart, numbers = st.columns([3, 2])
-    chart.altair_chart(charts.evidence(evidence))
-    numbers.dataframe(
+    st.altair_chart(charts.evidence(evidence), width="content")
+    st.dataframe(
         evidence.pivot(index="feature", columns="series", values="amount").assign(
             ratio=lambda d: d["value"] / d["baseline"].where(d["baseline"] != 0)
-        ),
-        column_config={"ratio": st.column_config.NumberColumn("value / baseline", format="%.2f")},
+        )[["baseline", "value", "ratio"]],
+        width="content",
+        column_config={
+            "_index": st.column_config.TextColumn("Feature"),
+            "baseline": st.column_config.NumberColumn("Baseline", format="%.4g"),
+            "value": st.column_config.NumberColumn("Value", format="%.4g"),
+            "ratio": st.column_config.NumberColumn("Value / baseline", format="%.2f"),
+        },
     )
     events = data.alert_events(str(alert["entity_type"]), str(alert["entity_id"]),
                                alert["window_start"].to_pydatetime(),
@@ -155,7 +164,7 @@ def body() -> None:
     if not counts.empty:
         st.altair_chart(charts.stacked_over_time(
             counts, "bucket", "alerts", "kind", bucket_s=window.bucket_s,
-            title=f"Alerts by kind ({window.label})", y_title="alerts",
+            title=f"Alerts by kind ({window.label})", y_title="alerts", whole=True,
         ))
     if feed.empty:
         components.nothing_in(f"alerts match these filters in the {window.label}")

@@ -9,8 +9,10 @@ import access
 import charts
 import components
 import data
+import frames
 
 RATE_WINDOW = timedelta(minutes=5)
+CLOSING = timedelta(minutes=1)  # the newest minute's metrics are stored once it closes
 LOOKBACK = {"Last hour": timedelta(hours=1), "Last 24 hours": timedelta(hours=24),
             "Last 7 days": timedelta(days=7)}
 
@@ -35,18 +37,23 @@ def sink(status: data.StoreStatus) -> None:
 
 def freshness(status: data.StoreStatus, now: datetime) -> None:
     """Ingest rate, stored counts and the newest event."""
-    recent = data.ingest_per_minute(now - RATE_WINDOW, now + timedelta(minutes=1))
-    rate = float(recent["events"].sum()) / RATE_WINDOW.total_seconds()
-    counts = st.columns(3)
-    counts[0].metric("Events/s in", components.number(rate, 1),
-                     help="Events stored in the last 5 minutes, per second.")
-    counts[1].metric("Events stored", components.number(float(status.events_stored)))
-    counts[2].metric("Dead letters stored", components.number(float(status.dead_letters_stored)))
-    times = st.columns(2)
-    times[0].metric("Last event time (UTC)", components.moment(status.last_event_ts),
-                    help="Event time (ts) of the newest stored event.")
-    times[1].metric("Last ingest", components.age(status.last_ingested_at, now),
-                    help=f"{components.moment(status.last_ingested_at)} UTC")
+    end = now.replace(second=0, microsecond=0) - CLOSING
+    start = end - RATE_WINDOW
+    rate = data.events_per_second(start, end)
+    counts = components.metric_row()
+    counts.metric("Events/s in", components.number(rate, 1), width="content",
+                  help=f"Live traffic: events per second whose event time is in {start:%H:%M}–"
+                       f"{end:%H:%M} UTC (the five whole minutes before the last). History "
+                       "stored late (a replay, the demo's fast-forward) is not counted.")
+    counts.metric("Events stored", components.number(float(status.events_stored)),
+                  width="content")
+    counts.metric("Dead letters stored", components.number(float(status.dead_letters_stored)),
+                  width="content")
+    times = components.metric_row()
+    times.metric("Last event time (UTC)", components.moment(status.last_event_ts),
+                 width="content", help="Event time (ts) of the newest stored event.")
+    times.metric("Last ingest", components.age(status.last_ingested_at, now), width="content",
+                 help=f"{components.moment(status.last_ingested_at)} UTC")
 
 
 def dead_letter_details(letters: pd.DataFrame) -> None:
@@ -84,11 +91,18 @@ def body() -> None:
     if ingest.empty:
         st.info(f"Nothing ingested in the {lookback.lower()}.")
     else:
+        top = frames.cut_above(ingest["events"])
         st.altair_chart(charts.stacked_over_time(
             ingest.assign(source="events"), "minute", "events", "source", bucket_s=60,
             title="Events stored per minute (ingest time)", y_title="events",
-            domain=(start, end),
+            domain=(start, end), y_max=top,
         ))
+        if top is not None:
+            cut = ", ".join(f"{row.minute:%H:%M} ({row.events:,})"
+                            for row in ingest[ingest["events"] > top].itertuples())
+            st.caption(f"Bars are cut at {top:,.0f} events so that the usual minutes show; "
+                       f"taller minutes (UTC, events stored), such as history loaded at once: "
+                       f"{cut}.")
     st.subheader("Dead letters by rule")
     letters = data.dead_letters(start, end)
     if letters.empty:

@@ -15,7 +15,8 @@ import frames
 
 GROUPS = {"tenant": "Tenant", "api_key": "Tenant and API key", "model": "Tenant and model",
           "day": "Tenant and day"}
-HOURLY_UP_TO_DAYS = 3
+HOURLY_UP_TO = timedelta(days=3)
+TOP_TENANTS = 8
 
 st.title("Usage & cost")
 st.caption("Requests, tokens, GPU time and cost per tenant for any period, from the daily "
@@ -50,17 +51,18 @@ def totals(table: pa.Table) -> None:
     sums = frames.usage_totals(table)
     tokens = int(sums["prompt_tokens"]) + int(sums["completion_tokens"]) + int(
         sums["reasoning_tokens"])
-    cells = st.columns(4)
-    cells[0].metric("Requests", components.number(float(sums["requests"])))
-    cells[1].metric("Tokens", components.number(float(tokens)),
-                    help="Prompt + completion + reasoning tokens.")
-    cells[2].metric("GPU hours", components.number(float(sums["gpu_ms"]) / 3_600_000, 2))
-    cells[3].metric("Cost", components.money(Decimal(sums["cost_usd"])),
-                    help=f"Exact: ${sums['cost_usd']} (exports keep 9 decimals).")
+    cells = components.metric_row()
+    cells.metric("Requests", components.number(float(sums["requests"])), width="content")
+    cells.metric("Tokens", components.number(float(tokens)), width="content",
+                 help="Prompt + completion + reasoning tokens.")
+    cells.metric("GPU hours", components.number(float(sums["gpu_ms"]) / 3_600_000, 2),
+                 width="content")
+    cells.metric("Cost", components.money(Decimal(sums["cost_usd"])), width="content",
+                 help=f"Exact: ${sums['cost_usd']} (exports keep 9 decimals).")
 
 
 def report_table(table: pa.Table) -> None:
-    """One row per group and a Total row."""
+    """One row per group and a Total row; a tenant without requests in the period has none."""
     st.dataframe(
         frames.usage_display(table),
         hide_index=True,
@@ -77,6 +79,8 @@ def report_table(table: pa.Table) -> None:
             "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.2f"),
         },
     )
+    st.caption("Only tenants with requests in the period have a row (a tenant that starts "
+               "sending later, such as the demo's new tenant, appears from its first request).")
 
 
 def downloads(table: pa.Table, date_from: date, date_to: date, group_by: str,
@@ -100,17 +104,25 @@ def downloads(table: pa.Table, date_from: date, date_to: date, group_by: str,
 
 
 def trend(date_from: date, date_to: date, tenants: tuple[str, ...] | None) -> None:
-    """Cost per hour (short periods) or per day, stacked by tenant."""
-    per = "hour" if (date_to - date_from).days <= HOURLY_UP_TO_DAYS else "day"
+    """Cost per hour (up to three days of data) or per day (one bar a day), stacked by tenant:
+    the biggest spenders by name, the others together."""
     hourly = data.usage_hourly(components.midnight(date_from), components.midnight(date_to),
                                tenants)
     if hourly.empty:
         return
-    st.altair_chart(charts.stacked_over_time(
-        frames.usage_trend(hourly, per), "period", "cost_usd", "tenant_id",
-        bucket_s=3600 if per == "hour" else 86_400,
-        title=f"Cost per {per} by tenant", y_title="cost (USD)", y_format="$,.2f",
-    ))
+    per = "hour" if hourly["hour"].max() - hourly["hour"].min() <= HOURLY_UP_TO else "day"
+    costs = frames.usage_trend(hourly, per, top=TOP_TENANTS)
+    title = f"Cost per {per} by tenant"
+    if per == "hour":
+        st.altair_chart(charts.stacked_over_time(
+            costs, "period", "cost_usd", "tenant_id", bucket_s=3600, title=title,
+            y_title="cost (USD)", y_format="$,.2f", height=260,
+        ))
+    else:
+        st.altair_chart(charts.stacked_per_day(
+            costs, "period", "cost_usd", "tenant_id", title=title, y_title="cost (USD)",
+            y_format="$,.2f", height=260,
+        ))
 
 
 def body() -> None:
