@@ -104,6 +104,7 @@ class WorkerSettings(BaseModel):
     max_entities: int = Field(200_000, ge=100)
     alert_cooldown_s: float = Field(600.0, ge=0)
     webhook_url: str | None = None
+    webhook_min_severity: Literal["low", "medium", "high", "critical"] = "medium"
     future_horizon_s: float = Field(3600.0, gt=0)  # events further ahead of event time wait
     data_dir: Path = Path("data/worker")  # Faust's state, in a subdirectory per consumer group
 

@@ -264,7 +264,9 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    webhook = WebhookNotifier(settings.worker.webhook_url)
+    webhook = WebhookNotifier(
+        settings.worker.webhook_url, min_severity=settings.worker.webhook_min_severity
+    )
     resources = contextlib.ExitStack()
     state: dict[str, PartitionEngines] = {}
 

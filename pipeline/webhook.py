@@ -1,9 +1,11 @@
 """Optional alert webhook (Slack-compatible JSON), sent from a background thread.
 
 ``notify`` never blocks the stream: alerts wait in a bounded queue (the oldest are dropped and
-counted when it is full) and are posted with retries and exponential backoff.
+counted when it is full) and are posted with retries and exponential backoff. Only alerts of
+``min_severity`` or above are sent (``medium`` by default: ``low`` findings are stored and shown,
+not paged); the others are counted in ``held_back``.
 
->>> from pipeline.alerts import Alert
+>>> from pipeline.alerts import Alert, Severity, at_least
 >>> notifier = WebhookNotifier(None)   # no URL configured: a no-op
 >>> notifier.enabled
 False
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from pipeline.alerts import Alert
+from pipeline.alerts import Alert, Severity, at_least
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,11 @@ class WebhookNotifier:
         retries: int = 5,
         backoff_s: float = 0.5,
         post: Post = _http_post,
+        min_severity: Severity = "medium",
     ) -> None:
         self.url = url
+        self.min_severity = min_severity
+        self.held_back = 0
         self.retries = retries
         self.backoff_s = backoff_s
         self.post = post
@@ -67,6 +72,9 @@ class WebhookNotifier:
 
     def notify(self, alert: Alert) -> None:
         if not self.enabled:
+            return
+        if not at_least(alert.severity, self.min_severity):
+            self.held_back += 1
             return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)

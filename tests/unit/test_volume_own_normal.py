@@ -1,0 +1,86 @@
+"""The volume detector judges each key against its own normal: its spread, its recurring bursts,
+its ramp. Each benign twin stays quiet; the attack it resembles is still caught."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from pipeline.detectors import EntityMinute, Finding, MinuteView, VolumeDetector
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+FLEET = 2_000  # requests a minute from the rest of the fleet
+
+
+def run(counts: Callable[[int, random.Random], float], minutes: int, seed: int = 7) -> list[int]:
+    """Minutes at which key ``k`` alarmed, its per-minute count drawn by ``counts``."""
+    rng = random.Random(seed)
+    detector = VolumeDetector(entity_types=("api_key",))
+    alarms = []
+    for i in range(minutes):
+        n = round(counts(i, rng))
+        key = EntityMinute(requests=n, gpu_ms=100.0 * n)
+        fleet = EntityMinute(requests=FLEET + n, gpu_ms=100.0 * (FLEET + n))
+        start = T0 + timedelta(minutes=i)
+        keys = {"k": key} if n else {}  # a key without requests is not in the minute's view
+        view = MinuteView(start, start + timedelta(minutes=1), {"api_key": keys}, fleet)
+        found: list[Finding] = detector.observe_minute(view)
+        if found:
+            alarms.append(i)
+    return alarms
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    # Knuth's method is slow for large means; a normal approximation is fine above 30
+    if mean > 30:
+        return max(0, round(rng.gauss(mean, mean**0.5)))
+    limit, k, p = pow(2.718281828459045, -mean), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def bursty(i: int, rng: random.Random) -> float:
+    """Gamma minutes (variance ~30x the mean) with a 4x burst at :17-:19 of every hour."""
+    burst = 4.0 if i % 60 in (17, 18, 19) else 1.0
+    return poisson(rng, 20 * rng.gammavariate(1.5, 1 / 1.5) * burst)
+
+
+def test_a_bursty_key_with_recurring_bursts_is_not_paged() -> None:
+    assert run(bursty, 8 * 60) == []
+
+
+def test_a_lasting_rise_on_a_bursty_key_is_still_caught() -> None:
+    def attacked(i: int, rng: random.Random) -> float:
+        return bursty(i, rng) * (4.0 if 360 <= i < 400 else 1.0)
+
+    alarms = run(attacked, 8 * 60)
+    assert alarms and 360 <= alarms[0] < 375
+
+
+def test_a_smooth_key_is_paged_in_the_first_minute_of_an_8x_spike() -> None:
+    alarms = run(lambda i, rng: poisson(rng, 20 * (8 if 300 <= i < 330 else 1)), 6 * 60)
+    assert alarms and alarms[0] == 300
+
+
+def test_a_subtle_lasting_spike_on_a_smooth_key_is_caught() -> None:
+    alarms = run(lambda i, rng: poisson(rng, 10 * (2.5 if 300 <= i < 330 else 1)), 6 * 60)
+    assert alarms and 300 <= alarms[0] < 315
+
+
+def test_a_new_key_ramping_up_from_nothing_is_learned_not_paged() -> None:
+    def ramp(i: int, rng: random.Random) -> float:
+        level = 0.0 if i < 180 else min(1.0, (i - 180) / 40)
+        return poisson(rng, 30 * level)
+
+    assert run(ramp, 8 * 60) == []
+
+
+def test_a_modest_drift_inside_the_keys_history_is_not_paged() -> None:
+    def drift(i: int, rng: random.Random) -> float:
+        return poisson(rng, 20 * (1.0 + 0.3 * min(1.0, max(0, i - 240) / 60)))
+
+    assert run(drift, 8 * 60) == []
