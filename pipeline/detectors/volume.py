@@ -73,7 +73,7 @@ from pipeline.detectors.baseline import EWBaseline
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
 LONG_MINUTES: Final = 15  # the exponentially weighted long horizon
 SPREAD_FADING: Final = 0.02  # the spread follows about the last 50 minutes
-SPREAD_PRIOR: Final = (1.0, 60)  # the spread starts at 1 (a factor e), fading out over 60 min
+SPREAD_PRIOR: Final = (1.0, 30)  # the spread starts at 1 (a factor e), fading out over 30 min
 MIN_SPREAD: Final = 0.05
 SUSPECT_Z: Final = 3.0  # a window this far out teaches neither the level nor the spread
 YOUNG_MINUTES: Final = 120  # an entity seen for less than this follows its own ramp
