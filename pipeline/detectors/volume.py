@@ -101,6 +101,16 @@ class _ShareState:
         # minute of the hour -> (usual log excess, the hour it was last learned in)
         self.slots: dict[int, tuple[float, int]] = {}
 
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        slots = state[1]
+        if "mean" not in slots:  # a snapshot from before the own-spread model: start its spread
+            self.__init__(5, 30, 3)  # type: ignore[misc]  # afresh, keep the learned level
+            self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
+            self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
+            return
+        for name, value in slots.items():
+            setattr(self, name, value)
+
     def spread(self, index: int) -> float:
         """The learned standard deviation of a horizon's log excess, plus
         :data:`SPREAD_PRIOR` fading out while it is young."""
