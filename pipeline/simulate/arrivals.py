@@ -20,7 +20,8 @@ knows them, the request's prompt and completion tokens (NaN: the request model d
 >>> round(trace.rate, 4), trace.span_ms
 (0.0492, 61001)
 >>> model = TraceArrivals(trace, fleet, services=1)
->>> got = model.draw(np.random.default_rng(0), fleet, 0, 60_000)
+>>> t0 = fleet.config.start_ms
+>>> got = model.draw(np.random.default_rng(0), fleet, t0, t0 + 60_000)
 >>> len(got.keys) > 0, set(got.prompt.tolist()) <= {100.0, 200.0}
 (True, True)
 """

@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,6 +99,15 @@ def setting_at(settings: Settings, path: tuple[str, ...]) -> object:
     for part in path:
         value = getattr(value, part)
     return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def literal_choices(path: tuple[str, ...]) -> tuple[str, ...]:
+    """The values a ``Literal`` setting allows (empty for any other type)."""
+    model: Any = Settings
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    annotation = model.model_fields[path[-1]].annotation
+    return get_args(annotation) if get_origin(annotation) is Literal else ()
 
 
 def as_setting(raw: str, like: object) -> object:
@@ -236,7 +245,8 @@ def test_settings_env_names_follow_the_settings_rule(clean_env: pytest.MonkeyPat
         elif isinstance(default, int | float):
             raw = str(default + 1)
         elif isinstance(default, str):
-            raw = default + "-changed"
+            allowed = literal_choices(path)  # a choice among names, or any string
+            raw = next(c for c in allowed if c != default) if allowed else default + "-changed"
         else:
             continue  # None-valued optionals and dicts take JSON or are covered by their type
         clean_env.setenv(name, raw)
