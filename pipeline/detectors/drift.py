@@ -5,7 +5,11 @@ Efficiency is measured *relative to the server's peers*: each minute, a server's
 token minus the median of the servers running the same model. A fleet-wide rollout that makes a
 model dearer everywhere moves the median with it and alerts nobody; one throttled GPU stands out.
 Baselines learn slowly and skip minutes more than 3 standard deviations out, so a ramp is not
-absorbed into the baseline it is measured against.
+absorbed into the baseline it is measured against. Besides the 2-minute window, a one-sided
+CUSUM of each minute's z-score against the server's own spread (``S <- max(0, S + z - k)``,
+alarm at ``h``, once the server is at least 10 % dearer than usual) adds up a slow ramp that no
+single window shows: a GPU throttling by a few percent a minute is found within minutes of its
+start.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from datetime import datetime
 
 from pipeline.detectors.base import (
     AdaptiveThreshold,
@@ -41,14 +46,25 @@ from pipeline.detectors.base import (
 from pipeline.detectors.baseline import EWBaseline
 
 SUSPECT_Z = 3.0  # beyond this many standard deviations a minute is not learned
+CUSUM_K = 0.5  # standard deviations of drift per minute that the sequential test ignores
+CUSUM_H = 10.0  # ... and the sum at which it alarms
+CUSUM_MIN_RATIO = 1.1  # ... once the server is at least this much dearer than usual
+CUSUM_MATURE = 120  # minutes a server's baseline has learned before the sequential test runs
 
 
 class _DriftState:
-    __slots__ = ("baseline", "horizon")
+    __slots__ = ("baseline", "cusum", "cusum_start", "horizon")
 
     def __init__(self, minutes: int, min_sd: float) -> None:
         self.horizon = Horizon[tuple[float, EntityMinute]](minutes)
         self.baseline = EWBaseline(fading=0.01, min_sd=min_sd, warm_up=30)
+        self.cusum = 0.0
+        self.cusum_start: datetime | None = None
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        self.cusum, self.cusum_start = 0.0, None  # absent from snapshots taken before it
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
 
 class EfficiencyDriftDetector:
@@ -102,31 +118,60 @@ class EfficiencyDriftDetector:
             self.threshold.update(score)
         threshold = self.threshold.value
         excess = mean_relative - base.level
-        if not base.warm or score < threshold or excess < self.min_log_ratio:
-            if score < SUSPECT_Z:  # a drifting server must not teach its baseline the drift
-                base.learn_one(relative)
+        sequential = self._sequential(state, base.score_one(relative), view.start)
+        if excess < math.log(CUSUM_MIN_RATIO):  # a slow wander of a few percent is not a fault
+            sequential = None
+        windowed = base.warm and score >= threshold and excess >= self.min_log_ratio
+        if not windowed and sequential is None:
+            if score < SUSPECT_Z and state.cusum < CUSUM_H / 2:
+                base.learn_one(relative)  # a drifting server must not teach its baseline
             return None
+        if sequential is not None and not windowed:
+            start, minutes = sequential, max(1, round((view.end - sequential).total_seconds() / 60))
+            score, threshold = state.cusum, CUSUM_H
+            how = f"drifting up for {minutes} min (sequential test {score:.0f}, threshold "
+            how += f"{threshold:.0f})"
+        else:
+            start, how = state.horizon.start, f"over {len(recent)} min"
+        state.cusum, state.cusum_start = 0.0, None
         total = EntityMinute.total([m for _, m in recent])
         per_token = total.gpu_ms_per_token or 0.0
         usual = per_token / math.exp(excess)
         model = view.model_of_server.get(server, "?")
         summary = (
-            f"server {server} ({model}) used {per_token * 1000:,.0f} GPU-ms per 1k tokens over "
-            f"{len(recent)} min, {math.exp(excess):.2f}x its usual cost relative to its peers "
-            f"({usual * 1000:,.0f})"
+            f"server {server} ({model}) used {per_token * 1000:,.0f} GPU-ms per 1k tokens {how}, "
+            f"{math.exp(excess):.2f}x its usual cost relative to its peers ({usual * 1000:,.0f})"
         )
         return Finding(
             kind="efficiency_degradation",
             entity_type="server",
             entity_id=server,
-            window_start=state.horizon.start,
+            window_start=start,
             window_end=view.end,
             score=score,
             threshold=threshold,
             summary=summary,
             evidence={"gpu_ms_per_1k_tokens": (per_token * 1000, usual * 1000)},
             event_count=total.requests,
+            magnitude=math.exp(excess),
+            stake=(
+                total.gpu_ms * (1 - math.exp(-excess)) / (view.fleet.gpu_ms * len(recent))
+                if view.fleet.gpu_ms > 0
+                else None
+            ),
         )
+
+    def _sequential(self, state: _DriftState, z: float, now: datetime) -> datetime | None:
+        """Add this minute's z-score to the server's CUSUM; the run's start when it alarms."""
+        if state.baseline.n < CUSUM_MATURE:  # a young baseline's level is still settling
+            return None
+        state.cusum = max(0.0, state.cusum + z - CUSUM_K)
+        if state.cusum == 0.0:
+            state.cusum_start = None
+            return None
+        if state.cusum_start is None:
+            state.cusum_start = now
+        return state.cusum_start if state.cusum >= CUSUM_H else None
 
 
 class ConfidenceCollapseDetector:
