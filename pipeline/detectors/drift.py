@@ -49,6 +49,7 @@ SUSPECT_Z = 3.0  # beyond this many standard deviations a minute is not learned
 CUSUM_K = 0.5  # standard deviations of drift per minute that the sequential test ignores
 CUSUM_H = 10.0  # ... and the sum at which it alarms
 CUSUM_MIN_RATIO = 1.1  # ... once the server is at least this much dearer than usual
+CUSUM_CLIP = 2.5  # one minute adds at most this many standard deviations (heavy tails)
 CUSUM_MATURE = 120  # minutes a server's baseline has learned before the sequential test runs
 
 
@@ -165,7 +166,7 @@ class EfficiencyDriftDetector:
         """Add this minute's z-score to the server's CUSUM; the run's start when it alarms."""
         if state.baseline.n < CUSUM_MATURE:  # a young baseline's level is still settling
             return None
-        state.cusum = max(0.0, state.cusum + z - CUSUM_K)
+        state.cusum = max(0.0, state.cusum + min(z, CUSUM_CLIP) - CUSUM_K)
         if state.cusum == 0.0:
             state.cusum_start = None
             return None
