@@ -9,7 +9,8 @@ Rules (also in the README):
   first such alert's ``detected_at`` minus the incident start;
 * alerts of one kind on one entity less than ``episode_gap`` apart form one *episode*; an
   episode is true when one of its alerts relates to an attack or fault, and false otherwise
-  (separately counted when it relates to a benign shift).
+  (separately counted when it relates to a benign shift, and when one of its alerts was
+  ``medium`` or above: what the webhook would have sent by default).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.simulate.labels import Incident
@@ -17,7 +18,7 @@ Rules (also in the README):
 >>> inc = Incident(kind="volume_spike", benign=False, entity_type="api_key", entity_id="k1",
 ...                tenant_id="t1", start=t0, end=t0 + timedelta(minutes=30), intensity=6.0,
 ...                variant="blatant")
->>> from pipeline.alerts import Alert
+>>> from pipeline.alerts import Alert, at_least
 >>> alert = Alert(alert_id="a", kind="volume_spike", entity_type="tenant", entity_id="t1",
 ...               window_start=t0, window_end=t0 + timedelta(minutes=2),
 ...               detected_at=t0 + timedelta(minutes=2), score=9.0, severity="high",
@@ -35,11 +36,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from pipeline.alerts import Alert
+from pipeline.alerts import Alert, at_least
 from pipeline.simulate.labels import ALL_ENTITIES, Incident
 
 GRACE = timedelta(minutes=10)
 EPISODE_GAP = timedelta(minutes=10)
+NOTIFIED = "medium"  # the webhook's default: what a team is paged for
 
 
 def relates(alert: Alert, incident: Incident, grace: timedelta = GRACE) -> bool:
@@ -72,6 +74,7 @@ class Report:
     true_episodes: int
     false_episodes: int
     benign_false_episodes: int
+    notified_false_episodes: int
     missed: list[Incident]
     delays_s: list[float]
 
@@ -107,7 +110,8 @@ class Report:
             "",
             f"recall {self.recall:.2f} · precision {self.precision:.2f} (over {self.episodes} "
             f"alert episodes) · F1 {self.f1:.2f} · median delay {delay} · false episodes "
-            f"{self.false_episodes} (inside benign shifts: {self.benign_false_episodes})",
+            f"{self.false_episodes} (inside benign shifts: {self.benign_false_episodes}; notified, "
+            f"medium and above: {self.notified_false_episodes})",
         ]
         return "\n".join(lines)
 
@@ -134,12 +138,14 @@ def evaluate(alerts: Sequence[Alert], incidents: Sequence[Incident]) -> Report:
     true = [e for e in episodes if any(relates(a, i) for a in e for i in attacks)]
     false = [e for e in episodes if not any(relates(a, i) for a in e for i in attacks)]
     inside_benign = [e for e in false if any(relates(a, i) for a in e for i in benign)]
+    notified = [e for e in false if any(at_least(a.severity, NOTIFIED) for a in e)]
     return Report(
         rows=list(rows.values()),
         episodes=len(episodes),
         true_episodes=len(true),
         false_episodes=len(false),
         benign_false_episodes=len(inside_benign),
+        notified_false_episodes=len(notified),
         missed=missed,
         delays_s=delays,
     )
