@@ -543,8 +543,13 @@ def bench(
         float, typer.Option(min=16, help="Latency: live phase (a minute boundary every 60 s).")
     ] = 150.0,
     history_minutes: Annotated[
-        float, typer.Option(min=1, help="Latency: preloaded history (detector warm-up).")
-    ] = 35.0,
+        float,
+        typer.Option(
+            min=1,
+            help="Latency: preloaded history (detector warm-up: volume needs 60 min, 30 of them "
+            "learning each key's own spread).",
+        ),
+    ] = 65.0,
     history_rate: Annotated[float, typer.Option(min=0.1, help="Latency: history rate.")] = 50.0,
     replay_events: Annotated[int, typer.Option(min=1, help="Replay file size.")] = 1_000_000,
     keys: Annotated[int, typer.Option(min=1, help="RSS: distinct api keys.")] = 100_000,

@@ -52,7 +52,7 @@ class BenchConfig:
     seed: int = 0
     rates: tuple[float, ...] = (5_000.0,)
     live_seconds: float = 150.0
-    history_minutes: float = 35.0
+    history_minutes: float = 65.0
     history_rate: float = 50.0
     spikes_per_minute: int = 4
     replay_events: int = 1_000_000

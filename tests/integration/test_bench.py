@@ -28,7 +28,7 @@ def tiny(bootstrap: str, workdir: Path, parts: str) -> BenchConfig:
         events=25_000,  # several worker batches: the rate is measured after the first
         rates=(300.0,),
         live_seconds=16.0,
-        history_minutes=31.0,
+        history_minutes=61.0,  # volume: 30 min warm-up, then 30 min of each key's own spread
         history_rate=6.0,
         spikes_per_minute=2,
         replay_events=20_000,
