@@ -276,4 +276,9 @@ class ConfidenceCollapseDetector:
                 "gpu_ms_per_request": (gpu_per_request, compute.level),
             },
             event_count=total.requests,
+            # a fall to half the usual confidence counts as 2x from normal
+            magnitude=base.level / max(mean_confidence, 1e-6),
+            stake=(
+                total.requests / (view.fleet.requests * minutes) if view.fleet.requests else None
+            ),
         )

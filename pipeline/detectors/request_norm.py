@@ -370,6 +370,8 @@ class RequestNormDetector:
             summary=summary,
             evidence=evidence,
             event_count=n,
+            magnitude=ratio,
+            stake=_stake(n, ratio, len(recent), view),
         )
 
     def _sequential_finding(self, key: str, found: CusumState, view: MinuteView) -> Finding:
@@ -402,4 +404,16 @@ class RequestNormDetector:
                 "sequential_test": (found.s, threshold),
             },
             event_count=found.requests,
+            magnitude=ratio,
+            stake=_stake(found.requests, ratio, max(minutes, 1), view),
         )
+
+
+def _stake(requests: int, ratio: float, minutes: int, view: MinuteView) -> float | None:
+    """The share of the fleet's requests over ``minutes`` that this key's excess work equals:
+    its requests times how far past the norm they went (the fleet's minute stands in for each
+    minute of the window)."""
+    fleet = view.fleet.requests * minutes
+    if fleet <= 0 or not math.isfinite(ratio):
+        return None
+    return requests * max(ratio - 1.0, 0.0) / fleet

@@ -167,4 +167,10 @@ class RunawayDetector:
             summary=summary,
             evidence={"truncated_or_timeout_rate": (rate, base)},
             event_count=total.requests,
+            magnitude=rate / base,
+            stake=(
+                (total.runaway - base * total.requests) / (view.fleet.requests * minutes)
+                if view.fleet.requests
+                else None
+            ),
         )
