@@ -74,6 +74,8 @@ TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x th
 LONG_MINUTES: Final = 15  # the exponentially weighted long horizon
 SPREAD_FADING: Final = 0.02  # the spread follows about the last 50 minutes
 SPREAD_PRIOR: Final = (1.0, 30)  # the spread starts at 1 (a factor e), fading out over 30 min
+# of learning for a 1-minute horizon, 30 * sqrt(minutes) for longer ones (which need longer to see
+# an entity's bursts come and go)
 MIN_SPREAD: Final = 0.05
 SUSPECT_Z: Final = 3.0  # a window this far out teaches neither the level nor the spread
 YOUNG_MINUTES: Final = 120  # an entity seen for less than this follows its own ramp
@@ -87,9 +89,13 @@ Sums = tuple[float, float, float, float, float]
 
 
 class _ShareState:
-    __slots__ = ("age", "gpu_share", "horizon", "long", "mean", "seen", "share", "slots", "var")
+    __slots__ = (
+        "age", "fades", "gpu_share", "horizon", "long", "mean", "seen", "share", "slots", "var"
+    )  # fmt: skip
 
-    def __init__(self, minutes: int, warm_up: int, horizons: int) -> None:
+    def __init__(self, minutes: int, warm_up: int, fades: tuple[float, ...]) -> None:
+        horizons = len(fades) - 1
+        self.fades = fades  # minutes of learning over which each horizon's prior fades
         self.horizon = Horizon[Sums](minutes)
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
@@ -104,7 +110,7 @@ class _ShareState:
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         slots = state[1]
         if "mean" not in slots:  # a snapshot from before the own-spread model: start its spread
-            self.__init__(5, 30, 3)  # type: ignore[misc]  # afresh, keep the learned level
+            self.__init__(5, 30, _fades((1, 2, 5)))  # type: ignore[misc]  # afresh, keep the level
             self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
             self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
             return
@@ -114,9 +120,9 @@ class _ShareState:
     def spread(self, index: int) -> float:
         """The learned standard deviation of a horizon's log excess, plus
         :data:`SPREAD_PRIOR` fading out while it is young."""
-        prior, minutes = SPREAD_PRIOR
         learned = math.sqrt(max(self.var[index], 0.0))
-        return max(MIN_SPREAD, learned + prior * max(0.0, 1.0 - self.seen / minutes))
+        prior = SPREAD_PRIOR[0] * max(0.0, 1.0 - self.seen / self.fades[index])
+        return max(MIN_SPREAD, learned + prior)
 
     def z(self, index: int, observed: float, expected: float) -> float:
         """How many of its own spreads this window's log excess is above its usual one."""
@@ -155,6 +161,7 @@ class VolumeDetector:
         self.min_ratio = min_ratio
         self.threshold = AdaptiveThreshold(score_floor)
         self.states: BoundedStore[str, _ShareState] = BoundedStore(max_entities)
+        self._fades = _fades(horizons_min)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         return self._judge(view, peek=False)
@@ -203,7 +210,7 @@ class VolumeDetector:
         else:
             state = self.states.get_or_create(
                 name,
-                lambda: _ShareState(max(self.horizons_min), self.warm_up, len(self.horizons_min)),
+                lambda: _ShareState(max(self.horizons_min), self.warm_up, self._fades),
             )
             sums = _sums(minute, fleet, state.season(view.start))
             state.horizon.push(view.start, sums)
@@ -311,8 +318,9 @@ class VolumeDetector:
         alarming: bool,
     ) -> None:
         """Learn the minute just closed: the burst memory always (recurring bursts must be
-        remembered even when they alarmed); dispersion and level from minutes that are not
-        suspect (a young entity's level from every minute that does not alarm)."""
+        remembered even when they alarmed); each horizon's spread from its windows that are not
+        suspect; the level from minutes that no horizon finds suspect (a young entity's level
+        from every minute that does not alarm)."""
         requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = recent[-1][1]
         if fleet_requests <= 0:
             return
@@ -324,13 +332,17 @@ class VolumeDetector:
             windows = [self._window(state, recent, now, m) for m in self.horizons_min]
             windows.append(self._long_window(state, recent[-1][1]))
             zs = [state.z(i, w[0], w[1]) for i, w in enumerate(windows)]
-            suspect = alarming or max(zs) >= SUSPECT_Z
-            if not suspect:
-                for i, (observed, expected, *_) in enumerate(windows):
+            learned = False
+            for i, (observed, expected, *_) in enumerate(windows):
+                # each horizon learns from its own ordinary windows: a burst that stands out
+                # over one minute is still part of the entity's usual 15 minutes
+                if not alarming and zs[i] < SUSPECT_Z:
                     delta = math.log((observed + 1.0) / (expected + 1.0)) - state.mean[i]
                     state.mean[i] += SPREAD_FADING * delta
                     state.var[i] = (1 - SPREAD_FADING) * (state.var[i] + SPREAD_FADING * delta**2)
-                state.seen += 1
+                    learned = True
+            state.seen += learned
+            suspect = alarming or max(zs) >= SUSPECT_Z
             state.long = list(self._long_window(state, recent[-1][1])[:5])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
@@ -356,6 +368,11 @@ class VolumeDetector:
                 del slots[slot]
             else:
                 slots[slot] = (value * (1.0 - SLOT_LEARN), hour)
+
+
+def _fades(horizons_min: tuple[int, ...]) -> tuple[float, ...]:
+    """Minutes of learning over which each horizon's spread prior fades (the long one last)."""
+    return tuple(SPREAD_PRIOR[1] * math.sqrt(m) for m in (*horizons_min, LONG_MINUTES))
 
 
 def _hour(start: datetime) -> int:

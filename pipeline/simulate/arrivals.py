@@ -97,12 +97,17 @@ class BurstyTenant:
     minutes: int
 
 
+MIN_SHAPE: Final = 2.0
+"""The roughest per-minute load a bursty tenant gets (gamma shape 2: minutes vary by ±70 %)."""
+
+
 class BurstyArrivals:
     """A share ``bursty_share`` of tenants (one of the three largest among them) send in bursts.
 
     A bursty tenant's rate in a minute is its daily-cycle rate × a gamma draw of mean 1 (its
-    per-minute counts are negative binomial: variance 20–200× the mean at its size) × a burst
-    factor of 2–5 while a burst lasts. The burst schedule is fixed by the fleet's seed, so the
+    per-minute counts are negative binomial: variance 20–200× the mean at its size, for a small
+    tenant as rough as a gamma shape of :data:`MIN_SHAPE` allows) × a burst factor of 2–5 while
+    a burst lasts. The burst schedule is fixed by the fleet's seed, so the
     same minutes of every hour carry a tenant's recurring bursts.
 
     >>> import numpy as np
@@ -128,7 +133,7 @@ class BurstyArrivals:
             ratio = float(rng.uniform(20.0, 200.0))  # target variance / mean per minute
             recurring = int(rng.integers(0, 3))
             self.tenants[i] = BurstyTenant(
-                shape=float(np.clip(rpm / (ratio - 1.0), 0.7, 50.0)),
+                shape=float(np.clip(rpm / (ratio - 1.0), MIN_SHAPE, 50.0)),
                 slots=tuple(int(s) for s in rng.choice(60, recurring, replace=False)),
                 random_per_hour=float(rng.uniform(0.3, 1.5)),
                 amplitude=float(rng.uniform(2.0, 5.0)),
