@@ -84,8 +84,10 @@ SLOT_MIN_SURPRISE: Final = 2.0  # ... and this surprising to counting noise (dec
 SLOT_LEARN: Final = 0.5  # how fast the memory of a minute of the hour follows (per hour)
 SLOT_MAX: Final = 20  # minutes of the hour remembered per entity at most
 
-# A window: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor) of one minute
+# One minute: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor)
 Sums = tuple[float, float, float, float, float]
+# A window: observed and expected requests, observed and expected GPU-ms, fleet GPU-ms, minutes
+Window = tuple[float, float, float, float, float, int]
 
 
 class _ShareState:
@@ -216,7 +218,7 @@ class VolumeDetector:
             state.horizon.push(view.start, sums)
             recent = list(state.horizon.recent)
             if not state.share.warm:
-                self._learn(state, recent, view.start, alarming=False)
+                self._learn(state, sums, [], view.start, alarming=False)
                 return None
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
@@ -233,7 +235,7 @@ class VolumeDetector:
             score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
         )
         if not peek:
-            self._learn(state, recent, view.start, alarming=alarming)
+            self._learn(state, sums, windows, view.start, alarming=alarming)
         if not alarming:
             return None
         label = entity_type.replace("_", " ")
@@ -267,7 +269,7 @@ class VolumeDetector:
     @staticmethod
     def _window(
         state: _ShareState, horizon: list[tuple[datetime, Sums]], now: datetime, minutes: int
-    ) -> tuple[float, float, float, float, float, int]:
+    ) -> Window:
         """Observed and expected requests and GPU-ms over the last ``minutes`` (seasonal)."""
         inside = [s for t, s in horizon if (now - t).total_seconds() < minutes * 60]
         share, gpu_share = state.share.level, state.gpu_share.level
@@ -281,9 +283,7 @@ class VolumeDetector:
         )
 
     @staticmethod
-    def _long_window(
-        state: _ShareState, sums: Sums
-    ) -> tuple[float, float, float, float, float, int]:
+    def _long_window(state: _ShareState, sums: Sums) -> Window:
         """The exponentially weighted ~15 minutes up to this one."""
         keep = 1.0 - 1.0 / LONG_MINUTES
         requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
@@ -298,9 +298,7 @@ class VolumeDetector:
         )
 
     @staticmethod
-    def _score(
-        state: _ShareState, index: int, window: tuple[float, float, float, float, float, int]
-    ) -> float:
+    def _score(state: _ShareState, index: int, window: Window) -> float:
         """Decades of surprise of the window's count: the smaller of the entity's own spread
         (a Gaussian tail of its log excess) and counting noise (a Poisson tail)."""
         observed, expected = window[0], window[1]
@@ -312,7 +310,8 @@ class VolumeDetector:
     def _learn(
         self,
         state: _ShareState,
-        recent: list[tuple[datetime, Sums]],
+        sums: Sums,
+        windows: list[Window],
         now: datetime,
         *,
         alarming: bool,
@@ -320,8 +319,9 @@ class VolumeDetector:
         """Learn the minute just closed: the burst memory always (recurring bursts must be
         remembered even when they alarmed); each horizon's spread from its windows that are not
         suspect; the level from minutes that no horizon finds suspect (a young entity's level
-        from every minute that does not alarm)."""
-        requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = recent[-1][1]
+        from every minute that does not alarm). ``windows`` are the minute's, as scored (each
+        short horizon, then the long one; none during the warm-up)."""
+        requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
         if fleet_requests <= 0:
             return
         share = state.share
@@ -329,8 +329,6 @@ class VolumeDetector:
         if share.warm:
             plain = share.level * fleet_requests  # expected without the burst memory
             self._remember_burst(state, now, requests, plain)
-            windows = [self._window(state, recent, now, m) for m in self.horizons_min]
-            windows.append(self._long_window(state, recent[-1][1]))
             zs = [state.z(i, w[0], w[1]) for i, w in enumerate(windows)]
             learned = False
             for i, (observed, expected, *_) in enumerate(windows):
@@ -343,7 +341,7 @@ class VolumeDetector:
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
-            state.long = list(self._long_window(state, recent[-1][1])[:5])
+            state.long = list(windows[-1][:5])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return
