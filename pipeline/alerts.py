@@ -85,7 +85,7 @@ def grade(
     its ``magnitude`` (2x, 4x, 8x the entity's own normal): low, medium, high, critical. The
     ``stake`` (share of the fleet's compute beyond normal: under 0.1 %, 0.1 %, 1 %, 5 %) then
     caps it at the mean of the two steps rounded up, so a sure finding about a trickle of
-    compute is at most medium, and a large stake never makes a marginal finding louder than
+    compute is at most high, and a large stake never makes a marginal finding louder than
     it is. Without a stake the finding is graded by how unusual it is.
 
     >>> [grade(s, 2.0) for s in (2.0, 3.5, 5.0, 9.0)]

@@ -15,10 +15,10 @@ variability, learned from its own history:
   normal, while a lasting 3x still stands out over 15 minutes);
 * **recurring bursts** — a sparse memory of the minutes of the hour at which it usually runs
   above its share (learned per hour, ±1 minute), which raise what is expected there;
-* **its level** follows its minutes that do not alarm, each counted for at most ``min_ratio``
-  times the level once the entity has been seen for two hours: a new tenant's ramp is learned
-  rather than paged, while a spike of an established entity barely moves the level it is
-  measured against.
+* **its level** follows its minutes that do not alarm; once the entity has been seen for two
+  hours, only those that no horizon finds 3 of its spreads out, each counted for at most
+  ``min_ratio`` times the level: a new tenant's ramp is learned rather than paged, while a
+  spike of an established entity barely moves the level it is measured against.
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
