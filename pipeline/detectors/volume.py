@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from statistics import median
+from statistics import NormalDist, median
 from typing import Final
 
 from pipeline.detectors.base import (
@@ -72,12 +72,17 @@ from pipeline.detectors.baseline import EWBaseline
 
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
 LONG_MINUTES: Final = 15  # the exponentially weighted long horizon
-SPREAD_FADING: Final = 0.02  # the spread follows about the last 50 minutes
+SPREAD_FADING: Final = 0.02  # a 1-minute horizon's spread follows about its last 50 minutes; a
+# longer horizon's windows overlap, so it learns sqrt(minutes) times slower (the 15-minute one over
+# about its last 3 hours)
+MATURE_LEVEL_PACE: Final = 0.2  # a mature entity's level moves a fifth as fast as a young one's
 SPREAD_PRIOR: Final = (1.0, 30)  # the spread starts at 1 (a factor e), fading out over 30 min
 # of learning for a 1-minute horizon, 30 * sqrt(minutes) for longer ones (which need longer to see
 # an entity's bursts come and go)
 MIN_SPREAD: Final = 0.05
 SUSPECT_Z: Final = 3.0  # a window this far out teaches neither the level nor the spread
+GAUSSIAN_TAIL: Final = 0.00135  # a Gaussian's share of windows past SUSPECT_Z
+TAIL_PACE: Final = 1 / 360  # an entity's share follows its last 6 hours (bursts may be hourly)
 YOUNG_MINUTES: Final = 120  # an entity seen for less than this follows its own ramp
 SLOT_MIN_EXCESS: Final = math.log(1.5)  # a minute this far above share feeds the burst memory
 SLOT_MIN_SURPRISE: Final = 2.0  # ... and this surprising to counting noise (decades)
@@ -92,18 +97,26 @@ Window = tuple[float, float, float, float, float, int]
 
 class _ShareState:
     __slots__ = (
-        "age", "fades", "gpu_share", "horizon", "long", "mean", "seen", "share", "slots", "var"
+        "age", "fades", "gpu_share", "horizon", "long", "mean", "paces", "run", "seen", "share",
+        "slots", "tail", "var",
     )  # fmt: skip
 
-    def __init__(self, minutes: int, warm_up: int, fades: tuple[float, ...]) -> None:
+    def __init__(
+        self, minutes: int, warm_up: int, fades: tuple[float, ...], paces: tuple[float, ...]
+    ) -> None:
         horizons = len(fades) - 1
         self.fades = fades  # minutes of learning over which each horizon's prior fades
+        self.paces = paces  # each horizon's learning rate (shared by all entities)
         self.horizon = Horizon[Sums](minutes)
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.mean = [0.0] * (horizons + 1)  # log excess per short horizon, then the long one
         self.var = [0.0] * (horizons + 1)
         self.seen = 0  # minutes of spread learned
+        # per horizon, its own tail: the share of its windows SUSPECT_Z spreads out (at first a
+        # Gaussian's), and the windows so far of the excursion under way
+        self.tail = [GAUSSIAN_TAIL] * (horizons + 1)
+        self.run = [0] * (horizons + 1)
         self.age = 0  # minutes in which the entity was seen
         self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
         # minute of the hour -> (usual log excess, the hour it was last learned in)
@@ -112,17 +125,23 @@ class _ShareState:
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         slots = state[1]
         if "mean" not in slots:  # a snapshot from before the own-spread model: start its spread
-            self.__init__(5, 30, _fades((1, 2, 5)))  # type: ignore[misc]  # afresh, keep the level
+            self.__init__(5, 30, *_learning((1, 2, 5)))  # type: ignore[misc]  # afresh, keep level
             self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
             self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
             return
         for name, value in slots.items():
             setattr(self, name, value)
+        if "paces" not in slots:
+            self.fades, self.paces = _learning((1, 2, 5))
+            self.tail = [GAUSSIAN_TAIL] * len(self.mean)
+            self.run = [0] * len(self.mean)
 
     def spread(self, index: int) -> float:
         """The learned standard deviation of a horizon's log excess, plus
         :data:`SPREAD_PRIOR` fading out while it is young."""
-        learned = math.sqrt(max(self.var[index], 0.0))
+        # an exponentially weighted variance started at 0 is low by (1 - pace)^seen: undo that
+        unlearned = (1.0 - self.paces[index]) ** self.seen
+        learned = math.sqrt(max(self.var[index], 0.0) / max(1.0 - unlearned, 1e-9))
         prior = SPREAD_PRIOR[0] * max(0.0, 1.0 - self.seen / self.fades[index])
         return max(MIN_SPREAD, learned + prior)
 
@@ -130,6 +149,29 @@ class _ShareState:
         """How many of its own spreads this window's log excess is above its usual one."""
         excess = math.log((observed + 1.0) / (expected + 1.0))
         return (excess - self.mean[index]) / self.spread(index)
+
+    def surprise(self, index: int, z: float) -> float:
+        """Decades of surprise of a window ``z`` of its spreads out: a Gaussian tail, widened
+        when the entity's windows go SUSPECT_Z spreads out more often than a Gaussian's would
+        (to the width at which they would be that frequent)."""
+        if z <= 0:
+            return 0.0
+        widen = 1.0
+        if z > SUSPECT_Z and self.tail[index] > GAUSSIAN_TAIL:
+            widen = SUSPECT_Z / _STANDARD.inv_cdf(1.0 - min(self.tail[index], 0.5))
+        z /= widen
+        return z * z / 2 / math.log(10)
+
+    def learn_tail(self, index: int, z: float) -> None:
+        """Follow excursions past SUSPECT_Z spreads; learn each one's windows once it is over,
+        back within a spread of usual (so that a lasting rise, flapping about SUSPECT_Z as it
+        sets in, does not widen the tail it is judged by while it lasts)."""
+        self.tail[index] *= 1.0 - TAIL_PACE
+        if z >= SUSPECT_Z:
+            self.run[index] += 1
+        elif self.run[index] and z < 1.0:
+            self.tail[index] += TAIL_PACE * self.run[index]
+            self.run[index] = 0
 
     def season(self, start: datetime) -> float:
         """How many times its share the entity usually sends at this minute of the hour, from
@@ -163,7 +205,7 @@ class VolumeDetector:
         self.min_ratio = min_ratio
         self.threshold = AdaptiveThreshold(score_floor)
         self.states: BoundedStore[str, _ShareState] = BoundedStore(max_entities)
-        self._fades = _fades(horizons_min)
+        self._learning = _learning(horizons_min)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         return self._judge(view, peek=False)
@@ -212,7 +254,7 @@ class VolumeDetector:
         else:
             state = self.states.get_or_create(
                 name,
-                lambda: _ShareState(max(self.horizons_min), self.warm_up, self._fades),
+                lambda: _ShareState(max(self.horizons_min), self.warm_up, *self._learning),
             )
             sums = _sums(minute, fleet, state.season(view.start))
             state.horizon.push(view.start, sums)
@@ -305,7 +347,7 @@ class VolumeDetector:
         z = state.z(index, observed, expected)
         if z <= 0:
             return 0.0
-        return min(z * z / 2 / math.log(10), poisson_surprise(observed, expected))
+        return min(state.surprise(index, z), poisson_surprise(observed, expected))
 
     def _learn(
         self,
@@ -332,12 +374,14 @@ class VolumeDetector:
             zs = [state.z(i, w[0], w[1]) for i, w in enumerate(windows)]
             learned = False
             for i, (observed, expected, *_) in enumerate(windows):
+                state.learn_tail(i, zs[i])
                 # each horizon learns from its own ordinary windows: a burst that stands out
                 # over one minute is still part of the entity's usual 15 minutes
                 if not alarming and zs[i] < SUSPECT_Z:
                     delta = math.log((observed + 1.0) / (expected + 1.0)) - state.mean[i]
-                    state.mean[i] += SPREAD_FADING * delta
-                    state.var[i] = (1 - SPREAD_FADING) * (state.var[i] + SPREAD_FADING * delta**2)
+                    pace = state.paces[i]
+                    state.mean[i] += pace * delta
+                    state.var[i] = (1 - pace) * (state.var[i] + pace * delta**2)
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
@@ -347,11 +391,12 @@ class VolumeDetector:
                 return
         # a mature entity's minute counts for at most min_ratio times its level: a burst does
         # not teach the level it is measured against, and cannot drag it down either
-        cap = math.inf if state.age < YOUNG_MINUTES or not share.warm else self.min_ratio
-        share.learn_one(min(requests / fleet_requests / season, cap * share.level))
+        # and moves more slowly than a young one's
+        young = state.age < YOUNG_MINUTES or not share.warm
+        cap, pace = (math.inf, 1.0) if young else (self.min_ratio, MATURE_LEVEL_PACE)
+        _learn_level(share, requests / fleet_requests / season, cap, pace)
         if fleet_gpu_ms > 0:
-            gpu = state.gpu_share
-            gpu.learn_one(min(gpu_ms / fleet_gpu_ms / season, cap * gpu.level))
+            _learn_level(state.gpu_share, gpu_ms / fleet_gpu_ms / season, cap, pace)
 
     @staticmethod
     def _remember_burst(state: _ShareState, now: datetime, requests: float, plain: float) -> None:
@@ -368,9 +413,23 @@ class VolumeDetector:
                 slots[slot] = (value * (1.0 - SLOT_LEARN), hour)
 
 
-def _fades(horizons_min: tuple[int, ...]) -> tuple[float, ...]:
-    """Minutes of learning over which each horizon's spread prior fades (the long one last)."""
-    return tuple(SPREAD_PRIOR[1] * math.sqrt(m) for m in (*horizons_min, LONG_MINUTES))
+def _learning(horizons_min: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per horizon (the long one last): the minutes of learning over which its spread prior
+    fades, and the pace at which its mean and spread learn."""
+    minutes = (*horizons_min, LONG_MINUTES)
+    return (
+        tuple(SPREAD_PRIOR[1] * math.sqrt(m) for m in minutes),
+        tuple(SPREAD_FADING / math.sqrt(m) for m in minutes),
+    )
+
+
+def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> None:
+    """Learn ``share``, at most ``cap`` times the level, moved ``pace`` of the way from it."""
+    now = level.level
+    level.learn_one(now + pace * (min(share, cap * now) - now) if level.warm else share)
+
+
+_STANDARD: Final = NormalDist()
 
 
 def _hour(start: datetime) -> int:
