@@ -150,14 +150,16 @@ class _ShareState:
         excess = math.log((observed + 1.0) / (expected + 1.0))
         return (excess - self.mean[index]) / self.spread(index)
 
-    def surprise(self, index: int, z: float, tail: float) -> float:
+    def surprise(self, index: int, z: float) -> float:
         """Decades of surprise of a window ``z`` of its spreads out: a Gaussian tail, widened
-        when ``tail``, the share of windows SUSPECT_Z spreads out, is larger than a Gaussian's
+        when the entity's windows go SUSPECT_Z spreads out more often than a Gaussian's would
         (to the width at which they would be that frequent)."""
         if z <= 0:
             return 0.0
-        if z > SUSPECT_Z and tail > GAUSSIAN_TAIL:
-            z *= _STANDARD.inv_cdf(1.0 - min(tail, 0.5)) / SUSPECT_Z
+        widen = 1.0
+        if z > SUSPECT_Z and self.tail[index] > GAUSSIAN_TAIL:
+            widen = SUSPECT_Z / _STANDARD.inv_cdf(1.0 - min(self.tail[index], 0.5))
+        z /= widen
         return z * z / 2 / math.log(10)
 
     def learn_tail(self, index: int, z: float) -> None:
@@ -263,15 +265,7 @@ class VolumeDetector:
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
             windows.append(self._long_window(state, sums))
-        # a key's tenant's bursts (its batch jobs) show in its keys: a key is as bursty as its
-        # tenant has shown itself to be, or more
-        tenant = (
-            self.states.get(f"tenant:{view.tenant_of_key.get(entity_id)}")
-            if entity_type == "api_key"
-            else None
-        )
-        tails = state.tail if tenant is None else list(map(max, state.tail, tenant.tail))
-        scored = [(self._score(state, i, w, tails[i]), i, w) for i, w in enumerate(windows)]
+        scored = [(self._score(state, i, w), i, w) for i, w in enumerate(windows)]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
         ratio = observed / expected if expected > 0 else float("inf")
@@ -346,15 +340,14 @@ class VolumeDetector:
         )
 
     @staticmethod
-    def _score(state: _ShareState, index: int, window: Window, tail: float) -> float:
+    def _score(state: _ShareState, index: int, window: Window) -> float:
         """Decades of surprise of the window's count: the smaller of the entity's own spread
-        (a Gaussian tail of its log excess, widened by ``tail``) and counting noise (a Poisson
-        tail)."""
+        (a Gaussian tail of its log excess) and counting noise (a Poisson tail)."""
         observed, expected = window[0], window[1]
         z = state.z(index, observed, expected)
         if z <= 0:
             return 0.0
-        return min(state.surprise(index, z, tail), poisson_surprise(observed, expected))
+        return min(state.surprise(index, z), poisson_surprise(observed, expected))
 
     def _learn(
         self,
