@@ -223,16 +223,38 @@ class VolumeDetector:
             return []
         findings: list[Finding] = []
         fleet = robust_fleet(view)
+        rises: dict[str, list[float]] = {}
         for entity_type in self.entity_types:
             # A tenant whose key already alerted is the same incident: name the key only.
             covered = {view.tenant_of_key.get(f.entity_id) for f in findings}
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "tenant" and entity_id in covered:
                     continue
-                finding = self._observe(entity_type, entity_id, minute, view, fleet, peek)
+                rise = None
+                tenant = view.tenant_of_key.get(entity_id) if entity_type == "api_key" else None
+                if tenant is not None and "tenant" in self.entity_types:
+                    if tenant not in rises:
+                        rises[tenant] = self._rise(tenant, view, fleet, peek)
+                    rise = rises[tenant]
+                finding = self._observe(entity_type, entity_id, minute, view, fleet, peek, rise)
                 if finding is not None:
                     findings.append(finding)
         return findings
+
+    def _rise(self, tenant: str, view: MinuteView, fleet: EntityMinute, peek: bool) -> list[float]:
+        """Per horizon, how many times its usual share the tenant sends (at least 1): what its
+        keys are expected to rise with. A tenant's batch job lifts its keys together; a leaked
+        key rises on its own."""
+        state = self.states.get(f"tenant:{tenant}")
+        minute = view.entities("tenant").get(tenant)
+        if state is None or minute is None or not state.share.warm:
+            return []
+        sums = _sums(minute, fleet, state.season(view.start))
+        recent = state.horizon.peek(view.start, sums)
+        windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
+        if not peek:
+            windows.append(self._long_window(state, sums))
+        return [max(1.0, (w[0] + 1.0) / (w[1] + 1.0)) for w in windows]
 
     def _observe(
         self,
@@ -242,7 +264,10 @@ class VolumeDetector:
         view: MinuteView,
         fleet: EntityMinute,
         peek: bool,
+        rise: list[float] | None = None,
     ) -> Finding | None:
+        """Judge one entity's minute (learning from it unless ``peek``); a key's expected
+        traffic rises with its tenant's (``rise``, per horizon) when it is judged."""
         name = f"{entity_type}:{entity_id}"
         if peek:
             found = self.states.get(name)
@@ -265,7 +290,15 @@ class VolumeDetector:
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
             windows.append(self._long_window(state, sums))
-        scored = [(self._score(state, i, w), i, w) for i, w in enumerate(windows)]
+        judged = (
+            [
+                (w[0], w[1] * r, w[2], w[3] * r, w[4], w[5])
+                for w, r in zip(windows, rise, strict=True)
+            ]
+            if rise
+            else windows
+        )
+        scored = [(self._score(state, i, w), i, w) for i, w in enumerate(judged)]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
         ratio = observed / expected if expected > 0 else float("inf")
@@ -283,6 +316,8 @@ class VolumeDetector:
         label = entity_type.replace("_", " ")
         usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
+        if rise and rise[index] > 1.0:
+            usual += f"; its tenant's rise of {rise[index]:.1f}x counted in"
         summary = (
             f"{label} {entity_id} sent {observed:,.0f} requests using "
             f"{observed_gpu / 1000:,.0f} GPU-s in {minutes} min, {ratio:.1f}x its usual share of "
