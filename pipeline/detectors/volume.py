@@ -119,8 +119,9 @@ class _ShareState:
         self.run = [0] * (horizons + 1)
         self.age = 0  # minutes in which the entity was seen
         self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
-        # minute of the hour -> (usual log excess, the hour it was last learned in)
-        self.slots: dict[int, tuple[float, int]] = {}
+        # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
+        # in which it burst there)
+        self.slots: dict[int, tuple[float, int, int]] = {}
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         slots = state[1]
@@ -135,6 +136,7 @@ class _ShareState:
             self.fades, self.paces = _learning((1, 2, 5))
             self.tail = [GAUSSIAN_TAIL] * len(self.mean)
             self.run = [0] * len(self.mean)
+            self.slots = {m: (v, h, 1) for m, (v, h) in self.slots.items()}  # type: ignore[misc]
 
     def spread(self, index: int) -> float:
         """The learned standard deviation of a horizon's log excess, plus
@@ -175,17 +177,18 @@ class _ShareState:
 
     def season(self, start: datetime) -> float:
         """How many times its share the entity usually sends at this minute of the hour, from
-        the bursts of earlier hours (±1 minute)."""
+        the bursts of earlier hours (±1 minute) that came back in at least two of them: one
+        burst is not a habit."""
         slots = self.slots
         if not slots:
             return 1.0
         hour = _hour(start)
-        excess = 0.0
+        excess, hours = 0.0, 0
         for d in (-1, 0, 1):
-            value, learned = slots.get((start.minute + d) % 60, (0.0, hour))
+            value, learned, bursts = slots.get((start.minute + d) % 60, (0.0, hour, 0))
             if learned < hour:
-                excess = max(excess, value)
-        return math.exp(excess)
+                excess, hours = max(excess, value), hours + bursts
+        return math.exp(excess) if hours >= 2 else 1.0
 
 
 class VolumeDetector:
@@ -436,16 +439,17 @@ class VolumeDetector:
     @staticmethod
     def _remember_burst(state: _ShareState, now: datetime, requests: float, plain: float) -> None:
         slots, slot, hour = state.slots, now.minute, _hour(now)
-        value = slots[slot][0] if slot in slots else 0.0
+        value, learned, bursts = slots.get(slot, (0.0, hour, 0))
         excess = math.log((requests + 1.0) / (plain + 1.0))
         if excess >= SLOT_MIN_EXCESS and poisson_surprise(requests, plain) >= SLOT_MIN_SURPRISE:
             if slot in slots or len(slots) < SLOT_MAX:
-                slots[slot] = (value + SLOT_LEARN * (excess - value), hour)
+                bursts += learned < hour or not bursts
+                slots[slot] = (value + SLOT_LEARN * (excess - value), hour, bursts)
         elif slot in slots:
             if value * (1.0 - SLOT_LEARN) < 0.1:
                 del slots[slot]
             else:
-                slots[slot] = (value * (1.0 - SLOT_LEARN), hour)
+                slots[slot] = (value * (1.0 - SLOT_LEARN), hour, bursts)
 
 
 def _learning(horizons_min: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
