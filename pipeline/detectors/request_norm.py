@@ -28,10 +28,18 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import partial
 from itertools import zip_longest
+from statistics import NormalDist
 
 from river import stats
 
-from pipeline.detectors.base import AdaptiveThreshold, BoundedStore, Finding, Horizon, MinuteView
+from pipeline.detectors.base import (
+    AdaptiveThreshold,
+    BoundedStore,
+    Finding,
+    Horizon,
+    MinuteView,
+    binomial_surprise,
+)
 from pipeline.detectors.cusum import CusumState, KeyCusum
 from pipeline.events import AllocationEvent
 
@@ -42,6 +50,7 @@ PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scor
 # at 0 and, learned at the default fading of 0.01, has reached 87 % of the truth by then (a young
 # context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
+OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
 
 
 class ContextNorm:
@@ -325,8 +334,15 @@ class RequestNormDetector:
         return best
 
     def _alarming(self, score: float, window: list[KeyMinute]) -> bool:
+        """A high enough score, with ``min_flagged`` outliers or more, and more of them than
+        chance gives in that many requests (a busy key's 3 outliers in 200 requests are not
+        several; in 20 they are)."""
         flagged = sum(m.flagged for m in window)
-        return score >= self.threshold.value and flagged >= self.min_flagged
+        if score < self.threshold.value or flagged < self.min_flagged:
+            return False
+        requests = sum(m.requests for m in window)
+        by_chance = 1.0 - NormalDist().cdf(self.flag_z)  # a request's, in a Gaussian context
+        return binomial_surprise(flagged, requests, by_chance) >= OUTLIER_SURPRISE
 
     def _finding(
         self,

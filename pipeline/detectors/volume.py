@@ -226,28 +226,30 @@ class VolumeDetector:
             return []
         findings: list[Finding] = []
         fleet = robust_fleet(view)
-        rises: dict[str, list[float]] = {}
+        tenants: dict[str, list[Window]] = {}
         for entity_type in self.entity_types:
             # A tenant whose key already alerted is the same incident: name the key only.
             covered = {view.tenant_of_key.get(f.entity_id) for f in findings}
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "tenant" and entity_id in covered:
                     continue
-                rise = None
+                tenant_windows = None
                 tenant = view.tenant_of_key.get(entity_id) if entity_type == "api_key" else None
                 if tenant is not None and "tenant" in self.entity_types:
-                    if tenant not in rises:
-                        rises[tenant] = self._rise(tenant, view, fleet, peek)
-                    rise = rises[tenant]
-                finding = self._observe(entity_type, entity_id, minute, view, fleet, peek, rise)
+                    if tenant not in tenants:
+                        tenants[tenant] = self._tenant_windows(tenant, view, fleet, peek)
+                    tenant_windows = tenants[tenant]
+                finding = self._observe(
+                    entity_type, entity_id, minute, view, fleet, peek, tenant_windows
+                )
                 if finding is not None:
                     findings.append(finding)
         return findings
 
-    def _rise(self, tenant: str, view: MinuteView, fleet: EntityMinute, peek: bool) -> list[float]:
-        """Per horizon, how many times its usual share the tenant sends (at least 1): what its
-        keys are expected to rise with. A tenant's batch job lifts its keys together; a leaked
-        key rises on its own."""
+    def _tenant_windows(
+        self, tenant: str, view: MinuteView, fleet: EntityMinute, peek: bool
+    ) -> list[Window]:
+        """The tenant's windows ending with this minute, as :meth:`_observe` builds them."""
         state = self.states.get(f"tenant:{tenant}")
         minute = view.entities("tenant").get(tenant)
         if state is None or minute is None or not state.share.warm:
@@ -257,7 +259,7 @@ class VolumeDetector:
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
             windows.append(self._long_window(state, sums))
-        return [max(1.0, (w[0] + 1.0) / (w[1] + 1.0)) for w in windows]
+        return windows
 
     def _observe(
         self,
@@ -267,10 +269,11 @@ class VolumeDetector:
         view: MinuteView,
         fleet: EntityMinute,
         peek: bool,
-        rise: list[float] | None = None,
+        tenant_windows: list[Window] | None = None,
     ) -> Finding | None:
-        """Judge one entity's minute (learning from it unless ``peek``); a key's expected
-        traffic rises with its tenant's (``rise``, per horizon) when it is judged."""
+        """Judge one entity's minute (learning from it unless ``peek``). A key's expected
+        traffic rises with the rest of its tenant's (from ``tenant_windows``): a tenant's batch
+        job lifts its keys together, while a leaked key rises on its own."""
         name = f"{entity_type}:{entity_id}"
         if peek:
             found = self.states.get(name)
@@ -293,14 +296,12 @@ class VolumeDetector:
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
             windows.append(self._long_window(state, sums))
-        judged = (
-            [
-                (w[0], w[1] * r, w[2], w[3] * r, w[4], w[5])
-                for w, r in zip(windows, rise, strict=True)
-            ]
-            if rise
-            else windows
+        rise = (
+            [_rest_rise(w, t) for w, t in zip(windows, tenant_windows, strict=True)]
+            if tenant_windows
+            else [1.0] * len(windows)
         )
+        judged = [(w[0], w[1] * r, w[2], w[3] * r, w[4], w[5]) for w, r in zip(windows, rise)]
         scored = [(self._score(state, i, w), i, w) for i, w in enumerate(judged)]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
@@ -319,8 +320,8 @@ class VolumeDetector:
         label = entity_type.replace("_", " ")
         usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
-        if rise and rise[index] > 1.0:
-            usual += f"; its tenant's rise of {rise[index]:.1f}x counted in"
+        if rise[index] > 1.0:
+            usual += f"; the rest of its tenant's rise of {rise[index]:.1f}x counted in"
         summary = (
             f"{label} {entity_id} sent {observed:,.0f} requests using "
             f"{observed_gpu / 1000:,.0f} GPU-s in {minutes} min, {ratio:.1f}x its usual share of "
@@ -469,6 +470,11 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
 
 
 _STANDARD: Final = NormalDist()
+
+
+def _rest_rise(key: Window, tenant: Window) -> float:
+    """How many times its usual share the rest of a key's tenant sends (at least 1)."""
+    return max(1.0, (tenant[0] - key[0] + 1.0) / (max(tenant[1] - key[1], 0.0) + 1.0))
 
 
 def _hour(start: datetime) -> int:
