@@ -301,7 +301,9 @@ class VolumeDetector:
             if tenant_windows
             else [1.0] * len(windows)
         )
-        judged = [(w[0], w[1] * r, w[2], w[3] * r, w[4], w[5]) for w, r in zip(windows, rise)]
+        judged = [
+            (w[0], w[1] * r, w[2], w[3] * r, w[4], w[5]) for w, r in zip(windows, rise, strict=True)
+        ]
         scored = [(self._score(state, i, w), i, w) for i, w in enumerate(judged)]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
