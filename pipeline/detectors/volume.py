@@ -10,15 +10,25 @@ variability, learned from its own history:
 
 * **spread** — per horizon (1, 2 and 5 minutes, and an exponentially weighted ~15 minutes), the
   mean and standard deviation of ``log((count + 1) / (expected + 1))`` over its own past
-  minutes. In log space a heavy-tailed burst is compressed, so the same z-score works for a
-  smooth key (a 3x minute is far out) and for a bursty tenant (whose 3x bursts are inside its
-  normal, while a lasting 3x still stands out over 15 minutes);
-* **recurring bursts** — a sparse memory of the minutes of the hour at which it usually runs
-  above its share (learned per hour, ±1 minute), which raise what is expected there;
+  minutes, leaving out windows 3 of its spreads out. In log space a heavy-tailed burst is
+  compressed, so the same z-score works for a smooth key (a 3x minute is far out) and for a
+  bursty tenant (whose 3x bursts are inside its normal, while a lasting 3x still stands out
+  over 15 minutes). Longer horizons learn more slowly (their windows overlap), so a rise that
+  takes ten minutes to show over 15 is not learned as normal on the way;
+* **tail** — how often its windows do go 3 spreads out, learned from each excursion once it is
+  over. An entity that goes there more often than a Gaussian would is judged on a spread
+  widened until it would (its random bursts, which no minute of the hour predicts), while a
+  lasting rise cannot widen the spread it is judged by while it lasts;
+* **recurring bursts** — a sparse memory of the minutes of the hour at which it runs above its
+  share (learned per hour, ±1 minute), which raise what is expected there once they came back
+  in two hours;
+* **its tenant** — a key is expected to rise with the rest of its tenant (a batch job lifts a
+  tenant's keys together; a leaked key rises on its own);
 * **its level** follows its minutes that do not alarm; once the entity has been seen for two
   hours, only those that no horizon finds 3 of its spreads out, each counted for at most
-  ``min_ratio`` times the level: a new tenant's ramp is learned rather than paged, while a
-  spike of an established entity barely moves the level it is measured against.
+  ``min_ratio`` times the level and a fifth as fast: a new tenant's ramp is learned rather
+  than paged, while a spike of an established entity barely moves the level it is measured
+  against.
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the

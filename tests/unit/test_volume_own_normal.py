@@ -84,3 +84,64 @@ def test_a_modest_drift_inside_the_keys_history_is_not_paged() -> None:
         return poisson(rng, 20 * (1.0 + 0.3 * min(1.0, max(0, i - 240) / 60)))
 
     assert run(drift, 8 * 60) == []
+
+
+def random_bursts(i: int, rng: random.Random) -> float:
+    """Poisson minutes with 5x bursts of 3 minutes at random, about once an hour (no minute of
+    the hour predicts them)."""
+    burst = 5.0 if (i // 3) % 20 == rng_bursts[i // 60] and i >= 60 else 1.0
+    return poisson(rng, 20 * burst)
+
+
+rng_bursts = [random.Random(hour).randrange(20) for hour in range(24)]
+
+
+def test_a_key_whose_bursts_come_at_random_learns_them_after_the_first_few() -> None:
+    alarms = run(random_bursts, 12 * 60)
+    assert not [i for i in alarms if i >= 6 * 60]  # quiet once it has seen its bursts
+
+
+def test_a_lasting_rise_on_a_key_with_random_bursts_is_still_caught() -> None:
+    def attacked(i: int, rng: random.Random) -> float:
+        return random_bursts(i, rng) * (4.0 if 600 <= i < 640 else 1.0)
+
+    alarms = [i for i in run(attacked, 12 * 60) if i >= 6 * 60]
+    assert alarms and 600 <= alarms[0] < 615
+
+
+def tenant_alarms(rise: Callable[[int], tuple[float, float]], minutes: int) -> list[str]:
+    """Keys ``a`` and ``b`` of tenant ``t``, each ~20 requests a minute times ``rise(i)``;
+    the entities that alarmed, in order."""
+    rng = random.Random(11)
+    detector = VolumeDetector()
+    alarms = []
+    for i in range(minutes):
+        factor_a, factor_b = rise(i)
+        a, b = poisson(rng, 20 * factor_a), poisson(rng, 20 * factor_b)
+        start = T0 + timedelta(minutes=i)
+        rest = {f"o{j}": EntityMinute(requests=400, gpu_ms=40_000.0) for j in range(5)}
+        keys = {
+            "a": EntityMinute(requests=a, gpu_ms=100.0 * a),
+            "b": EntityMinute(requests=b, gpu_ms=100.0 * b),
+        }
+        tenants = {"t": EntityMinute(requests=a + b, gpu_ms=100.0 * (a + b)), **rest}
+        fleet = EntityMinute(requests=a + b + 2_000, gpu_ms=100.0 * (a + b) + 200_000.0)
+        view = MinuteView(
+            start,
+            start + timedelta(minutes=1),
+            {"api_key": keys, "tenant": tenants},
+            fleet,
+            tenant_of_key={"a": "t", "b": "t"},
+        )
+        alarms += [f.entity_id for f in detector.observe_minute(view)]
+    return alarms
+
+
+def test_a_batch_job_lifting_a_tenants_keys_together_pages_the_tenant_not_each_key() -> None:
+    alarms = tenant_alarms(lambda i: (4.0, 4.0) if 300 <= i < 330 else (1.0, 1.0), 6 * 60)
+    assert alarms and set(alarms) == {"t"}
+
+
+def test_a_leaked_key_rising_alone_in_its_tenant_is_named() -> None:
+    alarms = tenant_alarms(lambda i: (4.0, 1.0) if 300 <= i < 330 else (1.0, 1.0), 6 * 60)
+    assert alarms and alarms[0] == "a" and "b" not in alarms
