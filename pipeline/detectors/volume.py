@@ -81,7 +81,7 @@ from pipeline.detectors.base import (
 from pipeline.detectors.baseline import EWBaseline
 
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
-LONG_MINUTES: Final = 15  # the exponentially weighted long horizon
+LONG_MINUTES: Final = 15  # the two long horizons (VolumeDetector._ew_window, _kept_window)
 SPREAD_FADING: Final = 0.02  # a 1-minute horizon's spread follows about its last 50 minutes; a
 # longer horizon's windows overlap, so it learns sqrt(minutes) times slower (the 15-minute one over
 # about its last 3 hours)
@@ -114,19 +114,19 @@ class _ShareState:
     def __init__(
         self, minutes: int, warm_up: int, fades: tuple[float, ...], paces: tuple[float, ...]
     ) -> None:
-        horizons = len(fades) - 1
+        horizons = len(fades)  # the short ones, then the two long ones
         self.fades = fades  # minutes of learning over which each horizon's prior fades
         self.paces = paces  # each horizon's learning rate (shared by all entities)
-        self.horizon = Horizon[Sums](minutes)
+        self.horizon = Horizon[Sums](max(minutes, LONG_MINUTES))
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
-        self.mean = [0.0] * (horizons + 1)  # log excess per short horizon, then the long one
-        self.var = [0.0] * (horizons + 1)
+        self.mean = [0.0] * horizons  # log excess per horizon
+        self.var = [0.0] * horizons
         self.seen = 0  # minutes of spread learned
         # per horizon, its own tail: the share of its windows SUSPECT_Z spreads out (at first a
         # Gaussian's), and the windows so far of the excursion under way
-        self.tail = [GAUSSIAN_TAIL] * (horizons + 1)
-        self.run = [0] * (horizons + 1)
+        self.tail = [GAUSSIAN_TAIL] * horizons
+        self.run = [0] * horizons
         self.age = 0  # minutes in which the entity was seen
         self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
@@ -142,8 +142,10 @@ class _ShareState:
             return
         for name, value in slots.items():
             setattr(self, name, value)
-        if "paces" not in slots:
+        self.horizon.minutes = max(self.horizon.minutes, LONG_MINUTES)
+        if "paces" not in slots:  # before the tail, the slower pace and the kept window
             self.fades, self.paces = _learning((1, 2, 5))
+            self.mean, self.var = [*self.mean, 0.0], [*self.var, 0.0]
             self.tail = [GAUSSIAN_TAIL] * len(self.mean)
             self.run = [0] * len(self.mean)
             self.slots = {m: (v, h, 1) for m, (v, h) in self.slots.items()}  # type: ignore[misc]
@@ -268,7 +270,7 @@ class VolumeDetector:
         recent = state.horizon.peek(view.start, sums)
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
-            windows.append(self._long_window(state, sums))
+            windows += [self._ew_window(state, sums), self._kept_window(state, recent, view.start)]
         return windows
 
     def _observe(
@@ -305,7 +307,7 @@ class VolumeDetector:
                 return None
         windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
         if not peek:
-            windows.append(self._long_window(state, sums))
+            windows += [self._ew_window(state, sums), self._kept_window(state, recent, view.start)]
         rise = (
             [_rest_rise(w, t) for w, t in zip(windows, tenant_windows, strict=True)]
             if tenant_windows
@@ -334,13 +336,19 @@ class VolumeDetector:
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
         if rise[index] > 1.0:
             usual += f"; the rest of its tenant's rise of {rise[index]:.1f}x counted in"
+        sent = (
+            f"sent {observed:,.0f} requests using {observed_gpu / 1000:,.0f} GPU-s in {minutes} "
+            f"min, {ratio:.1f}x its usual share of fleet traffic"
+            if index <= len(self.horizons_min)
+            else f"kept sending {ratio:.1f}x its usual share of fleet traffic through two thirds "
+            f"of the last {minutes} min ({observed:,.0f} requests using "
+            f"{observed_gpu / 1000:,.0f} GPU-s in those minutes)"
+        )
         summary = (
-            f"{label} {entity_id} sent {observed:,.0f} requests using "
-            f"{observed_gpu / 1000:,.0f} GPU-s in {minutes} min, {ratio:.1f}x its usual share of "
-            f"fleet traffic ({expected:,.0f} requests expected; {usual}; GPU-ms "
+            f"{label} {entity_id} {sent} ({expected:,.0f} requests expected; {usual}; GPU-ms "
             f"{gpu_ratio:.1f}x)"
         )
-        start = recent[0][0] if index < len(self.horizons_min) else view.start
+        start = next(t for t, _ in recent if (view.start - t).total_seconds() < minutes * 60)
         return Finding(
             kind="volume_spike",
             entity_type=entity_type,
@@ -354,7 +362,7 @@ class VolumeDetector:
                 "requests": (observed, expected),
                 "gpu_ms": (observed_gpu, expected_gpu),
             },
-            event_count=round(observed) if index < len(self.horizons_min) else minute.requests,
+            event_count=round(observed),
             magnitude=ratio / usual_high,
             stake=max(observed_gpu - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
         )
@@ -376,7 +384,7 @@ class VolumeDetector:
         )
 
     @staticmethod
-    def _long_window(state: _ShareState, sums: Sums) -> Window:
+    def _ew_window(state: _ShareState, sums: Sums) -> Window:
         """The exponentially weighted ~15 minutes up to this one."""
         keep = 1.0 - 1.0 / LONG_MINUTES
         requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
@@ -387,6 +395,31 @@ class VolumeDetector:
             keep * long[2] + gpu_ms,
             keep * long[3] + state.gpu_share.level * fleet_gpu_ms * season,
             keep * long[4] + fleet_gpu_ms,
+            LONG_MINUTES,
+        )
+
+    @staticmethod
+    def _kept_window(
+        state: _ShareState, horizon: list[tuple[datetime, Sums]], now: datetime
+    ) -> Window:
+        """The last :data:`LONG_MINUTES` minutes without the third that ran highest above the
+        entity's share: what it kept sending. A burst shorter than a third of them does not
+        reach this window, however tall; a rise that lasts does, in full once it has lasted
+        two thirds of them."""
+        share, gpu_share = state.share.level, state.gpu_share.level
+        minutes = [
+            (s[0], share * s[2] * s[4], s[1], gpu_share * s[3] * s[4], s[3])
+            for t, s in horizon
+            if (now - t).total_seconds() < LONG_MINUTES * 60
+        ]
+        minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
+        kept = minutes[: len(minutes) - len(minutes) // 3]
+        return (
+            sum(m[0] for m in kept),
+            sum(m[1] for m in kept),
+            sum(m[2] for m in kept),
+            sum(m[3] for m in kept),
+            sum(m[4] for m in kept),
             LONG_MINUTES,
         )
 
@@ -436,7 +469,7 @@ class VolumeDetector:
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
-            state.long = list(windows[-1][:5])
+            state.long = list(windows[-2][:5])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return
@@ -466,9 +499,9 @@ class VolumeDetector:
 
 
 def _learning(horizons_min: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per horizon (the long one last): the minutes of learning over which its spread prior
-    fades, and the pace at which its mean and spread learn."""
-    minutes = (*horizons_min, LONG_MINUTES)
+    """Per horizon (the two long ones last): the minutes of learning over which its spread
+    prior fades, and the pace at which its mean and spread learn."""
+    minutes = (*horizons_min, LONG_MINUTES, LONG_MINUTES)
     return (
         tuple(SPREAD_PRIOR[1] * math.sqrt(m) for m in minutes),
         tuple(SPREAD_FADING / math.sqrt(m) for m in minutes),
