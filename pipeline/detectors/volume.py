@@ -65,6 +65,7 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from statistics import NormalDist, median
 from typing import Final
@@ -81,7 +82,7 @@ from pipeline.detectors.base import (
 from pipeline.detectors.baseline import EWBaseline
 
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
-LONG_MINUTES: Final = 15  # the two long horizons (VolumeDetector._ew_window, _kept_window)
+LONG_MINUTES: Final = 15  # the two long horizons (VolumeDetector._windows)
 SPREAD_FADING: Final = 0.02  # a 1-minute horizon's spread follows about its last 50 minutes; a
 # longer horizon's windows overlap, so it learns sqrt(minutes) times slower (the 15-minute one over
 # about its last 3 hours)
@@ -268,10 +269,7 @@ class VolumeDetector:
             return []
         sums = _sums(minute, fleet, state.season(view.start))
         recent = state.horizon.peek(view.start, sums)
-        windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
-        if not peek:
-            windows += [self._ew_window(state, sums), self._kept_window(state, recent, view.start)]
-        return windows
+        return self._windows(state, recent, view.start, None if peek else sums)
 
     def _observe(
         self,
@@ -305,9 +303,7 @@ class VolumeDetector:
             if not state.share.warm:
                 self._learn(state, sums, [], view.start, alarming=False)
                 return None
-        windows = [self._window(state, recent, view.start, m) for m in self.horizons_min]
-        if not peek:
-            windows += [self._ew_window(state, sums), self._kept_window(state, recent, view.start)]
+        windows = self._windows(state, recent, view.start, None if peek else sums)
         rise = (
             [_rest_rise(w, t) for w, t in zip(windows, tenant_windows, strict=True)]
             if tenant_windows
@@ -367,21 +363,37 @@ class VolumeDetector:
             stake=max(observed_gpu - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
         )
 
-    @staticmethod
-    def _window(
-        state: _ShareState, horizon: list[tuple[datetime, Sums]], now: datetime, minutes: int
-    ) -> Window:
-        """Observed and expected requests and GPU-ms over the last ``minutes`` (seasonal)."""
-        inside = [s for t, s in horizon if (now - t).total_seconds() < minutes * 60]
+    def _windows(
+        self,
+        state: _ShareState,
+        horizon: list[tuple[datetime, Sums]],
+        now: datetime,
+        closed: Sums | None,
+    ) -> list[Window]:
+        """Observed and expected requests and GPU-ms (seasonal) over each short horizon ending
+        with the minute starting ``now``, then, for a ``closed`` minute, the two long ones.
+        ``horizon`` holds the entity's minutes of the last :data:`LONG_MINUTES`, oldest first."""
         share, gpu_share = state.share.level, state.gpu_share.level
-        return (
-            sum(s[0] for s in inside),
-            share * sum(s[2] * s[4] for s in inside),
-            sum(s[1] for s in inside),
-            gpu_share * sum(s[3] * s[4] for s in inside),
-            sum(s[3] for s in inside),
-            len(inside),
-        )
+        minutes = [
+            (
+                (now - t).total_seconds(),
+                s[0],
+                share * s[2] * s[4],
+                s[1],
+                gpu_share * s[3] * s[4],
+                s[3],
+            )
+            for t, s in horizon
+        ]
+        windows: list[Window] = []
+        for span in self.horizons_min:
+            inside = [m for m in minutes if m[0] < span * 60]
+            windows.append(_summed(inside, len(inside)))
+        if closed is not None:
+            minutes.sort(key=lambda m: (m[1] + 1.0) / (m[2] + 1.0))
+            kept = minutes[: len(minutes) - len(minutes) // 3]
+            windows += [self._ew_window(state, closed), _summed(kept, LONG_MINUTES)]
+        return windows
 
     @staticmethod
     def _ew_window(state: _ShareState, sums: Sums) -> Window:
@@ -395,31 +407,6 @@ class VolumeDetector:
             keep * long[2] + gpu_ms,
             keep * long[3] + state.gpu_share.level * fleet_gpu_ms * season,
             keep * long[4] + fleet_gpu_ms,
-            LONG_MINUTES,
-        )
-
-    @staticmethod
-    def _kept_window(
-        state: _ShareState, horizon: list[tuple[datetime, Sums]], now: datetime
-    ) -> Window:
-        """The last :data:`LONG_MINUTES` minutes without the third that ran highest above the
-        entity's share: what it kept sending. A burst shorter than a third of them does not
-        reach this window, however tall; a rise that lasts does, in full once it has lasted
-        two thirds of them."""
-        share, gpu_share = state.share.level, state.gpu_share.level
-        minutes = [
-            (s[0], share * s[2] * s[4], s[1], gpu_share * s[3] * s[4], s[3])
-            for t, s in horizon
-            if (now - t).total_seconds() < LONG_MINUTES * 60
-        ]
-        minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
-        kept = minutes[: len(minutes) - len(minutes) // 3]
-        return (
-            sum(m[0] for m in kept),
-            sum(m[1] for m in kept),
-            sum(m[2] for m in kept),
-            sum(m[3] for m in kept),
-            sum(m[4] for m in kept),
             LONG_MINUTES,
         )
 
@@ -515,6 +502,19 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
 
 
 _STANDARD: Final = NormalDist()
+
+
+def _summed(minutes: Sequence[tuple[float, ...]], span: int) -> Window:
+    """A window of ``span`` minutes from per-minute (age, observed, expected, observed GPU-ms,
+    expected GPU-ms, fleet GPU-ms), summed over ``minutes``."""
+    return (
+        sum(m[1] for m in minutes),
+        sum(m[2] for m in minutes),
+        sum(m[3] for m in minutes),
+        sum(m[4] for m in minutes),
+        sum(m[5] for m in minutes),
+        span,
+    )
 
 
 def _rest_rise(key: Window, tenant: Window) -> float:
