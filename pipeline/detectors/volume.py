@@ -65,7 +65,6 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import datetime
 from statistics import NormalDist, median
 from typing import Final
@@ -216,7 +215,7 @@ class VolumeDetector:
     ) -> None:
         self.name = "volume_spike"
         self.entity_types = entity_types
-        self.horizons_min = horizons_min
+        self.horizons_min = tuple(sorted(horizons_min))
         self.warm_up = warm_up
         self.min_ratio = min_ratio
         self.threshold = AdaptiveThreshold(score_floor)
@@ -268,7 +267,7 @@ class VolumeDetector:
         if state is None or minute is None or not state.share.warm:
             return []
         sums = _sums(minute, fleet, state.season(view.start))
-        recent = state.horizon.peek(view.start, sums)
+        recent = [*state.horizon.recent, (view.start, sums)]
         return self._windows(state, recent, view.start, None if peek else sums)
 
     def _observe(
@@ -291,7 +290,7 @@ class VolumeDetector:
                 return None
             state = found
             sums = _sums(minute, fleet, state.season(view.start))
-            recent = state.horizon.peek(view.start, sums)
+            recent = [*state.horizon.recent[-self.horizons_min[-1] :], (view.start, sums)]
         else:
             state = self.states.get_or_create(
                 name,
@@ -372,27 +371,38 @@ class VolumeDetector:
     ) -> list[Window]:
         """Observed and expected requests and GPU-ms (seasonal) over each short horizon ending
         with the minute starting ``now``, then, for a ``closed`` minute, the two long ones.
-        ``horizon`` holds the entity's minutes of the last :data:`LONG_MINUTES`, oldest first."""
+        ``horizon`` holds the entity's latest minutes, oldest first, this one included."""
         share, gpu_share = state.share.level, state.gpu_share.level
-        minutes = [
-            (
-                (now - t).total_seconds(),
-                s[0],
-                share * s[2] * s[4],
-                s[1],
-                gpu_share * s[3] * s[4],
-                s[3],
-            )
-            for t, s in horizon
-        ]
+        limit = (LONG_MINUTES if closed is not None else self.horizons_min[-1]) * 60
+        minutes = []  # newest first: observed, expected, their GPU-ms, fleet GPU-ms, age
+        for t, s in reversed(horizon):
+            age = (now - t).total_seconds()
+            if age >= limit:
+                break
+            minutes.append((s[0], share * s[2] * s[4], s[1], gpu_share * s[3] * s[4], s[3], age))
         windows: list[Window] = []
+        o = e = g = eg = f = 0.0
+        inside = 0
         for span in self.horizons_min:
-            inside = [m for m in minutes if m[0] < span * 60]
-            windows.append(_summed(inside, len(inside)))
+            while inside < len(minutes) and minutes[inside][5] < span * 60:
+                m = minutes[inside]
+                o, e, g, eg, f = o + m[0], e + m[1], g + m[2], eg + m[3], f + m[4]
+                inside += 1
+            windows.append((o, e, g, eg, f, inside))
         if closed is not None:
-            minutes.sort(key=lambda m: (m[1] + 1.0) / (m[2] + 1.0))
+            minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
             kept = minutes[: len(minutes) - len(minutes) // 3]
-            windows += [self._ew_window(state, closed), _summed(kept, LONG_MINUTES)]
+            windows.append(self._ew_window(state, closed))
+            windows.append(
+                (
+                    sum(m[0] for m in kept),
+                    sum(m[1] for m in kept),
+                    sum(m[2] for m in kept),
+                    sum(m[3] for m in kept),
+                    sum(m[4] for m in kept),
+                    LONG_MINUTES,
+                )
+            )
         return windows
 
     @staticmethod
@@ -502,19 +512,6 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
 
 
 _STANDARD: Final = NormalDist()
-
-
-def _summed(minutes: Sequence[tuple[float, ...]], span: int) -> Window:
-    """A window of ``span`` minutes from per-minute (age, observed, expected, observed GPU-ms,
-    expected GPU-ms, fleet GPU-ms), summed over ``minutes``."""
-    return (
-        sum(m[1] for m in minutes),
-        sum(m[2] for m in minutes),
-        sum(m[3] for m in minutes),
-        sum(m[4] for m in minutes),
-        sum(m[5] for m in minutes),
-        span,
-    )
 
 
 def _rest_rise(key: Window, tenant: Window) -> float:
