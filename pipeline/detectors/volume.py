@@ -65,6 +65,7 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from statistics import NormalDist, median
 from typing import Final
@@ -245,12 +246,15 @@ class VolumeDetector:
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "tenant" and entity_id in covered:
                     continue
-                tenant_windows = None
                 tenant = view.tenant_of_key.get(entity_id) if entity_type == "api_key" else None
-                if tenant is not None and "tenant" in self.entity_types:
+
+                def tenant_windows(tenant: str | None = tenant) -> list[Window]:
+                    if tenant is None or "tenant" not in self.entity_types:
+                        return []
                     if tenant not in tenants:
                         tenants[tenant] = self._tenant_windows(tenant, view, fleet, peek)
-                    tenant_windows = tenants[tenant]
+                    return tenants[tenant]
+
                 finding = self._observe(
                     entity_type, entity_id, minute, view, fleet, peek, tenant_windows
                 )
@@ -278,11 +282,12 @@ class VolumeDetector:
         view: MinuteView,
         fleet: EntityMinute,
         peek: bool,
-        tenant_windows: list[Window] | None = None,
+        tenant_windows: Callable[[], list[Window]] = list,
     ) -> Finding | None:
         """Judge one entity's minute (learning from it unless ``peek``). A key's expected
-        traffic rises with the rest of its tenant's (from ``tenant_windows``): a tenant's batch
-        job lifts its keys together, while a leaked key rises on its own."""
+        traffic rises with the rest of its tenant's (``tenant_windows()``, the tenant's
+        windows): a tenant's batch job lifts its keys together, while a leaked key rises on
+        its own."""
         name = f"{entity_type}:{entity_id}"
         if peek:
             found = self.states.get(name)
@@ -303,9 +308,12 @@ class VolumeDetector:
                 self._learn(state, sums, [], view.start, alarming=False)
                 return None
         windows = self._windows(state, recent, view.start, None if peek else sums)
+        if peek and not any(w[0] >= self.min_ratio * w[1] for w in windows):
+            return None  # no window could alarm (what its tenant adds only raises expected)
+        tenant = tenant_windows()
         rise = (
-            [_rest_rise(w, t) for w, t in zip(windows, tenant_windows, strict=True)]
-            if tenant_windows
+            [_rest_rise(w, t) for w, t in zip(windows, tenant, strict=True)]
+            if tenant
             else [1.0] * len(windows)
         )
         judged = [
