@@ -65,7 +65,6 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Callable
 from datetime import datetime
 from statistics import NormalDist, median
@@ -102,7 +101,7 @@ SLOT_LEARN: Final = 0.5  # how fast the memory of a minute of the hour follows (
 SLOT_MAX: Final = 20  # minutes of the hour remembered per entity at most
 
 # One minute: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor)
-Sums = array  # of 5 floats, compact: an entity keeps 15 of them
+Sums = tuple[float, float, float, float, float]
 # A window: observed and expected requests, observed and expected GPU-ms, fleet GPU-ms, minutes
 Window = tuple[float, float, float, float, float, int]
 
@@ -122,16 +121,15 @@ class _ShareState:
         self.horizon = Horizon[Sums](max(minutes, LONG_MINUTES))
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
-        # per-entity numbers are arrays: 100,000 keys' lists of float objects cost ~100 MiB more
-        self.mean = array("d", [0.0] * horizons)  # log excess per horizon
-        self.var = array("d", [0.0] * horizons)
+        self.mean = [0.0] * horizons  # log excess per horizon
+        self.var = [0.0] * horizons
         self.seen = 0  # minutes of spread learned
         # per horizon, its own tail: the share of its windows SUSPECT_Z spreads out (at first a
         # Gaussian's), and the windows so far of the excursion under way
-        self.tail = array("d", [GAUSSIAN_TAIL] * horizons)
-        self.run = array("i", [0] * horizons)
+        self.tail = [GAUSSIAN_TAIL] * horizons
+        self.run = [0] * horizons
         self.age = 0  # minutes in which the entity was seen
-        self.long = array("d", [0.0] * 5)  # EW sums: requests, expected, GPU-ms, expected, fleet
+        self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
         # in which it burst there)
         self.slots: dict[int, tuple[float, int, int]] = {}
@@ -148,10 +146,9 @@ class _ShareState:
         self.horizon.minutes = max(self.horizon.minutes, LONG_MINUTES)
         if "paces" not in slots:  # before the tail, the slower pace and the kept window
             self.fades, self.paces = _learning((1, 2, 5))
-            self.mean, self.var = array("d", [*self.mean, 0.0]), array("d", [*self.var, 0.0])
-            self.long = array("d", self.long)
-            self.tail = array("d", [GAUSSIAN_TAIL] * len(self.mean))
-            self.run = array("i", [0] * len(self.mean))
+            self.mean, self.var = [*self.mean, 0.0], [*self.var, 0.0]
+            self.tail = [GAUSSIAN_TAIL] * len(self.mean)
+            self.run = [0] * len(self.mean)
             self.slots = {m: (v, h, 1) for m, (v, h) in self.slots.items()}  # type: ignore[misc]
 
     def spread(self, index: int) -> float:
@@ -477,7 +474,7 @@ class VolumeDetector:
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
-            state.long = array("d", windows[-2][:5])
+            state.long = list(windows[-2][:5])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return
@@ -535,7 +532,7 @@ def _hour(start: datetime) -> int:
 
 
 def _sums(minute: EntityMinute, fleet: EntityMinute, season: float) -> Sums:
-    return array("d", (minute.requests, minute.gpu_ms, fleet.requests, fleet.gpu_ms, season))
+    return (float(minute.requests), minute.gpu_ms, float(fleet.requests), fleet.gpu_ms, season)
 
 
 def robust_fleet(view: MinuteView) -> EntityMinute:
