@@ -616,6 +616,64 @@ def bench(
         fail(f"bench parts failed: {', '.join(report.errors)}")
 
 
+ingest_app = typer.Typer(
+    help="Take per-request telemetry in the shapes inference stacks already send.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("otlp")
+def ingest_otlp(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (COMPUTEWATCH_INGEST_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port (COMPUTEWATCH_INGEST_PORT; OTLP/HTTP: 4318)."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="TOML: where tenant, api key, route, server... come from."),
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
+    ] = None,
+) -> None:
+    """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip); each GenAI span becomes
+    an allocation event on compute.events, keyed by tenant. Point an OpenTelemetry exporter,
+    vLLM's --otlp-traces-endpoint or a collector's otlphttp exporter at it.
+    COMPUTEWATCH_INGEST_TOKEN (or _TOKEN_FILE) makes it require a bearer token."""
+    try:
+        from pipeline.ingest.mapping import MappingError, load_mapping
+        from pipeline.ingest.receiver import run_receiver
+        from pipeline.ingest.sink import KafkaSink
+    except ImportError as exc:
+        fail(f"the OTLP receiver needs the otlp extra ({exc.name} is missing): "
+             "pip install 'computewatch[otlp]'")  # fmt: skip
+    from pipeline.kafka_options import KafkaConfigError
+
+    settings = load_settings(
+        ingest__host=host, ingest__port=port, ingest__mapping_file=mapping,
+        kafka__bootstrap=kafka_bootstrap,
+    )  # fmt: skip
+    ingest = settings.ingest
+    try:
+        span_mapping = load_mapping(ingest.mapping_file)
+        sink = KafkaSink(settings.kafka, timeout_s=ingest.delivery_timeout_s)
+    except (MappingError, KafkaConfigError) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"Kafka unreachable at {settings.kafka.bootstrap} ({exc!r}): start it or set "
+             "COMPUTEWATCH_KAFKA_BOOTSTRAP", 1)  # fmt: skip
+    guarded = "bearer token required" if ingest.token else "no token (COMPUTEWATCH_INGEST_TOKEN)"
+    run_receiver(
+        ingest, span_mapping, sink,
+        ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
+    )  # fmt: skip
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,170 @@
+"""The OTLP/HTTP receiver: ``POST /v1/traces`` -> GenAI spans -> allocation events on Kafka.
+
+Thin wiring around the pure parts (:mod:`~pipeline.ingest.otlp` decodes,
+:mod:`~pipeline.ingest.batch` maps, :mod:`~pipeline.ingest.sink` delivers). Answers, as the
+OTLP/HTTP specification asks:
+
+- 200 with an ``ExportTraceServiceResponse``; its ``partial_success`` says how many GenAI spans
+  were rejected and why (they went to the dead-letter topic); non-GenAI spans are skipped;
+- 400 for a body that is not an export request, 401 for a missing or wrong bearer token,
+  413 for a body or a span count over the limits, 415 for an unknown Content-Type or encoding,
+  503 (retryable, ``Retry-After``) when Kafka did not take the batch;
+  each with a ``google.rpc.Status`` whose message says what to do.
+
+Logs carry counts and reasons (attribute names), never attribute values or the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+
+from pipeline.config import IngestSettings
+from pipeline.ingest.batch import MappedBatch, map_request
+from pipeline.ingest.mapping import SpanMapping
+from pipeline.ingest.otlp import (
+    JSON,
+    PROTOBUF,
+    BadRequest,
+    decode_request,
+    error_body,
+    export_response,
+    span_count,
+)
+from pipeline.ingest.sink import DeliveryError, KafkaSink
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH: Final = "/v1/traces"
+RETRY_AFTER_S: Final = "5"
+# google.rpc.Code for each HTTP status the receiver answers with
+_RPC_CODES: Final = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
+
+Deliver = Callable[[MappedBatch], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+
+
+class Receiver:
+    """Handles ``POST /v1/traces``; ``deliver`` puts a mapped batch on Kafka (blocking)."""
+
+    def __init__(self, settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> None:
+        self._settings, self._mapping, self._deliver = settings, mapping, deliver
+        token = settings.token.get_secret_value() if settings.token else None
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    async def traces(self, request: web.Request) -> web.Response:
+        reply_type = JSON if request.content_type == JSON else PROTOBUF
+        try:
+            self._authorize(request)
+            body = await self._read_body(request)
+            encoding = request.headers.get("Content-Encoding")
+            answer = await asyncio.get_running_loop().run_in_executor(
+                None, self.handle, body, request.content_type, encoding
+            )
+        except BadRequest as exc:
+            log.info("OTLP export refused (%d): %s", exc.status, exc)
+            answer = Answer(exc.status, error_body(_RPC_CODES[exc.status], str(exc), reply_type),
+                            reply_type)  # fmt: skip
+        headers = {"Retry-After": RETRY_AFTER_S} if answer.status == 503 else None
+        return web.Response(
+            status=answer.status, body=answer.body, content_type=answer.content_type,
+            headers=headers,
+        )  # fmt: skip
+
+    def _authorize(self, request: web.Request) -> None:
+        if self._expected is None:
+            return
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, self._expected):
+            raise BadRequest(
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                "(OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>)",
+                401,
+            )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self._settings.max_body_bytes
+        too_large = BadRequest(
+            f"body is over the limit of {limit} bytes (COMPUTEWATCH_INGEST_MAX_BODY_BYTES): "
+            "export smaller batches",
+            413,
+        )
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def handle(self, body: bytes, content_type: str, encoding: str | None) -> Answer:
+        """Decode, map and deliver one export body (runs in a worker thread)."""
+        reply_type = JSON if content_type == JSON else PROTOBUF
+        try:
+            request = decode_request(
+                body, content_type, encoding, max_bytes=self._settings.max_body_bytes
+            )
+            spans = span_count(request)
+            if spans > self._settings.max_spans:
+                raise BadRequest(
+                    f"{spans} spans in one request, over the limit of {self._settings.max_spans} "
+                    "(COMPUTEWATCH_INGEST_MAX_SPANS): lower the exporter's batch size "
+                    "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
+                    413,
+                )
+        except BadRequest as exc:
+            log.info("OTLP export refused (%d): %s", exc.status, exc)
+            code = _RPC_CODES[exc.status]
+            return Answer(exc.status, error_body(code, str(exc), reply_type), reply_type)
+        batch = map_request(request, self._mapping)
+        try:
+            self._deliver(batch)
+        except DeliveryError as exc:
+            log.warning("OTLP export not delivered (503): %s", exc)
+            message = f"{exc}; the exporter should retry"
+            return Answer(503, error_body(_RPC_CODES[503], message, reply_type), reply_type)
+        if batch.rejected:
+            log.info("OTLP export: %s", batch.message())
+        return Answer(200, export_response(batch.rejected, batch.message(), reply_type), reply_type)
+
+
+def create_app(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> web.Application:
+    """The aiohttp application: ``POST /v1/traces`` only (other paths 404, methods 405)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app.router.add_post(TRACES_PATH, Receiver(settings, mapping, deliver).traces)
+    return app
+
+
+def run_receiver(
+    settings: IngestSettings,
+    mapping: SpanMapping,
+    sink: KafkaSink,
+    *,
+    ready: Callable[[str], None] = lambda url: None,
+) -> None:
+    """Serve until SIGINT/SIGTERM, then close the Kafka producer (blocking)."""
+
+    async def close_sink(_app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, sink.close)
+
+    app = create_app(settings, mapping, sink.deliver)
+    app.on_cleanup.append(close_sink)
+    url = f"http://{settings.host}:{settings.port}{TRACES_PATH}"
+    web.run_app(
+        app, host=settings.host, port=settings.port, access_log=None,
+        print=lambda _banner: ready(url),
+    )  # fmt: skip
