@@ -21,7 +21,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 TRACES_PATH: Final = "/v1/traces"
 RETRY_AFTER_S: Final = "5"
+# aiohttp server options: gzip is undone by the receiver itself, bounded by max_body_bytes (and
+# an unknown Content-Encoding is refused), and the access log stays off.
+SERVER_OPTIONS: Final[dict[str, Any]] = {"auto_decompress": False, "access_log": None}
 # google.rpc.Code for each HTTP status the receiver answers with
 _RPC_CODES: Final = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 
@@ -165,6 +168,6 @@ def run_receiver(
     app.on_cleanup.append(close_sink)
     url = f"http://{settings.host}:{settings.port}{TRACES_PATH}"
     web.run_app(
-        app, host=settings.host, port=settings.port, access_log=None,
-        print=lambda _banner: ready(url),
+        app, host=settings.host, port=settings.port, print=lambda _banner: ready(url),
+        **SERVER_OPTIONS,
     )  # fmt: skip
