@@ -76,7 +76,7 @@ class SpanMapping(_Strict):
     )
     server_id: TextField = TextField(
         attributes=[
-            "computewatch.server_id", "service.instance.id", "host.name", "server.address",
+            "computewatch.server_id", "host.name", "service.instance.id", "server.address",
             "service.name",
         ],
         default="unknown",
