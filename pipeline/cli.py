@@ -617,7 +617,8 @@ def bench(
 
 
 ingest_app = typer.Typer(
-    help="Take per-request telemetry in the shapes inference stacks already send.",
+    help="Take per-request telemetry in the shapes inference stacks already send: "
+    "`computewatch ingest otlp` receives OpenTelemetry GenAI spans.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -627,24 +628,33 @@ app.add_typer(ingest_app, name="ingest")
 @ingest_app.command("otlp")
 def ingest_otlp(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on (COMPUTEWATCH_INGEST_HOST).")
+        str | None,
+        typer.Option(metavar="HOST", help="Listen address (COMPUTEWATCH_INGEST_HOST; 127.0.0.1)."),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(min=1, max=65535, help="Port (COMPUTEWATCH_INGEST_PORT; OTLP/HTTP: 4318)."),
+        typer.Option(min=1, max=65535, metavar="PORT",
+                     help="Port (COMPUTEWATCH_INGEST_PORT; 4318, the OTLP/HTTP port)."),
     ] = None,
     mapping: Annotated[
         Path | None,
-        typer.Option(help="TOML: where tenant, api key, route, server... come from."),
+        typer.Option(metavar="FILE.toml",
+                     help="Where tenant, api key, route, server, passes, confidence, difficulty "
+                     "and GPU time come from (COMPUTEWATCH_INGEST_MAPPING_FILE; see README)."),
     ] = None,
     kafka_bootstrap: Annotated[
-        str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP."),
     ] = None,
 ) -> None:
-    """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip); each GenAI span becomes
-    an allocation event on compute.events, keyed by tenant. Point an OpenTelemetry exporter,
-    vLLM's --otlp-traces-endpoint or a collector's otlphttp exporter at it.
-    COMPUTEWATCH_INGEST_TOKEN (or _TOKEN_FILE) makes it require a bearer token."""
+    """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip).
+
+    Each GenAI span becomes an allocation event on compute.events, keyed by tenant; spans it
+    cannot map go to the dead-letter topic and are counted in the answer (partial success);
+    other spans are skipped. Point an OpenTelemetry exporter, vLLM's --otlp-traces-endpoint or
+    a collector's otlphttp exporter at http://HOST:PORT. COMPUTEWATCH_INGEST_TOKEN (or
+    COMPUTEWATCH_INGEST_TOKEN_FILE) makes it require "Authorization: Bearer <token>".
+    """
     try:
         from pipeline.ingest.mapping import MappingError, load_mapping
         from pipeline.ingest.receiver import run_receiver
@@ -668,10 +678,14 @@ def ingest_otlp(
         fail(f"Kafka unreachable at {settings.kafka.bootstrap} ({exc!r}): start it or set "
              "COMPUTEWATCH_KAFKA_BOOTSTRAP", 1)  # fmt: skip
     guarded = "bearer token required" if ingest.token else "no token (COMPUTEWATCH_INGEST_TOKEN)"
-    run_receiver(
-        ingest, span_mapping, sink,
-        ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
-    )  # fmt: skip
+    try:
+        run_receiver(
+            ingest, span_mapping, sink,
+            ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
+        )  # fmt: skip
+    except OSError as exc:
+        fail(f"cannot listen on {ingest.host}:{ingest.port} ({exc.strerror}): choose another "
+             "--port or --host")  # fmt: skip
 
 
 def main() -> None:

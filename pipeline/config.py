@@ -144,6 +144,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="_",
         env_nested_max_split=1,
         extra="ignore",
+        hide_input_in_errors=True,  # errors name the setting; a short secret is not truncated
     )
 
     kafka: KafkaSettings = KafkaSettings()
