@@ -25,10 +25,10 @@ from typing import Any, Final
 import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.events import InvalidEvent, encode_event
+from pipeline.events import InvalidEvent
 from pipeline.ingest.mapping import SpanMapping
 from pipeline.ingest.otlp import request_spans
-from pipeline.ingest.spans import Span, is_genai, span_event
+from pipeline.ingest.spans import Span, is_genai, span_wire
 
 SOURCE: Final = b"otlp/v1/traces"  # the dead letters' source_topic header
 _json: Final = msgspec.json.Encoder()
@@ -74,12 +74,12 @@ def map_request(request: ExportTraceServiceRequest, mapping: SpanMapping) -> Map
             batch.skipped += 1
             continue
         try:
-            event = span_event(span, mapping)
+            event, raw = span_wire(span, mapping)
         except InvalidEvent as exc:
             batch.reasons[exc.reason] += 1
             batch.dead_letters.append(dead_span(span, exc))
             continue
-        batch.events.append((event.tenant_id.encode(), encode_event(event)))
+        batch.events.append((event.tenant_id.encode(), raw))
     return batch
 
 

@@ -22,15 +22,15 @@ skipped. A GenAI span that cannot make a valid event raises
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pipeline.events import SCHEMA_VERSION, AllocationEvent, InvalidEvent
+from pipeline.events import SCHEMA_VERSION, AllocationEvent, InvalidEvent, encode_event, parse_event
 from pipeline.ingest.mapping import NumberField, SpanMapping, TextField
-from pipeline.producer.wire import to_wire
 
 # uuid5 namespace of span event ids: the same trace and span id are the same event, however
 # often an exporter re-sends them.
@@ -82,9 +82,14 @@ def span_event_id(trace_id: bytes, span_id: bytes) -> str:
 
 def span_event(span: Span, mapping: SpanMapping) -> AllocationEvent:
     """The allocation event of a GenAI span, validated against contract v1."""
-    fields = _event_fields(span, _Lookup(span), mapping)
-    event, _raw = to_wire(fields)
-    return event
+    return span_wire(span, mapping)[0]
+
+
+def span_wire(span: Span, mapping: SpanMapping) -> tuple[AllocationEvent, bytes]:
+    """The event of a GenAI span and its contract-v1 bytes: encoded once, then validated by the
+    same parser as every other entry point (the receiver's hot path)."""
+    raw = encode_event(_event_fields(span, _Lookup(span), mapping))
+    return parse_event(raw), raw
 
 
 def _event_fields(span: Span, look: _Lookup, mapping: SpanMapping) -> dict[str, Any]:
@@ -184,13 +189,10 @@ class _Lookup:
         self._span, self._resource = span.attributes, span.resource
 
     def _first(self, names: Sequence[str]) -> tuple[str, Any]:
-        for name in names:
-            where, _, bare = name.partition(":")
-            if not bare:
-                where, bare = "", name
-            if where in ("", "span") and (value := self._span.get(bare)) is not None:
+        for in_span, in_resource, bare in _sources(tuple(names)):
+            if in_span and (value := self._span.get(bare)) is not None:
                 return bare, value
-            if where in ("", "resource") and (value := self._resource.get(bare)) is not None:
+            if in_resource and (value := self._resource.get(bare)) is not None:
                 return bare, value
         return "", None
 
@@ -222,6 +224,18 @@ class _Lookup:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidEvent(f"wrong_type: {name} (expected an integer, got {_kind(value)})")
         return value
+
+
+@functools.cache
+def _sources(names: tuple[str, ...]) -> tuple[tuple[bool, bool, str], ...]:
+    """``(look in the span, look in the resource, attribute)`` for each mapping name."""
+    out = []
+    for name in names:
+        where, _, bare = name.partition(":")
+        if not bare or where not in ("span", "resource"):
+            where, bare = "", name
+        out.append((where in ("", "span"), where in ("", "resource"), bare))
+    return tuple(out)
 
 
 def _kind(value: object) -> str:
