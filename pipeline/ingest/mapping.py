@@ -68,9 +68,7 @@ class SpanMapping(_Strict):
     tenant_id: TextField = TextField(
         attributes=["computewatch.tenant_id", "tenant.id"], default="default"
     )
-    api_key_id: TextField = TextField(
-        attributes=["computewatch.api_key_id", "user_api_key_hash"], default="unknown"
-    )
+    api_key_id: TextField = TextField(attributes=["computewatch.api_key_id"], default="unknown")
     route: TextField = TextField(
         attributes=["computewatch.route", "gen_ai.operation.name"], default="default"
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -150,25 +150,19 @@ def span_count(request: ExportTraceServiceRequest) -> int:
     )
 
 
-def attributes(pairs: Any) -> dict[str, Any]:
+def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
     """OTLP key-values as a dict of plain values (the last of a repeated key wins)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        assert isinstance(pair, KeyValue)
-        out[pair.key] = plain(pair.value)
-    return out
+    return {pair.key: plain(pair.value) for pair in pairs}
 
 
 def plain(value: AnyValue) -> Any:
     """An OTLP ``AnyValue`` as str, bool, int, float, bytes, list or dict (None when empty)."""
     kind = value.WhichOneof("value")
-    if kind is None:
-        return None
     if kind == "array_value":
         return [plain(v) for v in value.array_value.values]
     if kind == "kvlist_value":
         return attributes(value.kvlist_value.values)
-    return getattr(value, kind)
+    return None if kind is None else getattr(value, kind)
 
 
 def export_response(rejected: int, message: str, content_type: str) -> bytes:

@@ -15,7 +15,7 @@ skipped. A GenAI span that cannot make a valid event raises
 ...                         "gen_ai.response.finish_reasons": ["length"]})
 >>> event = span_event(span, SpanMapping())
 >>> event.event_id, event.ts.isoformat(), event.server_id, event.route
-('50372588-3e44-54e9-baa1-68fc88c82d30', '2026-03-02T06:00:02.500000+00:00', 'gpu-07', 'chat')
+('97eb92fe-edc8-567a-bd3f-2788b75cf499', '2026-03-02T06:00:02.500000+00:00', 'gpu-07', 'chat')
 >>> event.completion_tokens, event.reasoning_tokens, event.status, event.gpu_ms
 (200, 700, 'truncated', 2500.0)
 """
@@ -23,6 +23,7 @@ skipped. A GenAI span that cannot make a valid event raises
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pipeline.ingest.mapping import NumberField, SpanMapping, TextField
 # uuid5 namespace of span event ids: the same trace and span id are the same event, however
 # often an exporter re-sends them.
 SPAN_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "computewatch:otlp-span")
+_NAMESPACE_BYTES: Final = SPAN_NAMESPACE.bytes
 NOT_INFERENCE: Final = frozenset({"execute_tool", "invoke_agent", "create_agent"})
 TRUNCATED: Final = frozenset({"length", "max_tokens", "max_output_tokens"})
 # Both generations: the current name first, then the one vLLM and OpenLLMetry still send.
@@ -70,14 +72,15 @@ def is_genai(span: Span) -> bool:
 
 
 def span_event_id(trace_id: bytes, span_id: bytes) -> str:
-    """The event id of a span: a UUID derived from its trace and span id.
+    """The event id of a span: the name-based UUID (v5, RFC 9562) of its trace and span id.
 
     >>> span_event_id(b"\\x01" * 16, b"\\x02" * 8)
-    '7d1cb900-9a1a-536f-acea-cb11c61a7593'
+    '0e31b3d3-0d02-544c-b33f-296158f456e3'
     """
     if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id) or not any(span_id):
         raise InvalidEvent("bad_format: trace_id/span_id (16 and 8 bytes, not all zero)")
-    return str(uuid.uuid5(SPAN_NAMESPACE, trace_id.hex() + span_id.hex()))
+    digest = hashlib.sha1(_NAMESPACE_BYTES + trace_id + span_id, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def span_event(span: Span, mapping: SpanMapping) -> AllocationEvent:

@@ -163,3 +163,11 @@ def test_a_bad_mapping_is_refused_in_one_line(text: str, message: str) -> None:
 def test_an_unreadable_mapping_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(MappingError, match=r"cannot read mapping file .*absent\.toml"):
         load_mapping(tmp_path / "absent.toml")
+
+
+def test_the_readme_mapping_example_loads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    mapping = load_mapping_text(example, "README")
+    assert mapping.tenant_id.attributes == ["resource:k8s.namespace.name"]
+    assert mapping.gpu_ms.gpus_for("meta-llama/Llama-3.1-70B-Instruct") == 4.0
