@@ -51,6 +51,12 @@ class BadRequest(ValueError):
         super().__init__(message)
         self.status = status
 
+    @property
+    def summary(self) -> str:
+        """The message up to its first colon: what to log (a parser's detail may quote the
+        body's values; the client gets the whole message, the log does not)."""
+        return str(self).split(":", 1)[0]
+
 
 def decode_request(
     body: bytes, content_type: str, encoding: str | None, *, max_bytes: int

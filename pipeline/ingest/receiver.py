@@ -77,7 +77,7 @@ class Receiver:
                 None, self.handle, body, request.content_type, encoding
             )
         except BadRequest as exc:
-            log.info("OTLP export refused (%d): %s", exc.status, exc)
+            log.info("OTLP export refused (%d): %s", exc.status, exc.summary)
             answer = Answer(exc.status, error_body(_RPC_CODES[exc.status], str(exc), reply_type),
                             reply_type)  # fmt: skip
         headers = {"Retry-After": RETRY_AFTER_S} if answer.status == 503 else None
@@ -130,7 +130,7 @@ class Receiver:
                     413,
                 )
         except BadRequest as exc:
-            log.info("OTLP export refused (%d): %s", exc.status, exc)
+            log.info("OTLP export refused (%d): %s", exc.status, exc.summary)
             code = _RPC_CODES[exc.status]
             return Answer(exc.status, error_body(code, str(exc), reply_type), reply_type)
         batch = map_request(request, self._mapping)
@@ -147,7 +147,7 @@ class Receiver:
 
 def create_app(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> web.Application:
     """The aiohttp application: ``POST /v1/traces`` only (other paths 404, methods 405)."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application()
     app.router.add_post(TRACES_PATH, Receiver(settings, mapping, deliver).traces)
     return app
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -175,3 +176,20 @@ def test_hostile_requests_get_a_status_and_a_message_and_write_nothing(
 def test_other_paths_and_methods_are_not_served(url: str) -> None:
     assert requests.get(url, headers=AUTH, timeout=10).status_code == 405
     assert requests.post(url.replace("traces", "logs"), headers=AUTH, timeout=10).status_code == 404
+
+
+def test_logs_carry_reasons_never_attribute_values(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.ingest")
+    secret = "sk-live-4242"
+    wrong_type = export({**GOOD, "gen_ai.usage.output_tokens": secret}).SerializeToString()
+    assert requests.post(url, data=wrong_type, headers=PROTOBUF, timeout=30).status_code == 200
+    span = {"traceId": "0a" * 16, "spanId": "00000000000000ff",
+            "attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": secret}}]}
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}  # fmt: skip
+    refused = requests.post(url, json=body, headers=AUTH, timeout=30)
+    assert refused.status_code == 400 and secret in refused.json()["message"]  # for the sender
+    assert "wrong_type: gen_ai.usage.output_tokens" in caplog.text
+    assert "OTLP export refused (400)" in caplog.text
+    assert secret not in caplog.text
