@@ -6,6 +6,7 @@ Settings come from ``COMPUTEWATCH_*`` variables (see :mod:`pipeline.config`); fl
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pipeline.progress import progress_line
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
     from pipeline.embedded import OutputHandler
+    from pipeline.ingest.mapping import SpanMapping
     from pipeline.simulate import FleetConfig
     from pipeline.simulate.workloads import Workload
 
@@ -517,14 +519,42 @@ def demo(
     backfill_hours: Annotated[
         float, typer.Option(min=0, help="Hours of history fast-forwarded before going live.")
     ] = 6.0,
+    otlp_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, metavar="PORT",
+                     help="Also receive OTLP GenAI spans (POST /v1/traces) on this port and feed "
+                     "them to the embedded engine with the fleet (needs the otlp extra)."),
+    ] = None,
 ) -> None:
     """Embedded demo: a simulated fleet feeds the core in-process; the dashboard serves it."""
     from pipeline.serve import serve_demo
 
-    settings = load_settings(dashboard_port=port)
+    settings = load_settings(dashboard_port=port, ingest__port=otlp_port)
+    mapping = otlp_mapping(settings) if otlp_port is not None else None
     note_new_store(settings)
     config = fleet_config(24.0, rate, seed, tenants)
-    serve_demo(settings, config, backfill_hours)
+    try:
+        serve_demo(settings, config, backfill_hours, otlp=mapping)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: choose another "
+             "--otlp-port")  # fmt: skip
+
+
+def otlp_mapping(settings: Settings) -> SpanMapping:
+    """The receiver's mapping, checked before anything starts (needs the otlp extra)."""
+    try:
+        import pipeline.ingest.receiver  # noqa: F401
+    except ImportError as exc:
+        fail(f"the OTLP receiver needs the otlp extra ({exc.name} is missing): "
+             "pip install 'computewatch[otlp]'")  # fmt: skip
+    from pipeline.ingest.mapping import MappingError, load_mapping
+
+    try:
+        return load_mapping(settings.ingest.mapping_file)
+    except MappingError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -655,24 +685,19 @@ def ingest_otlp(
     a collector's otlphttp exporter at http://HOST:PORT. COMPUTEWATCH_INGEST_TOKEN (or
     COMPUTEWATCH_INGEST_TOKEN_FILE) makes it require "Authorization: Bearer <token>".
     """
-    try:
-        from pipeline.ingest.mapping import MappingError, load_mapping
-        from pipeline.ingest.receiver import run_receiver
-        from pipeline.ingest.sink import KafkaSink
-    except ImportError as exc:
-        fail(f"the OTLP receiver needs the otlp extra ({exc.name} is missing): "
-             "pip install 'computewatch[otlp]'")  # fmt: skip
-    from pipeline.kafka_options import KafkaConfigError
-
     settings = load_settings(
         ingest__host=host, ingest__port=port, ingest__mapping_file=mapping,
         kafka__bootstrap=kafka_bootstrap,
     )  # fmt: skip
+    span_mapping = otlp_mapping(settings)
+    from pipeline.ingest.receiver import run_receiver
+    from pipeline.ingest.sink import KafkaSink
+    from pipeline.kafka_options import KafkaConfigError
+
     ingest = settings.ingest
     try:
-        span_mapping = load_mapping(ingest.mapping_file)
         sink = KafkaSink(settings.kafka, timeout_s=ingest.delivery_timeout_s)
-    except (MappingError, KafkaConfigError) as exc:
+    except KafkaConfigError as exc:
         fail(str(exc))
     except Exception as exc:
         fail(f"Kafka unreachable at {settings.kafka.bootstrap} ({exc!r}): start it or set "

@@ -114,7 +114,7 @@ class IngestSettings(BaseModel):
     """``computewatch ingest otlp``: where it listens, who may send, and how much at once."""
 
     host: str = "127.0.0.1"
-    port: int = Field(4318, ge=1, le=65535)  # the OTLP/HTTP port
+    port: int = Field(4318, ge=0, le=65535)  # the OTLP/HTTP port; 0 picks a free one
     token: SecretStr | None = None  # required as "Authorization: Bearer <token>" when set
     token_file: Path | None = None  # read into token (container secrets)
     mapping_file: Path | None = None  # TOML: see pipeline/ingest/mapping.py

@@ -17,9 +17,11 @@ Logs carry counts and reasons (attribute names), never attribute values or the t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -150,6 +152,26 @@ def create_app(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver)
     app = web.Application()
     app.router.add_post(TRACES_PATH, Receiver(settings, mapping, deliver).traces)
     return app
+
+
+@contextlib.contextmanager
+def receiving(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> Iterator[str]:
+    """The receiver on its own event loop in a background thread (``computewatch demo`` runs
+    it next to the dashboard); yields its URL (port 0 picks a free port)."""
+    runner = web.AppRunner(create_app(settings, mapping, deliver), **SERVER_OPTIONS)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, settings.host, settings.port).start())
+    host, port = runner.addresses[0][:2]
+    thread = threading.Thread(target=loop.run_forever, name="computewatch-otlp", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{port}{TRACES_PATH}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
 
 
 def run_receiver(

@@ -5,17 +5,14 @@ attributes, a wrong token) answered with the right status and message and nothin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import json
 import logging
-import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
-from aiohttp import web
 from google.rpc.status_pb2 import Status
 from kafka import KafkaAdminClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -26,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from pipeline.config import IngestSettings, KafkaSettings
 from pipeline.events import parse_event
 from pipeline.ingest.mapping import SpanMapping
-from pipeline.ingest.receiver import SERVER_OPTIONS, create_app
+from pipeline.ingest.receiver import receiving
 from pipeline.ingest.sink import KafkaSink
 from tests.fixtures.kafka import consume_all, unique_topic_name
 
@@ -42,20 +39,10 @@ T0_NS = 1_772_431_200_000_000_000
 def serving(kafka: KafkaSettings, ingest: IngestSettings) -> Iterator[str]:
     """The receiver's app on a free port in a background thread; yields its /v1/traces URL."""
     sink = KafkaSink(kafka, timeout_s=ingest.delivery_timeout_s)
-    runner = web.AppRunner(create_app(ingest, SpanMapping(), sink.deliver), **SERVER_OPTIONS)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
-    port = runner.addresses[0][1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{port}/v1/traces"
+        with receiving(ingest, SpanMapping(), sink.deliver) as url:
+            yield url
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
         sink.close()
 
 
@@ -75,7 +62,7 @@ def kafka(kafka_bootstrap: str, kafka_topic: str, dlq_topic: str) -> KafkaSettin
 
 @pytest.fixture
 def url(kafka: KafkaSettings) -> Iterator[str]:
-    with serving(kafka, IngestSettings(token=TOKEN, max_spans=100)) as address:
+    with serving(kafka, IngestSettings(port=0, token=TOKEN, max_spans=100)) as address:
         yield address
 
 
