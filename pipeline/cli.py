@@ -691,7 +691,7 @@ def ingest_otlp(
     )  # fmt: skip
     span_mapping = otlp_mapping(settings)
     from pipeline.ingest.receiver import run_receiver
-    from pipeline.ingest.sink import KafkaSink
+    from pipeline.ingest.sink import DeliveryError, KafkaSink
     from pipeline.kafka_options import KafkaConfigError
 
     ingest = settings.ingest
@@ -699,15 +699,14 @@ def ingest_otlp(
         sink = KafkaSink(settings.kafka, timeout_s=ingest.delivery_timeout_s)
     except KafkaConfigError as exc:
         fail(str(exc))
-    except Exception as exc:
-        fail(f"Kafka unreachable at {settings.kafka.bootstrap} ({exc!r}): start it or set "
-             "COMPUTEWATCH_KAFKA_BOOTSTRAP", 1)  # fmt: skip
     guarded = "bearer token required" if ingest.token else "no token (COMPUTEWATCH_INGEST_TOKEN)"
     try:
         run_receiver(
             ingest, span_mapping, sink,
             ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
         )  # fmt: skip
+    except DeliveryError as exc:
+        fail(f"{exc}: start it or set COMPUTEWATCH_KAFKA_BOOTSTRAP", 1)
     except OSError as exc:
         fail(f"cannot listen on {ingest.host}:{ingest.port} ({exc.strerror}): choose another "
              "--port or --host")  # fmt: skip

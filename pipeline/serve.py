@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import IngestSettings, Settings
 from pipeline.engine import StepOutput
+from pipeline.events import parse_event
 from pipeline.simulate import FleetConfig
 
 if TYPE_CHECKING:
     from pipeline.feeds import LiveFeed
+    from pipeline.ingest.batch import MappedBatch
     from pipeline.ingest.mapping import SpanMapping
 
 log = logging.getLogger(__name__)
@@ -89,11 +91,22 @@ def receive_into(
     """The OTLP receiver with the demo feed as its sink: each GenAI span's event goes through
     the embedded engine with the simulated fleet, no Kafka (spans it cannot map are answered
     as rejected, not stored)."""
-    from pipeline.events import parse_event
-    from pipeline.ingest.batch import MappedBatch
     from pipeline.ingest.receiver import receiving
 
-    def deliver(batch: MappedBatch) -> None:
-        feed.inject([parse_event(raw) for _key, raw in batch.events])
+    return receiving(ingest, mapping, FeedSink(feed))
 
-    return receiving(ingest, mapping, deliver)
+
+class FeedSink:
+    """A receiver sink that injects events into the demo's feed (see ``ingest.sink.Sink``)."""
+
+    def __init__(self, feed: LiveFeed) -> None:
+        self._feed = feed
+
+    async def start(self) -> None:
+        return None
+
+    async def deliver(self, batch: MappedBatch) -> None:
+        self._feed.inject([parse_event(raw) for _key, raw in batch.events])
+
+    async def stop(self) -> None:
+        return None

@@ -22,7 +22,6 @@ import hmac
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -39,7 +38,7 @@ from pipeline.ingest.otlp import (
     export_response,
     span_count,
 )
-from pipeline.ingest.sink import DeliveryError, KafkaSink
+from pipeline.ingest.sink import DeliveryError, Sink
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +50,12 @@ SERVER_OPTIONS: Final[dict[str, Any]] = {"auto_decompress": False, "access_log":
 # google.rpc.Code for each HTTP status the receiver answers with
 _RPC_CODES: Final = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}
 
-Deliver = Callable[[MappedBatch], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    body: bytes
-    content_type: str
-
-
 class Receiver:
-    """Handles ``POST /v1/traces``; ``deliver`` puts a mapped batch on Kafka (blocking)."""
+    """Handles ``POST /v1/traces``: decodes and maps in a worker thread, then waits for the sink
+    (Kafka's acknowledgement) on the event loop."""
 
-    def __init__(self, settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> None:
-        self._settings, self._mapping, self._deliver = settings, mapping, deliver
+    def __init__(self, settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> None:
+        self._settings, self._mapping, self._sink = settings, mapping, sink
         token = settings.token.get_secret_value() if settings.token else None
         self._expected = f"Bearer {token}".encode() if token else None
 
@@ -75,18 +65,20 @@ class Receiver:
             self._authorize(request)
             body = await self._read_body(request)
             encoding = request.headers.get("Content-Encoding")
-            answer = await asyncio.get_running_loop().run_in_executor(
-                None, self.handle, body, request.content_type, encoding
+            batch = await asyncio.get_running_loop().run_in_executor(
+                None, self.map_body, body, request.content_type, encoding
             )
+            await self._sink.deliver(batch)
         except BadRequest as exc:
             log.info("OTLP export refused (%d): %s", exc.status, exc.summary)
-            answer = Answer(exc.status, error_body(_RPC_CODES[exc.status], str(exc), reply_type),
-                            reply_type)  # fmt: skip
-        headers = {"Retry-After": RETRY_AFTER_S} if answer.status == 503 else None
-        return web.Response(
-            status=answer.status, body=answer.body, content_type=answer.content_type,
-            headers=headers,
-        )  # fmt: skip
+            return _error(exc.status, str(exc), reply_type)
+        except DeliveryError as exc:
+            log.warning("OTLP export not delivered (503): %s", exc)
+            return _error(503, f"{exc}; the exporter should retry", reply_type)
+        if batch.rejected:
+            log.info("OTLP export: %s", batch.message())
+        body = export_response(batch.rejected, batch.message(), reply_type)
+        return web.Response(body=body, content_type=reply_type)
 
     def _authorize(self, request: web.Request) -> None:
         if self._expected is None:
@@ -116,49 +108,51 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def handle(self, body: bytes, content_type: str, encoding: str | None) -> Answer:
-        """Decode, map and deliver one export body (runs in a worker thread)."""
-        reply_type = JSON if content_type == JSON else PROTOBUF
-        try:
-            request = decode_request(
-                body, content_type, encoding, max_bytes=self._settings.max_body_bytes
+    def map_body(self, body: bytes, content_type: str, encoding: str | None) -> MappedBatch:
+        """Decode and map one export body (runs in a worker thread); raises BadRequest."""
+        request = decode_request(
+            body, content_type, encoding, max_bytes=self._settings.max_body_bytes
+        )
+        spans = span_count(request)
+        if spans > self._settings.max_spans:
+            raise BadRequest(
+                f"{spans} spans in one request, over the limit of {self._settings.max_spans} "
+                "(COMPUTEWATCH_INGEST_MAX_SPANS): lower the exporter's batch size "
+                "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
+                413,
             )
-            spans = span_count(request)
-            if spans > self._settings.max_spans:
-                raise BadRequest(
-                    f"{spans} spans in one request, over the limit of {self._settings.max_spans} "
-                    "(COMPUTEWATCH_INGEST_MAX_SPANS): lower the exporter's batch size "
-                    "(OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
-                    413,
-                )
-        except BadRequest as exc:
-            log.info("OTLP export refused (%d): %s", exc.status, exc.summary)
-            code = _RPC_CODES[exc.status]
-            return Answer(exc.status, error_body(code, str(exc), reply_type), reply_type)
-        batch = map_request(request, self._mapping)
-        try:
-            self._deliver(batch)
-        except DeliveryError as exc:
-            log.warning("OTLP export not delivered (503): %s", exc)
-            message = f"{exc}; the exporter should retry"
-            return Answer(503, error_body(_RPC_CODES[503], message, reply_type), reply_type)
-        if batch.rejected:
-            log.info("OTLP export: %s", batch.message())
-        return Answer(200, export_response(batch.rejected, batch.message(), reply_type), reply_type)
+        return map_request(request, self._mapping)
 
 
-def create_app(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> web.Application:
-    """The aiohttp application: ``POST /v1/traces`` only (other paths 404, methods 405)."""
+def _error(status: int, message: str, content_type: str) -> web.Response:
+    """A ``google.rpc.Status`` answer (503 says when to retry)."""
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    body = error_body(_RPC_CODES[status], message, content_type)
+    return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+
+
+def create_app(settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> web.Application:
+    """The aiohttp application: ``POST /v1/traces`` only (other paths 404, methods 405); the
+    sink starts and stops with it."""
+
+    async def start(_app: web.Application) -> None:
+        await sink.start()
+
+    async def stop(_app: web.Application) -> None:
+        await sink.stop()
+
     app = web.Application()
-    app.router.add_post(TRACES_PATH, Receiver(settings, mapping, deliver).traces)
+    app.router.add_post(TRACES_PATH, Receiver(settings, mapping, sink).traces)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
     return app
 
 
 @contextlib.contextmanager
-def receiving(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) -> Iterator[str]:
+def receiving(settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> Iterator[str]:
     """The receiver on its own event loop in a background thread (``computewatch demo`` runs
     it next to the dashboard); yields its URL (port 0 picks a free port)."""
-    runner = web.AppRunner(create_app(settings, mapping, deliver), **SERVER_OPTIONS)
+    runner = web.AppRunner(create_app(settings, mapping, sink), **SERVER_OPTIONS)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, settings.host, settings.port).start())
@@ -177,19 +171,13 @@ def receiving(settings: IngestSettings, mapping: SpanMapping, deliver: Deliver) 
 def run_receiver(
     settings: IngestSettings,
     mapping: SpanMapping,
-    sink: KafkaSink,
+    sink: Sink,
     *,
     ready: Callable[[str], None] = lambda url: None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then close the Kafka producer (blocking)."""
-
-    async def close_sink(_app: web.Application) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, sink.close)
-
-    app = create_app(settings, mapping, sink.deliver)
-    app.on_cleanup.append(close_sink)
+    """Serve until SIGINT/SIGTERM (blocking); raises DeliveryError when Kafka is unreachable."""
     url = f"http://{settings.host}:{settings.port}{TRACES_PATH}"
     web.run_app(
-        app, host=settings.host, port=settings.port, print=lambda _banner: ready(url),
-        **SERVER_OPTIONS,
+        create_app(settings, mapping, sink), host=settings.host, port=settings.port,
+        print=lambda _banner: ready(url), **SERVER_OPTIONS,
     )  # fmt: skip

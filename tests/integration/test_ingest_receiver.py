@@ -39,11 +39,8 @@ T0_NS = 1_772_431_200_000_000_000
 def serving(kafka: KafkaSettings, ingest: IngestSettings) -> Iterator[str]:
     """The receiver's app on a free port in a background thread; yields its /v1/traces URL."""
     sink = KafkaSink(kafka, timeout_s=ingest.delivery_timeout_s)
-    try:
-        with receiving(ingest, SpanMapping(), sink.deliver) as url:
-            yield url
-    finally:
-        sink.close()
+    with receiving(ingest, SpanMapping(), sink) as url:
+        yield url
 
 
 @pytest.fixture
