@@ -186,16 +186,17 @@ class _Lookup:
     """Typed reads of the first attribute present among names (``span:``/``resource:`` or
     both); a value of the wrong type is rejected by name, never echoed."""
 
-    __slots__ = ("_resource", "_span")
+    __slots__ = ("_tables",)
 
     def __init__(self, span: Span) -> None:
-        self._span, self._resource = span.attributes, span.resource
+        # "" (span, then resource), "span", "resource": where each kind of name looks
+        both = {**span.resource, **span.attributes}
+        self._tables = {"": both, "span": span.attributes, "resource": span.resource}
 
     def _first(self, names: Sequence[str]) -> tuple[str, Any]:
-        for in_span, in_resource, bare in _sources(tuple(names)):
-            if in_span and (value := self._span.get(bare)) is not None:
-                return bare, value
-            if in_resource and (value := self._resource.get(bare)) is not None:
+        tables = self._tables
+        for where, bare in _sources(tuple(names)):
+            if (value := tables[where].get(bare)) is not None:
                 return bare, value
         return "", None
 
@@ -230,14 +231,13 @@ class _Lookup:
 
 
 @functools.cache
-def _sources(names: tuple[str, ...]) -> tuple[tuple[bool, bool, str], ...]:
-    """``(look in the span, look in the resource, attribute)`` for each mapping name."""
+def _sources(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``(where, attribute)`` for each mapping name: ``span:x`` -> ``("span", "x")``; a bare
+    name (or an unknown prefix, part of a dotted name) -> ``("", name)``."""
     out = []
     for name in names:
         where, _, bare = name.partition(":")
-        if not bare or where not in ("span", "resource"):
-            where, bare = "", name
-        out.append((where in ("", "span"), where in ("", "resource"), bare))
+        out.append((where, bare) if bare and where in ("span", "resource") else ("", name))
     return tuple(out)
 
 
