@@ -177,3 +177,17 @@ def test_logs_carry_reasons_never_attribute_values(
     assert "wrong_type: gen_ai.usage.output_tokens" in caplog.text
     assert "OTLP export refused (400)" in caplog.text
     assert secret not in caplog.text
+
+
+def test_the_receiver_produces_over_sasl_scram(
+    kafka_sasl_settings: KafkaSettings, kafka: KafkaSettings
+) -> None:
+    sasl = kafka_sasl_settings.model_copy(
+        update={"events_topic": kafka.events_topic, "dlq_topic": kafka.dlq_topic}
+    )
+    with serving(sasl, IngestSettings(port=0)) as address:
+        response = requests.post(address, data=export(GOOD).SerializeToString(),
+                                 headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+    assert response.status_code == 200
+    assert len(consume_all(kafka.bootstrap, kafka.events_topic)) == 1
+
