@@ -6,6 +6,7 @@ Settings come from ``COMPUTEWATCH_*`` variables (see :mod:`pipeline.config`); fl
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pipeline.progress import progress_line
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
     from pipeline.embedded import OutputHandler
+    from pipeline.ingest.mapping import SpanMapping
     from pipeline.simulate import FleetConfig
     from pipeline.simulate.workloads import Workload
 
@@ -517,14 +519,42 @@ def demo(
     backfill_hours: Annotated[
         float, typer.Option(min=0, help="Hours of history fast-forwarded before going live.")
     ] = 6.0,
+    otlp_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, metavar="PORT",
+                     help="Also receive OTLP GenAI spans (POST /v1/traces) on this port and feed "
+                     "them to the embedded engine with the fleet (needs the otlp extra)."),
+    ] = None,
 ) -> None:
     """Embedded demo: a simulated fleet feeds the core in-process; the dashboard serves it."""
     from pipeline.serve import serve_demo
 
-    settings = load_settings(dashboard_port=port)
+    settings = load_settings(dashboard_port=port, ingest__port=otlp_port)
+    mapping = otlp_mapping(settings) if otlp_port is not None else None
     note_new_store(settings)
     config = fleet_config(24.0, rate, seed, tenants)
-    serve_demo(settings, config, backfill_hours)
+    try:
+        serve_demo(settings, config, backfill_hours, otlp=mapping)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        fail(f"cannot listen on {settings.ingest.host}:{settings.ingest.port}: choose another "
+             "--otlp-port")  # fmt: skip
+
+
+def otlp_mapping(settings: Settings) -> SpanMapping:
+    """The receiver's mapping, checked before anything starts (needs the otlp extra)."""
+    try:
+        import pipeline.ingest.receiver  # noqa: F401
+    except ImportError as exc:
+        fail(f"the OTLP receiver needs the otlp extra ({exc.name} is missing): "
+             "pip install 'computewatch[otlp]'")  # fmt: skip
+    from pipeline.ingest.mapping import MappingError, load_mapping
+
+    try:
+        return load_mapping(settings.ingest.mapping_file)
+    except MappingError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -614,6 +644,72 @@ def bench(
             fail(f"cannot update {readme}: {exc}")
     if report.errors:
         fail(f"bench parts failed: {', '.join(report.errors)}")
+
+
+ingest_app = typer.Typer(
+    help="Take per-request telemetry in the shapes inference stacks already send: "
+    "`computewatch ingest otlp` receives OpenTelemetry GenAI spans.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("otlp")
+def ingest_otlp(
+    host: Annotated[
+        str | None,
+        typer.Option(metavar="HOST", help="Listen address (COMPUTEWATCH_INGEST_HOST; 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, metavar="PORT",
+                     help="Port (COMPUTEWATCH_INGEST_PORT; 4318, the OTLP/HTTP port)."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE.toml",
+                     help="Where tenant, api key, route, server, passes, confidence, difficulty "
+                     "and GPU time come from (COMPUTEWATCH_INGEST_MAPPING_FILE; see README)."),
+    ] = None,
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP."),
+    ] = None,
+) -> None:
+    """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip).
+
+    Each GenAI span becomes an allocation event on compute.events, keyed by tenant; spans it
+    cannot map go to the dead-letter topic and are counted in the answer (partial success);
+    other spans are skipped. Point an OpenTelemetry exporter, vLLM's --otlp-traces-endpoint or
+    a collector's otlphttp exporter at http://HOST:PORT. COMPUTEWATCH_INGEST_TOKEN (or
+    COMPUTEWATCH_INGEST_TOKEN_FILE) makes it require "Authorization: Bearer <token>".
+    """
+    settings = load_settings(
+        ingest__host=host, ingest__port=port, ingest__mapping_file=mapping,
+        kafka__bootstrap=kafka_bootstrap,
+    )  # fmt: skip
+    span_mapping = otlp_mapping(settings)
+    from pipeline.ingest.receiver import run_receiver
+    from pipeline.ingest.sink import DeliveryError, KafkaSink
+    from pipeline.kafka_options import KafkaConfigError
+
+    ingest = settings.ingest
+    try:
+        sink = KafkaSink(settings.kafka, timeout_s=ingest.delivery_timeout_s)
+    except KafkaConfigError as exc:
+        fail(str(exc))
+    guarded = "bearer token required" if ingest.token else "no token (COMPUTEWATCH_INGEST_TOKEN)"
+    try:
+        run_receiver(
+            ingest, span_mapping, sink,
+            ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
+        )  # fmt: skip
+    except DeliveryError as exc:
+        fail(f"{exc}: start it or set COMPUTEWATCH_KAFKA_BOOTSTRAP", 1)
+    except OSError as exc:
+        fail(f"cannot listen on {ingest.host}:{ingest.port} ({exc.strerror}): choose another "
+             "--port or --host")  # fmt: skip
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ app, dashboard data module) and pass it down.
 Secrets are :class:`~pydantic.SecretStr` (``repr`` and ``str`` show ``**********``) and may come
 from a file instead of the environment, as container secrets are mounted: each ``*_PASSWORD``
 has a ``*_PASSWORD_FILE`` twin (``COMPUTEWATCH_CLICKHOUSE_PASSWORD_FILE``,
-``COMPUTEWATCH_KAFKA_SASL_PASSWORD_FILE``, ``COMPUTEWATCH_DASHBOARD_CLICKHOUSE_PASSWORD_FILE``)
+``COMPUTEWATCH_KAFKA_SASL_PASSWORD_FILE``, ``COMPUTEWATCH_DASHBOARD_CLICKHOUSE_PASSWORD_FILE``;
+the receiver's ``COMPUTEWATCH_INGEST_TOKEN`` has ``COMPUTEWATCH_INGEST_TOKEN_FILE``)
 whose file is read here, once, with one trailing newline dropped. Giving both is an error.
 
 >>> ClickHouseSettings(password="s3cret")
@@ -109,6 +110,24 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path("data/worker")  # Faust's state, in a subdirectory per consumer group
 
 
+class IngestSettings(BaseModel):
+    """``computewatch ingest otlp``: where it listens, who may send, and how much at once."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(4318, ge=0, le=65535)  # the OTLP/HTTP port; 0 picks a free one
+    token: SecretStr | None = None  # required as "Authorization: Bearer <token>" when set
+    token_file: Path | None = None  # read into token (container secrets)
+    mapping_file: Path | None = None  # TOML: see pipeline/ingest/mapping.py
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # after gzip is undone, too
+    max_spans: int = Field(10_000, ge=1)  # per export request
+    delivery_timeout_s: float = Field(30.0, gt=0)  # Kafka acknowledgement per request
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Self:
+        self.token = _from_file(self.token, self.token_file, "COMPUTEWATCH_INGEST_TOKEN")
+        return self
+
+
 class PriceSettings(BaseModel):
     """Per-model prices. A request costs ``gpu_ms / 3.6e6 * gpu_hour_usd`` plus token prices."""
 
@@ -125,11 +144,13 @@ class Settings(BaseSettings):
         env_nested_delimiter="_",
         env_nested_max_split=1,
         extra="ignore",
+        hide_input_in_errors=True,  # errors name the setting; a short secret is not truncated
     )
 
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     default_price: PriceSettings = PriceSettings()
     dashboard_port: int = Field(8501, ge=1, le=65535)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -245,6 +246,12 @@ class LiveFeed(threading.Thread):
         self.backfill_hours = backfill_hours
         self.batch = batch
         self.stopping = threading.Event()
+        self._injected: queue.SimpleQueue[list[AllocationEvent]] = queue.SimpleQueue()
+
+    def inject(self, events: list[AllocationEvent]) -> None:
+        """Events from outside the simulation (the demo's OTLP receiver); thread-safe. They go
+        through the engine with the next simulated batch, or within a second."""
+        self._injected.put(events)
 
     def run(self) -> None:
         start = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -258,14 +265,22 @@ class LiveFeed(threading.Thread):
             if event.ts > datetime.now(UTC):
                 self._flush(pending)
                 pending = []
-                self.stopping.wait((event.ts - datetime.now(UTC)).total_seconds())
+                self._wait_until(event.ts)
             pending.append(event)
             if len(pending) >= self.batch:
                 self._flush(pending)
                 pending = []
         self._flush(pending)
 
+    def _wait_until(self, ts: datetime) -> None:
+        """Sleep until ``ts``, putting injected events through the engine at least every second."""
+        while (gap := (ts - datetime.now(UTC)).total_seconds()) > 0 and not self.stopping.is_set():
+            self.stopping.wait(min(gap, 1.0))
+            self._flush([])
+
     def _flush(self, events: list[AllocationEvent]) -> None:
+        while not self._injected.empty():
+            events = events + self._injected.get_nowait()
         if events:
             out: StepOutput = self.engine.process_events(events)
             self.handler(out)

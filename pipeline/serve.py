@@ -8,13 +8,21 @@ soon as the sink flushes them (about every second).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
+from pipeline.config import IngestSettings, Settings
 from pipeline.engine import StepOutput
+from pipeline.events import parse_event
 from pipeline.simulate import FleetConfig
+
+if TYPE_CHECKING:
+    from pipeline.feeds import LiveFeed
+    from pipeline.ingest.batch import MappedBatch
+    from pipeline.ingest.mapping import SpanMapping
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +53,15 @@ def serve_dashboard(settings: Settings) -> None:
     _run_streamlit(settings)
 
 
-def serve_demo(settings: Settings, config: FleetConfig, backfill_hours: float) -> None:
-    """Feed a simulated fleet through the engine into ClickHouse while serving the dashboard."""
+def serve_demo(
+    settings: Settings,
+    config: FleetConfig,
+    backfill_hours: float,
+    *,
+    otlp: SpanMapping | None = None,
+) -> None:
+    """Feed a simulated fleet through the engine into ClickHouse while serving the dashboard;
+    with an ``otlp`` mapping, GenAI spans received on ``settings.ingest`` join the feed."""
     from pipeline.feeds import LiveFeed
     from pipeline.storage import open_store
 
@@ -60,7 +75,38 @@ def serve_demo(settings: Settings, config: FleetConfig, backfill_hours: float) -
         feed.start()
         log.info("demo feed started: %g req/s, %d tenants", config.rate, config.tenants)
         try:
-            _run_streamlit(settings)
+            with contextlib.ExitStack() as stack:
+                if otlp is not None:
+                    url = stack.enter_context(receive_into(feed, settings.ingest, otlp))
+                    log.warning("demo: receiving OTLP traces on %s", url)
+                _run_streamlit(settings)
         finally:
             feed.stop()
             feed.join(timeout=10)
+
+
+def receive_into(
+    feed: LiveFeed, ingest: IngestSettings, mapping: SpanMapping
+) -> contextlib.AbstractContextManager[str]:
+    """The OTLP receiver with the demo feed as its sink: each GenAI span's event goes through
+    the embedded engine with the simulated fleet, no Kafka (spans it cannot map are answered
+    as rejected, not stored)."""
+    from pipeline.ingest.receiver import receiving
+
+    return receiving(ingest, mapping, FeedSink(feed))
+
+
+class FeedSink:
+    """A receiver sink that injects events into the demo's feed (see ``ingest.sink.Sink``)."""
+
+    def __init__(self, feed: LiveFeed) -> None:
+        self._feed = feed
+
+    async def start(self) -> None:
+        return None
+
+    async def deliver(self, batch: MappedBatch) -> None:
+        self._feed.inject([parse_event(raw) for _key, raw in batch.events])
+
+    async def stop(self) -> None:
+        return None

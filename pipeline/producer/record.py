@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,14 @@ class RequestRecord:
     gpu_type: str | None = None
     region: str | None = None
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def update(self, fields: Mapping[str, Any]) -> None:
+        """Set several fields at once, e.g. ``record.update(usage_fields(response))``
+        (:func:`pipeline.integrations.usage.usage_fields`); an unknown name raises."""
+        for name, value in fields.items():
+            if name not in self.__dataclass_fields__:
+                raise TypeError(f"RequestRecord has no field {name!r}")
+            setattr(self, name, value)
 
     def event_fields(self, ts: datetime, measured_latency_ms: float) -> dict[str, Any]:
         """The record as a contract-v1 dict, completed at ``ts``."""

@@ -21,7 +21,11 @@ class Producer(Protocol):
     """The part of :class:`kafka.KafkaProducer` the emitter uses."""
 
     def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> DeliveryFuture: ...
     def flush(self, timeout: float | None = None) -> None: ...
     def close(self, timeout: float | None = None) -> None: ...
@@ -48,7 +52,13 @@ class MemoryProducer:
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes | None, bytes | None]] = []
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> _Done:
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> _Done:
         self.messages.append((topic, key, value))
         return _Done()
 
