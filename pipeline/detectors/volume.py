@@ -8,9 +8,10 @@ Real traffic is not Poisson: batch jobs, CI runs and agents send in bursts, and 
 come back at the same minutes of every hour. So each entity is judged against its own
 variability, learned from its own history:
 
-* **spread** — per horizon (1, 2 and 5 minutes, and an exponentially weighted ~15 minutes), the
-  mean and standard deviation of ``log((count + 1) / (expected + 1))`` over its own past
-  minutes, leaving out windows 3 of its spreads out. In log space a heavy-tailed burst is
+* **spread** — per horizon (1, 2 and 5 minutes, an exponentially weighted ~15 minutes, and the
+  last 15 minutes without their highest third), the mean and standard deviation of
+  ``log((count + 1) / (expected + 1))`` over its own past minutes, leaving out windows 3 of its
+  spreads out. In log space a heavy-tailed burst is
   compressed, so the same z-score works for a smooth key (a 3x minute is far out) and for a
   bursty tenant (whose 3x bursts are inside its normal, while a lasting 3x still stands out
   over 15 minutes). Longer horizons learn more slowly (their windows overlap), so a rise that
@@ -65,7 +66,6 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from datetime import datetime
 from statistics import NormalDist, median
 from typing import Final
@@ -247,32 +247,36 @@ class VolumeDetector:
                 if entity_type == "tenant" and entity_id in covered:
                     continue
                 tenant = view.tenant_of_key.get(entity_id) if entity_type == "api_key" else None
-
-                def tenant_windows(tenant: str | None = tenant) -> list[Window]:
-                    if tenant is None or "tenant" not in self.entity_types:
-                        return []
-                    if tenant not in tenants:
-                        tenants[tenant] = self._tenant_windows(tenant, view, fleet, peek)
-                    return tenants[tenant]
-
                 finding = self._observe(
-                    entity_type, entity_id, minute, view, fleet, peek, tenant_windows
+                    entity_type, entity_id, minute, view, fleet, peek, tenant, tenants
                 )
                 if finding is not None:
                     findings.append(finding)
         return findings
 
     def _tenant_windows(
-        self, tenant: str, view: MinuteView, fleet: EntityMinute, peek: bool
+        self,
+        tenant: str | None,
+        view: MinuteView,
+        fleet: EntityMinute,
+        peek: bool,
+        built: dict[str, list[Window]],
     ) -> list[Window]:
-        """The tenant's windows ending with this minute, as :meth:`_observe` builds them."""
+        """The tenant's windows ending with this minute, as :meth:`_observe` builds them, once
+        a minute per tenant (kept in ``built``); none without a warm tenant to judge by."""
+        if tenant is None or "tenant" not in self.entity_types:
+            return []
+        if tenant in built:
+            return built[tenant]
         state = self.states.get(f"tenant:{tenant}")
         minute = view.entities("tenant").get(tenant)
-        if state is None or minute is None or not state.share.warm:
-            return []
-        sums = _sums(minute, fleet, state.season(view.start))
-        recent = [*state.horizon.recent, (view.start, sums)]
-        return self._windows(state, recent, view.start, None if peek else sums)
+        windows: list[Window] = []
+        if state is not None and minute is not None and state.share.warm:
+            sums = _sums(minute, fleet, state.season(view.start))
+            recent = [*state.horizon.recent, (view.start, sums)]
+            windows = self._windows(state, recent, view.start, None if peek else sums)
+        built[tenant] = windows
+        return windows
 
     def _observe(
         self,
@@ -282,12 +286,13 @@ class VolumeDetector:
         view: MinuteView,
         fleet: EntityMinute,
         peek: bool,
-        tenant_windows: Callable[[], list[Window]] = list,
+        tenant: str | None,
+        tenants: dict[str, list[Window]],
     ) -> Finding | None:
         """Judge one entity's minute (learning from it unless ``peek``). A key's expected
-        traffic rises with the rest of its tenant's (``tenant_windows()``, the tenant's
-        windows): a tenant's batch job lifts its keys together, while a leaked key rises on
-        its own."""
+        traffic rises with the rest of its ``tenant``'s (whose windows are built once a minute
+        into ``tenants``): a tenant's batch job lifts its keys together, while a leaked key
+        rises on its own."""
         name = f"{entity_type}:{entity_id}"
         if peek:
             found = self.states.get(name)
@@ -310,10 +315,10 @@ class VolumeDetector:
         windows = self._windows(state, recent, view.start, None if peek else sums)
         if peek and not any(w[0] >= self.min_ratio * w[1] for w in windows):
             return None  # no window could alarm (what its tenant adds only raises expected)
-        tenant = tenant_windows()
+        tenant_windows = self._tenant_windows(tenant, view, fleet, peek, tenants)
         rise = (
-            [_rest_rise(w, t) for w, t in zip(windows, tenant, strict=True)]
-            if tenant
+            [_rest_rise(w, t) for w, t in zip(windows, tenant_windows, strict=True)]
+            if tenant_windows
             else [1.0] * len(windows)
         )
         judged = [
