@@ -26,13 +26,13 @@ from pipeline.ingest.mapping import SpanMapping
 from pipeline.ingest.receiver import receiving
 from pipeline.ingest.sink import KafkaSink
 from tests.fixtures.kafka import consume_all, unique_topic_name
+from tests.fixtures.otlp import T0_NS, export_request
 
 pytestmark = pytest.mark.kafka
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROTOBUF = {**AUTH, "Content-Type": "application/x-protobuf"}
-T0_NS = 1_772_431_200_000_000_000
 
 
 @contextlib.contextmanager
@@ -63,24 +63,10 @@ def url(kafka: KafkaSettings) -> Iterator[str]:
         yield address
 
 
-def export(*attribute_sets: dict[str, object]) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.attributes.add(key="tenant.id").value.string_value = "acme"
-    scope = resource_spans.scope_spans.add()
-    for i, attributes in enumerate(attribute_sets):
-        span = scope.spans.add(
-            trace_id=b"\x0a" * 16, span_id=(i + 1).to_bytes(8, "big"), name="chat",
-            start_time_unix_nano=T0_NS, end_time_unix_nano=T0_NS + 10**9,
-        )  # fmt: skip
-        for key, value in attributes.items():
-            target = span.attributes.add(key=key).value
-            if isinstance(value, str):
-                target.string_value = value
-            else:
-                assert isinstance(value, int)
-                target.int_value = value
-    return request
+def export(*attribute_sets: dict[str, int | str]) -> ExportTraceServiceRequest:
+    return export_request(
+        *attribute_sets, resource={"tenant.id": "acme"}, trace_id=b"\x0a" * 16, name="chat"
+    )
 
 
 GOOD = {"gen_ai.request.model": "m", "gen_ai.usage.input_tokens": 5,

@@ -24,29 +24,17 @@ from pipeline.ingest.otlp import (
     export_response,
     request_spans,
 )
+from tests.fixtures.otlp import export_request
 
 LIMIT = 1 << 20
 TRACE, SPAN = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
 
 
 def export(*span_attributes: dict[str, int | str]) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    resource_spans.resource.attributes.add(key="service.name").value.string_value = "vllm"
-    scope = resource_spans.scope_spans.add()
-    for i, attributes in enumerate(span_attributes):
-        span = scope.spans.add(
-            trace_id=bytes.fromhex(TRACE), span_id=(i + 1).to_bytes(8, "big"), name="llm",
-            start_time_unix_nano=1_772_431_200_000_000_000,
-            end_time_unix_nano=1_772_431_201_000_000_000,
-        )  # fmt: skip
-        for key, value in attributes.items():
-            target = span.attributes.add(key=key).value
-            if isinstance(value, int):
-                target.int_value = value
-            else:
-                target.string_value = value
-    return request
+    resource = {"service.name": "vllm"}
+    return export_request(
+        *span_attributes, resource=resource, trace_id=bytes.fromhex(TRACE), name="llm"
+    )
 
 
 GENAI = {"gen_ai.request.model": "m", "gen_ai.usage.prompt_tokens": 5,
