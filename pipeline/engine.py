@@ -30,14 +30,9 @@ from typing import Any, Final
 
 import msgspec
 
-from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
+from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
-from pipeline.detectors import (
-    Finding,
-    PeekingDetector,
-    WindowDetector,
-    default_detectors,
-)
+from pipeline.detectors import Finding, PeekingDetector, WindowDetector, default_detectors
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
 from pipeline.metrics import (
     COST_LIMIT_USD,
@@ -46,10 +41,10 @@ from pipeline.metrics import (
     WindowAggregator,
     window_of,
 )
-from pipeline.minute_view import build_minute_view, build_peek_view
+from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, split_detectors
+from pipeline.minute_view import build_peek_view, groups_of
 from pipeline.pricing import PriceTable
 
-DETECTION_GRACE_S = 5.0  # a minute is scored once events 5 s past its end have been seen
 PEEK_S: Final = 15  # the open minute is peeked at every 15 s of event time (see Engine._on_clock)
 # Times ClickHouse can store: metrics_1m and usage_hourly use DateTime (1970-01-01 to
 # 2106-02-07); outside it an insert fails (and is retried forever) or the rollups wrap.
@@ -87,6 +82,7 @@ class StepOutput:
     metrics: list[MetricRow] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
     duplicates: int = 0
     too_late: int = 0
 
@@ -239,10 +235,21 @@ class SeenIds:
 
 
 class Engine:
-    """Validate -> dedupe -> metrics windows -> detectors -> alerts, in event time."""
+    """Validate -> dedupe -> metrics windows -> detectors -> alerts, in event time.
+
+    Alone (the default) it is the whole pipeline for the stream it is fed. As stage 1 of a
+    partitioned topology (``partition`` given), it runs only the detectors that score each
+    request, and hands each minute it scores and each peek to the fleet stage as a
+    :class:`~pipeline.fleet.MinutePart` (in :attr:`StepOutput.parts`) instead of alerting:
+    the caller gives the other detectors to a :class:`~pipeline.fleet.FleetStage`.
+    """
 
     def __init__(
-        self, settings: Settings, detectors: Sequence[WindowDetector] | None = None
+        self,
+        settings: Settings,
+        detectors: Sequence[WindowDetector] | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
         worker = settings.worker
         self.max_message_bytes = worker.max_message_bytes
@@ -254,17 +261,16 @@ class Engine:
             max_groups=OPEN_WINDOWS * worker.max_entities,
             max_keys_per_tenant=max(1, worker.max_entities // 10),
         )
-        self.detectors = (
-            list(detectors)
-            if detectors is not None
-            else default_detectors(max_entities=worker.max_entities)
-        )
-        self._request_detectors = [d for d in self.detectors if hasattr(d, "observe_event")]
+        if detectors is None:
+            detectors = default_detectors(max_entities=worker.max_entities)
+        self._request_detectors, fleet_detectors = split_detectors(detectors)
         self._peekers: list[PeekingDetector] = [
-            d for d in self.detectors if isinstance(d, PeekingDetector)
+            d for d in self._request_detectors if isinstance(d, PeekingDetector)
         ]
+        self.partition = partition or 0
+        self.fleet = None if partition is not None else FleetStage(settings, fleet_detectors, 1)
+        self.clock_s = -math.inf  # the latest event time this engine has passed
         self._due_s = -math.inf  # event time of the next minute to score or peek
-        self.gate = CooldownGate(cooldown_s=worker.alert_cooldown_s)
         self.seen = SeenIds(worker.dedupe_max_ids)
         self.next_minute: int | None = None
         self.future_horizon_s = worker.future_horizon_s
@@ -308,12 +314,30 @@ class Engine:
         self._count(out, count)
         return out
 
+    @property
+    def detectors(self) -> list[WindowDetector]:
+        """Every detector this engine runs (with its fleet stage, when alone)."""
+        fleet = self.fleet.detectors if self.fleet is not None else []
+        return [*self._request_detectors, *fleet]
+
+    def advance(self, now: float) -> StepOutput:
+        """Event time has reached ``now`` on the stream this engine's partition belongs to:
+        score and peek what is due, as an event at ``now`` would (a partitioned replay moves
+        every partition's clock together)."""
+        out = StepOutput()
+        self.clock_s = max(self.clock_s, now)
+        if self.next_minute is not None and now >= self._due_s:
+            self._on_clock(now, out)
+        return out
+
     def finish(self) -> StepOutput:
         """Score the last minutes and close every window (end of a replay)."""
         out = StepOutput()
         self._release_held(out, as_events=True)  # nothing came to contradict their time
         if self.next_minute is not None:
             self._score_through(self.aggregator.max_event_s, out)
+        if self.fleet is not None:
+            out.alerts.extend(self.fleet.finish())
         out.metrics.extend(self.aggregator.close_all())
         self._count(out, 0)
         return out
@@ -336,8 +360,16 @@ class Engine:
         engine.__dict__.update(future_horizon_s=defaults.future_horizon_s, held=[])
         engine.__dict__.update(pickle.loads(blob))
         if "_peekers" not in vars(engine):  # from before the open minute was peeked at
-            engine._peekers = [d for d in engine.detectors if isinstance(d, PeekingDetector)]
             engine._due_s = -math.inf
+        if "fleet" not in vars(engine):  # from before the fleet's detectors had a stage
+            state = vars(engine)
+            engine._request_detectors, fleet_detectors = split_detectors(state.pop("detectors"))
+            engine._peekers = [
+                d for d in engine._request_detectors if isinstance(d, PeekingDetector)
+            ]
+            engine.fleet = FleetStage(Settings(), fleet_detectors, 1)
+            engine.fleet.gate = state.pop("gate")
+            engine.partition, engine.clock_s = 0, engine.aggregator.max_event_s
         aggregator = engine.aggregator
         if "max_groups" not in vars(aggregator):  # from before the windows were bounded
             aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
@@ -414,6 +446,8 @@ class Engine:
             self.next_minute = int(epoch // WINDOW_S) * WINDOW_S
         if epoch >= self._due_s:  # before this event counts: the evidence is all older
             self._on_clock(epoch, out)
+        if epoch > self.clock_s:
+            self.clock_s = epoch
         if cost is None:
             cost = self.prices.event_cost(event)
         group = self.aggregator.add(event, cost)
@@ -439,22 +473,41 @@ class Engine:
         self._score_through(now - DETECTION_GRACE_S - WINDOW_S, out)
         minute = window_of(now)
         tick = minute + int((now - minute) // PEEK_S) * PEEK_S
-        if self._peekers and tick > minute:
-            self._peek(minute, tick, out)
+        if tick > minute:
+            self._judge(minute, tick, out)
         next_tick = (
             tick + PEEK_S if tick + PEEK_S < minute + WINDOW_S else minute + WINDOW_S + PEEK_S
         )
         assert self.next_minute is not None
         self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
 
-    def _peek(self, minute: int, clock: float, out: StepOutput) -> None:
-        view = build_peek_view(minute, self.aggregator.open_groups(minute), clock)
-        for detector in self._peekers:
-            for finding in detector.peek_minute(view):
-                view.named.add((finding.entity_type, finding.entity_id))
-                alert = self._admit(finding, view.end)
-                if alert is not None:
-                    out.alerts.append(alert)
+    def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:
+        """Run this engine's detectors on ``minute`` as far as ``end_s`` (its end when closed,
+        else a peek) and hand the minute and the findings to the fleet stage."""
+        closed = end_s >= minute + WINDOW_S
+        groups = groups_of(self.aggregator.open_groups(minute))
+        findings: list[Finding] = []
+        fleet_requests = 0
+        detectors = self._request_detectors if closed else self._peekers
+        if detectors:
+            # what the per-request detectors read: keys, their tenants and the partition's total
+            view = build_peek_view(minute, groups, end_s)
+            fleet_requests = view.fleet.requests
+            for detector in detectors:
+                found = detector.observe_minute(view) if closed else detector.peek_minute(view)  # type: ignore[attr-defined]
+                findings.extend(found)
+        part = MinutePart(
+            partition=self.partition,
+            minute=minute,
+            end_s=float(end_s),
+            groups=groups,
+            findings=findings,
+            fleet_requests=fleet_requests,
+        )
+        if self.fleet is None:
+            out.parts.append(part)
+        else:
+            out.alerts.extend(self.fleet.add([part], {self.partition: part.due_s}))
 
     def _advance(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""
@@ -479,18 +532,7 @@ class Engine:
         self.next_minute = window_of(last_start) + WINDOW_S
 
     def _score_minute(self, minute: int, out: StepOutput) -> None:
-        view = build_minute_view(minute, self.aggregator.open_groups(minute))
-        for detector in self.detectors:
-            for finding in detector.observe_minute(view):
-                view.named.add((finding.entity_type, finding.entity_id))
-                alert = self._admit(finding, view.end)
-                if alert is not None:
-                    out.alerts.append(alert)
-
-    def _admit(self, finding: Finding, detected_at: datetime) -> Alert | None:
-        if not self.gate.admit(finding.kind, finding.entity_type, finding.entity_id, detected_at):
-            return None
-        return to_alert(finding, detected_at)
+        self._judge(minute, minute + WINDOW_S, out)
 
     def _count(self, out: StepOutput, messages: int) -> None:
         c = self.counters
@@ -499,23 +541,6 @@ class Engine:
         c["dead_letters"] += len(out.dead_letters)
         c["duplicates"] += out.duplicates
         c["alerts"] += len(out.alerts)
-
-
-def to_alert(finding: Finding, detected_at: datetime) -> Alert:
-    return Alert(
-        alert_id=alert_id_for(finding.kind, finding.entity_type, finding.entity_id, detected_at),
-        kind=finding.kind,  # type: ignore[arg-type]
-        entity_type=finding.entity_type,  # type: ignore[arg-type]
-        entity_id=finding.entity_id,
-        window_start=finding.window_start,
-        window_end=finding.window_end,
-        detected_at=detected_at,
-        score=round(finding.score, 4),
-        severity=grade(finding.score, finding.threshold, finding.magnitude, finding.stake),
-        summary=finding.summary,
-        evidence={k: Evidence(value=v, baseline=b) for k, (v, b) in finding.evidence.items()},
-        event_count=finding.event_count,
-    )
 
 
 def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -> AllocationEvent:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from pipeline.detectors.base import EntityMinute
 from pipeline.events import AllocationEvent
 from pipeline.pricing import PriceTable
 from pipeline.sketch import LatencySketch, quantiles_of
@@ -155,6 +156,21 @@ class WindowTotals:
                 self.errors += 1
             else:
                 self.cancelled += 1
+
+    def entity_minute(self) -> EntityMinute:
+        """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`)."""
+        return EntityMinute(
+            requests=self.requests,
+            prompt_tokens=self.prompt_tokens,
+            generated_tokens=self.completion_tokens + self.reasoning_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+            passes=self.passes,
+            token_passes=self.token_passes,
+            gpu_ms=self.gpu_ms,
+            runaway=self.truncated + self.timeouts,
+            confidence_sum=self.confidence_sum,
+            confidence_count=self.confidence_count,
+        )
 
     def row(self, key: GroupKey, window_start: datetime) -> MetricRow:
         _, tenant, api_key, model, route, server = key

@@ -1,11 +1,16 @@
 """One minute of event time rolled up for the detectors: every entity type and the fleet.
 
+A minute arrives as its groups: the sums (:class:`EntityMinute`) of each (tenant, api key,
+model, route, server) that had requests in it (:func:`groups_of` takes them from the open
+windows). Groups are plain data, so one partition's can travel to the fleet stage and be
+merged with the others' (:mod:`pipeline.fleet`).
+
 >>> from pipeline.events import example_event
 >>> from pipeline.metrics import WindowAggregator
 >>> from pipeline.pricing import PriceTable
 >>> agg = WindowAggregator(PriceTable({}), allowed_lateness_s=0)
->>> group = agg.add(example_event())
->>> view = build_minute_view(group[0], agg.open_groups(group[0]), end_s=group[0] + 15)
+>>> minute = agg.add(example_event())[0]
+>>> view = build_minute_view(minute, groups_of(agg.open_groups(minute)), end_s=minute + 15)
 >>> view.entities("api_key")["key-1"].requests, (view.end - view.start).total_seconds()
 (1, 15.0)
 """
@@ -13,18 +18,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from pipeline.detectors import EntityMinute, MinuteView
-from pipeline.metrics import WINDOW_S, WindowTotals
+from pipeline.metrics import WINDOW_S, GroupKey, WindowTotals
+
+GroupIds = tuple[str, str, str, str, str]  # (tenant, api key, model, route, server)
+Group = tuple[GroupIds, EntityMinute]
 
 
-def build_minute_view(
-    minute: int,
-    groups: list[tuple[tuple[int, str, str, str, str, str], WindowTotals]],
-    end_s: float | None = None,
-) -> MinuteView:
-    """Roll one minute's open window groups up to every entity type and the fleet.
+def groups_of(open_groups: Iterable[tuple[GroupKey, WindowTotals]]) -> list[Group]:
+    """The sums of a minute's open window groups, as detectors read them (copies)."""
+    return [(key[1:], totals.entity_minute()) for key, totals in open_groups]
+
+
+def build_minute_view(minute: int, groups: Sequence[Group], end_s: float | None = None) -> MinuteView:
+    """Roll one minute's groups up to every entity type and the fleet.
 
     ``end_s`` is the event time the view reaches when the minute is still open (a peek).
     """
@@ -39,17 +49,14 @@ def build_minute_view(
     pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
     tenant_of_key: dict[str, str] = {}
     model_of_server: dict[str, str] = {}
-    for (_, tenant, api_key, model, route, server), acc in groups:
-        buckets = (
-            fleet,
-            keys[api_key],
-            tenants[tenant],
-            models[model],
-            routes[route],
-            servers[server],
-            pairs[(api_key, model)],
-        )
-        _add_totals(buckets, acc)
+    for (tenant, api_key, model, route, server), sums in groups:
+        fleet.add(sums)
+        keys[api_key].add(sums)
+        tenants[tenant].add(sums)
+        models[model].add(sums)
+        routes[route].add(sums)
+        servers[server].add(sums)
+        pairs[(api_key, model)].add(sums)
         tenant_of_key[api_key] = tenant
         model_of_server[server] = model
     # plain dicts for the detectors: looking up an entity the minute lacks must not add it
@@ -65,36 +72,7 @@ def build_minute_view(
     )
 
 
-def _add_totals(buckets: tuple[EntityMinute, ...], acc: WindowTotals) -> None:
-    """Add one window group's sums to each of ``buckets``.
-
-    A group counts towards several entities (its key, tenant, model, ...): its sums are read
-    once, rather than copied into an :class:`EntityMinute` of its own first. Each bucket still
-    adds the groups in the same order, so its float sums are the same to the last bit.
-    """
-    requests, prompt_tokens, passes = acc.requests, acc.prompt_tokens, acc.passes
-    reasoning_tokens, token_passes, gpu_ms = acc.reasoning_tokens, acc.token_passes, acc.gpu_ms
-    generated_tokens = acc.completion_tokens + reasoning_tokens
-    runaway = acc.truncated + acc.timeouts
-    confidence_sum, confidence_count = acc.confidence_sum, acc.confidence_count
-    for bucket in buckets:
-        bucket.requests += requests
-        bucket.prompt_tokens += prompt_tokens
-        bucket.generated_tokens += generated_tokens
-        bucket.reasoning_tokens += reasoning_tokens
-        bucket.passes += passes
-        bucket.token_passes += token_passes
-        bucket.gpu_ms += gpu_ms
-        bucket.runaway += runaway
-        bucket.confidence_sum += confidence_sum
-        bucket.confidence_count += confidence_count
-
-
-def build_peek_view(
-    minute: int,
-    groups: list[tuple[tuple[int, str, str, str, str, str], WindowTotals]],
-    end_s: float,
-) -> MinuteView:
+def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> MinuteView:
     """The open minute so far, for a peek: api keys, tenants, models and each key's models.
 
     Cheaper than :func:`build_minute_view` (it runs several times a minute): each group is added
@@ -104,15 +82,16 @@ def build_peek_view(
     >>> from pipeline.metrics import WindowAggregator
     >>> from pipeline.pricing import PriceTable
     >>> agg = WindowAggregator(PriceTable({}), allowed_lateness_s=0)
-    >>> group = agg.add(example_event())
-    >>> view = build_peek_view(group[0], agg.open_groups(group[0]), end_s=group[0] + 15)
-    >>> full = build_minute_view(group[0], agg.open_groups(group[0]), end_s=group[0] + 15)
+    >>> minute = agg.add(example_event())[0]
+    >>> groups = groups_of(agg.open_groups(minute))
+    >>> view = build_peek_view(minute, groups, end_s=minute + 15)
+    >>> full = build_minute_view(minute, groups, end_s=minute + 15)
     >>> view.entities("model") == full.entities("model"), sorted(view.by_type)
     (True, ['api_key', 'model', 'tenant'])
     """
     parts: defaultdict[tuple[str, str, str], EntityMinute] = defaultdict(EntityMinute)
-    for (_, tenant, api_key, model, _, _), acc in groups:
-        _add_totals((parts[(tenant, api_key, model)],), acc)
+    for (tenant, api_key, model, _, _), sums in groups:
+        parts[(tenant, api_key, model)].add(sums)
     fleet = EntityMinute()
     keys: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     tenants: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)

@@ -30,7 +30,7 @@ from pipeline.detectors import (
 )
 from pipeline.detectors.request_norm import KeyMinute
 from pipeline.engine import Engine
-from pipeline.minute_view import build_minute_view
+from pipeline.minute_view import build_minute_view, groups_of
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 
@@ -214,7 +214,7 @@ def test_a_peek_learns_nothing(case: Case) -> None:
     engine.process_events(events[:cut])
     before = pickle.dumps(detector)
     minute = int((streams.T0 + timedelta(minutes=140)).timestamp())
-    view = build_minute_view(minute, engine.aggregator.open_groups(minute), end_s=minute + 30)
+    view = build_minute_view(minute, groups_of(engine.aggregator.open_groups(minute)), minute + 30)
     assert view.fleet.requests > 0
     cast(PeekingDetector, detector).peek_minute(view)
     assert pickle.dumps(detector) == before
