@@ -34,6 +34,7 @@ from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import Finding, PeekingDetector, WindowDetector, default_detectors
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
+from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, split_detectors
 from pipeline.metrics import (
     COST_LIMIT_USD,
     WINDOW_S,
@@ -41,7 +42,6 @@ from pipeline.metrics import (
     WindowAggregator,
     window_of,
 )
-from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, split_detectors
 from pipeline.minute_view import build_peek_view, groups_of
 from pipeline.pricing import PriceTable
 
@@ -488,14 +488,17 @@ class Engine:
         groups = groups_of(self.aggregator.open_groups(minute))
         findings: list[Finding] = []
         fleet_requests = 0
-        detectors = self._request_detectors if closed else self._peekers
-        if detectors:
+        judges = (
+            [d.observe_minute for d in self._request_detectors]
+            if closed
+            else [p.peek_minute for p in self._peekers]
+        )
+        if judges:
             # what the per-request detectors read: keys, their tenants and the partition's total
             view = build_peek_view(minute, groups, end_s)
             fleet_requests = view.fleet.requests
-            for detector in detectors:
-                found = detector.observe_minute(view) if closed else detector.peek_minute(view)  # type: ignore[attr-defined]
-                findings.extend(found)
+            for judge in judges:
+                findings.extend(judge(view))
         part = MinutePart(
             partition=self.partition,
             minute=minute,

@@ -28,13 +28,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
 from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
 from pipeline.config import Settings
-from pipeline.detectors import Finding, MinuteView, PeekingDetector, WindowDetector
+from pipeline.detectors import (
+    Finding,
+    MinuteView,
+    PeekingDetector,
+    RequestDetector,
+    WindowDetector,
+)
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
 
@@ -69,10 +75,10 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
 
 def split_detectors(
     detectors: Sequence[WindowDetector],
-) -> tuple[list[WindowDetector], list[WindowDetector]]:
+) -> tuple[list[RequestDetector], list[WindowDetector]]:
     """(stage 1's, stage 2's): detectors that score each request (``observe_event``) learn from
     events, which only stage 1 sees; every other detector judges minutes against the fleet."""
-    per_request = [d for d in detectors if hasattr(d, "observe_event")]
+    per_request = [cast(RequestDetector, d) for d in detectors if hasattr(d, "observe_event")]
     return per_request, [d for d in detectors if not hasattr(d, "observe_event")]
 
 
@@ -135,9 +141,13 @@ class FleetStage:
                 if finding.stake is not None:
                     finding = replace(finding, stake=finding.stake * scale)
                 self._admit(finding, view, alerts)
-        for detector in self.detectors if closed else self._peekers:
-            findings = detector.observe_minute(view) if closed else detector.peek_minute(view)  # type: ignore[attr-defined]
-            for finding in findings:
+        judges = (
+            [d.observe_minute for d in self.detectors]
+            if closed
+            else [p.peek_minute for p in self._peekers]
+        )
+        for judge in judges:  # one after the other: a detector sees whom the earlier ones named
+            for finding in judge(view):
                 self._admit(finding, view, alerts)
         return alerts
 

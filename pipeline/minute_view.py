@@ -33,7 +33,9 @@ def groups_of(open_groups: Iterable[tuple[GroupKey, WindowTotals]]) -> list[Grou
     return [(key[1:], totals.entity_minute()) for key, totals in open_groups]
 
 
-def build_minute_view(minute: int, groups: Sequence[Group], end_s: float | None = None) -> MinuteView:
+def build_minute_view(
+    minute: int, groups: Sequence[Group], end_s: float | None = None
+) -> MinuteView:
     """Roll one minute's groups up to every entity type and the fleet.
 
     ``end_s`` is the event time the view reaches when the minute is still open (a peek).
