@@ -128,6 +128,17 @@ def main_options(
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+Partitions = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Split the stream into N partitions by tenant, as Kafka does, and run the two "
+        "stages as the workers do (default: COMPUTEWATCH_KAFKA_PARTITIONS, 4).",
+    ),
+]
+
+
 @app.command()
 def replay(
     events: Annotated[Path, typer.Option(help="JSONL file of allocation events.")],
@@ -143,12 +154,13 @@ def replay(
     clickhouse_url: Annotated[
         str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
     ] = None,
+    partitions: Partitions = None,
 ) -> None:
     """Run the worker's core over recorded events, driven by event time (backtesting)."""
     from pipeline.embedded import AlertsWriter, DeadLettersWriter, replay_file
 
     existing_file(events, "events")
-    settings = load_settings(clickhouse__url=clickhouse_url)
+    settings = load_settings(clickhouse__url=clickhouse_url, kafka__partitions=partitions)
     outputs = writable(alerts_out, dead_letters_out)
     with storage_errors(), removed_on_failure(outputs), contextlib.ExitStack() as stack:
         handlers: list[OutputHandler] = []
@@ -375,12 +387,13 @@ def evaluate(
     hours: WorkloadHours = None,
     rate: WorkloadRate = None,
     tenants: WorkloadTenants = None,
+    partitions: Partitions = None,
 ) -> None:
     """Score the detectors against labelled incidents: per-kind detection, delay, precision."""
     from pipeline.feeds import UnusableInput, evaluate_files, evaluate_suite
     from pipeline.simulate import HorizonTooShort
 
-    settings = load_settings()
+    settings = load_settings(kafka__partitions=partitions)
     if events is not None or labels is not None:
         if events is None or labels is None:
             fail("--events and --labels go together")
@@ -405,7 +418,7 @@ def evaluate(
                 fail(too_short(config))
             typer.echo(
                 f"\n### {chosen.name} workload, seed {s}, {config.hours:g} h, {config.tenants} "
-                f"tenants, {config.rate:g} req/s\n"
+                f"tenants, {config.rate:g} req/s, {settings.kafka.partitions} partitions\n"
             )
             typer.echo(report.table())
             typer.echo(f"\n({line})")

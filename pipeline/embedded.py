@@ -27,6 +27,7 @@ from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, StepOutput
 from pipeline.progress import ProgressFn
+from pipeline.topology import Topology
 
 OutputHandler = Callable[[StepOutput], None]
 
@@ -74,12 +75,13 @@ def replay_file(
     path: Path,
     settings: Settings,
     handlers: list[OutputHandler] | None = None,
-    engine: Engine | None = None,
+    engine: Engine | Topology | None = None,
     progress: ProgressFn | None = None,
 ) -> ReplaySummary:
-    """Run the engine over a JSONL file in event time and hand every step's output on;
-    ``progress`` hears of each step (stage ``replaying``)."""
-    engine = engine or Engine(settings)
+    """Run the pipeline over a JSONL file in event time and hand every step's output on;
+    ``progress`` hears of each step (stage ``replaying``). The pipeline is by default the
+    two stages over the production partition count (``kafka.partitions``)."""
+    engine = engine or Topology(settings, settings.kafka.partitions)
     log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
     # What is alive now (the imported modules: river, numpy, ...) lives as long as the process;
     # frozen, it is left out of the collector's full collections, which otherwise walk it
@@ -94,11 +96,17 @@ def replay_file(
             handler(out)
         if out.alerts and log.isEnabledFor(logging.INFO):
             for alert in out.alerts:
-                log.info("alert %s %s on %s %s at %s: %s", alert.severity, alert.kind,
-                         alert.entity_type, alert.entity_id, f"{alert.detected_at:%Y-%m-%d %H:%M}",
-                         alert.summary)
+                log.info(
+                    "alert %s %s on %s %s at %s: %s",
+                    alert.severity,
+                    alert.kind,
+                    alert.entity_type,
+                    alert.entity_id,
+                    f"{alert.detected_at:%Y-%m-%d %H:%M}",
+                    alert.summary,
+                )
         if progress is not None:
-            progress("replaying", engine.counters["events"], engine.aggregator.max_event_s)
+            progress("replaying", engine.counters["events"], engine.clock_s)
     c = engine.counters
     return ReplaySummary(
         events=c["events"],
@@ -110,7 +118,7 @@ def replay_file(
     )
 
 
-def _with_finish(steps: Iterator[StepOutput], engine: Engine) -> Iterator[StepOutput]:
+def _with_finish(steps: Iterator[StepOutput], engine: Engine | Topology) -> Iterator[StepOutput]:
     yield from steps
     yield engine.finish()
 

@@ -83,6 +83,18 @@ class StepOutput:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
+
+    def extend(self, other: StepOutput) -> None:
+        """Add another step's output to this one (several partitions' steps as one)."""
+        self.events.extend(other.events)
+        self.costs.extend(other.costs)
+        self.metrics.extend(other.metrics)
+        self.alerts.extend(other.alerts)
+        self.dead_letters.extend(other.dead_letters)
+        self.parts.extend(other.parts)
+        self.duplicates += other.duplicates
+        self.too_late += other.too_late
+
     duplicates: int = 0
     too_late: int = 0
 
@@ -296,11 +308,11 @@ class Engine:
             try:
                 event = parse_event(message.value, max_bytes=self.max_message_bytes)
             except InvalidEvent as exc:
-                out.dead_letters.append(_dead_letter(message, exc))
+                out.dead_letters.append(dead_letter(message, exc))
                 continue
-            self._accept(event, message, out)
-        self._advance(out)
-        self._count(out, count)
+            self.accept(event, message, out)
+        self.end_step(out)
+        count_step(self.counters, out, count)
         return out
 
     def process_events(self, events: Iterable[AllocationEvent]) -> StepOutput:
@@ -309,9 +321,9 @@ class Engine:
         count = 0
         for event in events:
             count += 1
-            self._accept(event, None, out)
-        self._advance(out)
-        self._count(out, count)
+            self.accept(event, None, out)
+        self.end_step(out)
+        count_step(self.counters, out, count)
         return out
 
     @property
@@ -319,6 +331,11 @@ class Engine:
         """Every detector this engine runs (with its fleet stage, when alone)."""
         fleet = self.fleet.detectors if self.fleet is not None else []
         return [*self._request_detectors, *fleet]
+
+    @property
+    def due_s(self) -> float:
+        """The event time at which this engine next scores a minute or peeks at one."""
+        return self._due_s if self.next_minute is not None else math.inf
 
     def advance(self, now: float) -> StepOutput:
         """Event time has reached ``now`` on the stream this engine's partition belongs to:
@@ -339,7 +356,7 @@ class Engine:
         if self.fleet is not None:
             out.alerts.extend(self.fleet.finish())
         out.metrics.extend(self.aggregator.close_all())
-        self._count(out, 0)
+        count_step(self.counters, out, 0)
         return out
 
     def snapshot(self, *, seen_ids: bool = True) -> bytes:
@@ -379,8 +396,9 @@ class Engine:
             aggregator.restore_groups(vars(aggregator).pop("_open"))
         return engine
 
-    def _accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
-        """Apply the storage and event-time rules of :meth:`process` to one valid event."""
+    def accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
+        """Apply the storage and event-time rules of :meth:`process` to one valid event (end
+        the step with :meth:`end_step`)."""
         cost = self.prices.event_cost(event)
         if cost >= COST_LIMIT_USD:
             reason = (
@@ -512,7 +530,7 @@ class Engine:
         else:
             out.alerts.extend(self.fleet.add([part], {self.partition: part.due_s}))
 
-    def _advance(self, out: StepOutput) -> None:
+    def end_step(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""
         if self.next_minute is None:
             return
@@ -537,13 +555,14 @@ class Engine:
     def _score_minute(self, minute: int, out: StepOutput) -> None:
         self._judge(minute, minute + WINDOW_S, out)
 
-    def _count(self, out: StepOutput, messages: int) -> None:
-        c = self.counters
-        c["events"] += messages
-        c["valid"] += len(out.events)
-        c["dead_letters"] += len(out.dead_letters)
-        c["duplicates"] += out.duplicates
-        c["alerts"] += len(out.alerts)
+
+def count_step(counters: dict[str, int], out: StepOutput, messages: int) -> None:
+    """Add one step of ``messages`` wire messages to the running ``counters``."""
+    counters["events"] += messages
+    counters["valid"] += len(out.events)
+    counters["dead_letters"] += len(out.dead_letters)
+    counters["duplicates"] += out.duplicates
+    counters["alerts"] += len(out.alerts)
 
 
 def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -> AllocationEvent:
@@ -557,10 +576,10 @@ def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -
 def _reject(out: StepOutput, event: AllocationEvent, message: Message | None, reason: str) -> None:
     """Dead-letter a valid event (one that came already parsed is encoded for its payload)."""
     source = message or Message(encode_event(event))
-    out.dead_letters.append(_dead_letter(source, InvalidEvent(reason)))
+    out.dead_letters.append(dead_letter(source, InvalidEvent(reason)))
 
 
-def _dead_letter(message: Message, exc: InvalidEvent) -> DeadLetter:
+def dead_letter(message: Message, exc: InvalidEvent) -> DeadLetter:
     return DeadLetter(
         reason=exc.reason,
         rule=exc.rule,

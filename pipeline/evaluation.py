@@ -77,6 +77,7 @@ class Report:
     notified_false_episodes: int
     missed: list[Incident]
     delays_s: list[float]
+    repeated_alerts: int = 0  # alerts with the kind, entity and window of an earlier one
 
     @property
     def recall(self) -> float:
@@ -111,7 +112,8 @@ class Report:
             f"recall {self.recall:.2f} · precision {self.precision:.2f} (over {self.episodes} "
             f"alert episodes) · F1 {self.f1:.2f} · median delay {delay} · false episodes "
             f"{self.false_episodes} (inside benign shifts: {self.benign_false_episodes}; notified, "
-            f"medium and above: {self.notified_false_episodes})",
+            f"medium and above: {self.notified_false_episodes}) · repeated alerts "
+            f"{self.repeated_alerts}",
         ]
         return "\n".join(lines)
 
@@ -148,7 +150,13 @@ def evaluate(alerts: Sequence[Alert], incidents: Sequence[Incident]) -> Report:
         notified_false_episodes=len(notified),
         missed=missed,
         delays_s=delays,
+        repeated_alerts=len(alerts) - len({_identity(a) for a in alerts}),
     )
+
+
+def _identity(alert: Alert) -> tuple[str, str, str, object, object]:
+    """What makes two alerts one: the same kind, entity and window."""
+    return (alert.kind, alert.entity_type, alert.entity_id, alert.window_start, alert.window_end)
 
 
 def _episodes(alerts: Sequence[Alert]) -> list[list[Alert]]:
