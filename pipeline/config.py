@@ -61,6 +61,9 @@ class KafkaSettings(BaseModel):
     events_topic: str = "compute.events"
     alerts_topic: str = "compute.alerts"
     dlq_topic: str = "compute.events.dlq"
+    # stage 1 -> the fleet stage (one partition); by default one per consumer group, so two
+    # deployments (or benchmarks) on one broker never read each other's minutes
+    minutes_topic: str = ""
     partitions: int = Field(4, ge=1)
     consumer_group: str = "computewatch"
     session_timeout_s: float = Field(15.0, gt=0)  # a crashed worker's partitions move after this
@@ -70,6 +73,11 @@ class KafkaSettings(BaseModel):
     sasl_password: SecretStr | None = None
     sasl_password_file: Path | None = None  # read into sasl_password (container secrets)
     ssl_cafile: str | None = None
+
+    @model_validator(mode="after")
+    def _minutes_topic_of_group(self) -> Self:
+        self.minutes_topic = self.minutes_topic or f"{self.consumer_group}.minutes"
+        return self
 
     @model_validator(mode="after")
     def _sasl_password_from_file(self) -> Self:

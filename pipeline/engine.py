@@ -33,6 +33,7 @@ import msgspec
 from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import Finding, PeekingDetector, WindowDetector, default_detectors
+from pipeline.detectors.norms import Context, NormState, SharesNorms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
 from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, split_detectors
 from pipeline.metrics import (
@@ -332,6 +333,12 @@ class Engine:
         fleet = self.fleet.detectors if self.fleet is not None else []
         return [*self._request_detectors, *fleet]
 
+    def as_stage_one(self, partition: int) -> None:
+        """Make an engine restored from a snapshot taken alone (before the worker ran two
+        stages) stage 1 of ``partition``: its fleet detectors' learning is dropped (the fleet
+        stage learns anew)."""
+        self.partition, self.fleet = partition, None
+
     @property
     def due_s(self) -> float:
         """The event time at which this engine next scores a minute or peeks at one."""
@@ -504,6 +511,15 @@ class Engine:
         else a peek) and hand the minute and the findings to the fleet stage."""
         closed = end_s >= minute + WINDOW_S
         groups = groups_of(self.aggregator.open_groups(minute))
+        norms = (
+            {
+                d.name: d.report_norms()
+                for d in self._request_detectors
+                if isinstance(d, SharesNorms)
+            }
+            if closed
+            else {}
+        )
         findings: list[Finding] = []
         fleet_requests = 0
         judges = (
@@ -524,11 +540,19 @@ class Engine:
             groups=groups,
             findings=findings,
             fleet_requests=fleet_requests,
+            norms=norms,
         )
         if self.fleet is None:
             out.parts.append(part)
         else:
             out.alerts.extend(self.fleet.add([part], {self.partition: part.due_s}))
+            self.take_norms(self.fleet.merged_norms())
+
+    def take_norms(self, fleet: dict[str, list[tuple[Context, NormState]]]) -> None:
+        """Take the fleet's context norms (from :meth:`FleetStage.merged_norms`)."""
+        for detector in self._request_detectors:
+            if isinstance(detector, SharesNorms) and detector.name in fleet:
+                detector.take_norms(fleet[detector.name])
 
     def end_step(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""

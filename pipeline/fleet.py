@@ -41,10 +41,12 @@ from pipeline.detectors import (
     RequestDetector,
     WindowDetector,
 )
+from pipeline.detectors.norms import Context, NormReport, NormState, merge_norms
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
 
 DETECTION_GRACE_S: Final = 5.0  # a minute is scored once events 5 s past its end have been seen
+CHUNK_GROUPS: Final = 2_000  # groups per message to the fleet stage (~250 kB)
 
 
 class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +64,10 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
     groups: list[Group]
     findings: list[Finding]
     fleet_requests: int
+    chunk: int = 0  # a part too big for one message travels as several chunks (fleet_inputs)
+    # a closed minute's: per detector, what the partition's context norms learned since they
+    # last took the fleet's (pipeline.detectors.norms)
+    norms: dict[str, list[NormReport]] = msgspec.field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -82,6 +88,64 @@ def split_detectors(
     return per_request, [d for d in detectors if not hasattr(d, "observe_event")]
 
 
+class FleetInput(msgspec.Struct, frozen=True, kw_only=True):
+    """What one stage-1 partition sends the fleet stage after a step (``compute.minutes``):
+    the parts it made and how far its event time has come (``clock_s``: every part due by then
+    is in this message or an earlier one). ``partitions`` is how many partitions the events
+    topic has, so the fleet stage knows whose clocks to wait for."""
+
+    partition: int
+    partitions: int
+    clock_s: float
+    parts: list[MinutePart]
+
+
+def fleet_inputs(
+    partition: int, partitions: int, clock_s: float, parts: Sequence[MinutePart]
+) -> list[FleetInput]:
+    """One stage-1 step as messages of at most :data:`CHUNK_GROUPS` groups each (a broker takes
+    messages up to 1 MB by default); only the last one moves the partition's clock, so the
+    fleet stage judges nothing before it has every chunk.
+
+    >>> from pipeline.detectors import EntityMinute
+    >>> group = (("t", "k", "m", "r", "s"), EntityMinute(requests=1))
+    >>> part = MinutePart(partition=0, minute=0, end_s=60.0, groups=[group] * 5_000,
+    ...                   findings=[], fleet_requests=5_000)
+    >>> [(len(m.parts[0].groups), m.parts[0].chunk, m.clock_s)
+    ...  for m in fleet_inputs(0, 4, 70.0, [part])]
+    [(2000, 0, -inf), (2000, 1, -inf), (1000, 2, 70.0)]
+    """
+    chunks = [
+        msgspec.structs.replace(
+            part,
+            groups=part.groups[start : start + CHUNK_GROUPS],
+            findings=part.findings if start == 0 else [],
+            norms=part.norms if start == 0 else {},
+            chunk=start // CHUNK_GROUPS,
+        )
+        for part in parts
+        for start in range(0, max(len(part.groups), 1), CHUNK_GROUPS)
+    ]
+    messages = [
+        FleetInput(partition=partition, partitions=partitions, clock_s=-math.inf, parts=[chunk])
+        for chunk in chunks[:-1]
+    ]
+    last = chunks[-1:]
+    messages.append(
+        FleetInput(partition=partition, partitions=partitions, clock_s=clock_s, parts=last)
+    )
+    return messages
+
+
+def encode_fleet_input(message: FleetInput) -> bytes:
+    """MessagePack (it keeps a clock of -inf, which JSON cannot)."""
+    return msgspec.msgpack.encode(message)
+
+
+def decode_fleet_input(raw: bytes) -> FleetInput:
+    return msgspec.msgpack.decode(raw, type=FleetInput)
+
+
 class FleetStage:
     """Merge the partitions' :class:`MinutePart` s per due point and judge the whole fleet."""
 
@@ -92,13 +156,21 @@ class FleetStage:
         self._peekers = [d for d in self.detectors if isinstance(d, PeekingDetector)]
         self.gate = CooldownGate(cooldown_s=settings.worker.alert_cooldown_s)
         self.clocks = [-math.inf] * partitions  # event time each partition has passed
-        self._parts: dict[tuple[float, int, float], dict[int, MinutePart]] = {}
+        self._parts: dict[tuple[float, int, float], dict[tuple[int, int], MinutePart]] = {}
         self._judged_s = -math.inf  # due points at or before this are judged
+        self.norms: dict[str, dict[Context, NormState]] = {}  # the fleet's, per detector
+        self._merged: dict[str, list[tuple[Context, NormState]]] = {}  # not yet handed out
 
     @property
     def pending(self) -> int:
         """Due points waiting for a partition's clock."""
         return len(self._parts)
+
+    def take(self, message: FleetInput) -> list[Alert]:
+        """:meth:`add` one stage-1 message (the worker's fleet agent)."""
+        if message.partitions > len(self.clocks):  # partitions were added to the topic
+            self.clocks += [-math.inf] * (message.partitions - len(self.clocks))
+        return self.add(message.parts, {message.partition: message.clock_s})
 
     def add(self, parts: Iterable[MinutePart], clocks: Mapping[int, float]) -> list[Alert]:
         """Take parts and partitions' clocks; judge every due point all clocks have passed.
@@ -109,10 +181,16 @@ class FleetStage:
         for part in parts:
             key = (part.due_s, part.minute, part.end_s)
             if part.due_s > self._judged_s:
-                self._parts.setdefault(key, {})[part.partition] = part
+                self._parts.setdefault(key, {})[(part.partition, part.chunk)] = part
         for partition, clock in clocks.items():
             self.clocks[partition] = max(self.clocks[partition], clock)
         return self._judge_through(min(self.clocks))
+
+    def merged_norms(self) -> dict[str, list[tuple[Context, NormState]]]:
+        """The fleet norms merged since the last call, per detector, for every partition to
+        take (:meth:`Engine.take_norms <pipeline.engine.Engine.take_norms>`)."""
+        merged, self._merged = self._merged, {}
+        return merged
 
     def finish(self) -> list[Alert]:
         """Judge everything still waiting (the end of a replay)."""
@@ -122,8 +200,8 @@ class FleetStage:
         alerts: list[Alert] = []
         for key in sorted(k for k in self._parts if k[0] <= clock):
             due_s, minute, end_s = key
-            by_partition = self._parts.pop(key)
-            parts = [by_partition[p] for p in sorted(by_partition)]
+            chunks = self._parts.pop(key)
+            parts = [chunks[c] for c in sorted(chunks)]
             alerts.extend(self._judge(minute, end_s, parts))
             self._judged_s = max(self._judged_s, due_s)
         return alerts
@@ -131,6 +209,8 @@ class FleetStage:
     def _judge(self, minute: int, end_s: float, parts: list[MinutePart]) -> list[Alert]:
         groups = [group for part in parts for group in part.groups]
         closed = end_s >= minute + WINDOW_S
+        if closed:
+            self._merge_norms(parts)
         view = (
             build_minute_view(minute, groups) if closed else build_peek_view(minute, groups, end_s)
         )
@@ -150,6 +230,19 @@ class FleetStage:
             for finding in judge(view):
                 self._admit(finding, view, alerts)
         return alerts
+
+    def _merge_norms(self, parts: list[MinutePart]) -> None:
+        reports: dict[str, dict[Context, list[NormReport]]] = {}
+        for part in parts:
+            for name, part_reports in part.norms.items():
+                for report in part_reports:
+                    reports.setdefault(name, {}).setdefault(report.context, []).append(report)
+        for name, by_context in reports.items():
+            fleet = self.norms.setdefault(name, {})
+            merged = self._merged.setdefault(name, [])
+            for context, context_reports in by_context.items():
+                fleet[context] = merge_norms(fleet.get(context), context_reports)
+                merged.append((context, fleet[context]))
 
     def _admit(self, finding: Finding, view: MinuteView, alerts: list[Alert]) -> None:
         view.named.add((finding.entity_type, finding.entity_id))

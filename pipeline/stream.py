@@ -1,10 +1,17 @@
-"""The Faust app: topics, one agent, partition-local engines. Wiring only.
+"""The Faust app: topics, the two stages' agents, partition-local engines. Wiring only.
 
 ``compute.events`` is keyed by tenant_id, so a tenant's detector state stays in one partition.
-Each assigned partition has its own :class:`~pipeline.engine.Engine`. Per batch the agent runs
-the engine, writes the step to ClickHouse and flushes, sends alerts and dead letters, then
-stores the partition's engine snapshot with the offset it covers; only then are the offsets
-acknowledged. On assignment the snapshot is restored and messages at or below its offset are
+Each assigned partition has its own stage-1 :class:`~pipeline.engine.Engine`. Per batch the
+agent runs the engine, writes the step to ClickHouse and flushes, sends dead letters, sends the
+minutes it scored to the fleet stage (``compute.minutes``, one partition) and waits until the
+broker has them, then stores the partition's engine snapshot with the offset it covers; only
+then are the offsets acknowledged. A partition with nothing left to read follows the event
+time of the busiest partition its worker owns (checked every second), so an idle partition
+does not hold the fleet stage back. The fleet agent (:mod:`pipeline.stream_fleet`) judges the
+fleet's minutes once every partition's clock has passed them, writes and sends the alerts,
+then stores its own snapshot.
+
+On assignment a partition's snapshot is restored and messages at or below its offset are
 skipped. Before a step's rows are written, the highest offset they come from is recorded (a
 mark); after a crash between writing and the snapshot, events of messages up to the mark that are
 already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
@@ -32,8 +39,10 @@ from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
+from pipeline.fleet import encode_fleet_input, fleet_inputs
 from pipeline.kafka_options import faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
+from pipeline.stream_fleet import StoredFleet
 from pipeline.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,7 @@ PRE_MARK_BATCH_MAX = 10_000  # events per batch of the workers that saved snapsh
 # While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
 # sink's own short retries); any error of the client, or a flush that gave up, means "not now".
 OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
+IDLE_CHECK_S: Final = 1.0  # how often partitions with nothing to read follow the busiest
 EXIT_UNEXPECTED: Final = 70  # EX_SOFTWARE: a bug, not an outage
 STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
@@ -105,11 +115,14 @@ class PartitionEngines:
             return self.engines[partition]
         snapshot = self.store.load_snapshot(self.key(partition))
         mark = self.store.load_snapshot(self.mark_key(partition))
-        offset, engine = -1, Engine(self.settings)
+        offset, engine = -1, Engine(self.settings, partition=partition)
         if snapshot is not None:
             offset, engine = snapshot[0], Engine.restore(snapshot[1])
             if engine.seen.awaiting_chunks:
                 engine.seen.load(self._seen_chunks(partition, offset))
+            if engine.fleet is not None:
+                log.info("partition %d: the fleet detectors now learn in stage 2", partition)
+                engine.as_stage_one(partition)
             log.info("partition %d: state restored at offset %d", partition, offset)
         written = offset if mark is None else max(offset, mark[0])
         if mark is None and snapshot is not None:  # saved before marks: one batch may follow
@@ -165,6 +178,15 @@ class PartitionEngines:
         out.events = [e for e, _ in kept]
         out.costs = [c for _, c in kept]
         log.info("partition %d: %d events were already stored", partition, len(stored))
+
+    def advance_idle(self, caught_up: Sequence[int]) -> dict[int, StepOutput]:
+        """Move the engines of ``caught_up`` partitions (restored, nothing left to read) to the
+        latest event time of this worker's engines (no I/O); the steps of those that moved."""
+        if not self.engines:
+            return {}
+        now = max(engine.clock_s for engine in self.engines.values())
+        moved = [p for p in caught_up if p in self.engines and self.engines[p].clock_s < now]
+        return {p: self.engines[p].advance(now) for p in moved}
 
     def commit(self, partitions: Sequence[int]) -> None:
         """Flush the sink, then snapshot each partition's engine with its offset (one insert).
@@ -264,11 +286,18 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    # stage 1 -> the fleet stage: one partition, so one worker judges the fleet at a time
+    minutes_out = app.topic(
+        kafka.minutes_topic, partitions=1, key_serializer="raw", value_serializer="raw"
+    )
+    minutes_in = app.topic(kafka.minutes_topic, partitions=1, schema=Undecoded())
     webhook = WebhookNotifier(
         settings.worker.webhook_url, min_severity=settings.worker.webhook_min_severity
     )
     resources = contextlib.ExitStack()
     state: dict[str, PartitionEngines] = {}
+    fleet_state: dict[str, StoredFleet] = {}
+    store_lock = asyncio.Lock()  # the agents and the idle clock take turns with the store
 
     def engines() -> PartitionEngines:
         if "engines" not in state:
@@ -276,9 +305,26 @@ def create_app(settings: Settings) -> faust.App:
             state["engines"] = PartitionEngines(settings, store)
         return state["engines"]
 
+    def fleet() -> StoredFleet:
+        if "fleet" not in fleet_state:
+            fleet_state["fleet"] = StoredFleet(settings, engines().store)
+        return fleet_state["fleet"]
+
+    async def send_minutes(parts: PartitionEngines, outs: dict[int, StepOutput]) -> None:
+        """Send each partition's minutes and clock to the fleet stage; return once the broker
+        has them all (before the snapshot that would let them be skipped after a crash)."""
+        count = app.consumer.topic_partitions(kafka.events_topic) or kafka.partitions
+        pending = []
+        for partition, out in outs.items():
+            clock = parts.engines[partition].clock_s
+            for message in fleet_inputs(partition, count, clock, out.parts):
+                value = encode_fleet_input(message)
+                pending.append(await minutes_out.send(value=value, partition=0))
+        await asyncio.gather(*pending)
+
     @app.agent(events_topic)
     async def process(stream: faust.StreamT[RecordBatch]) -> None:
-        for topic in (alerts_topic, dlq_topic):  # producers do not create topics on send
+        for topic in (alerts_topic, dlq_topic, minutes_out):  # producers do not create topics
             await topic.maybe_declare()
         # What is alive now (modules, the app) lives as long as the worker: frozen, the
         # collector's full collections skip it (6 % less engine CPU, as in replay_file)
@@ -291,38 +337,82 @@ def create_app(settings: Settings) -> faust.App:
                 exit_unacknowledged(records(batch))
 
     async def handle(batch: Sequence[faust.EventT]) -> None:
-        """Run, store and commit one batch; its alerts and dead letters go out."""
-        parts = await until_stored(engines, "opening the store")
-        groups = _by_partition(batch, kafka.events_topic)
-        outs = {}
-        for partition, messages in groups.items():
-            await until_stored(partial(parts.restore, partition), "restoring state")
-            outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
-        await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
-        for partition, out in outs.items():
-            await until_stored(partial(parts.store_step, partition, out), "storing a step")
+        """Run, store and commit one batch; its dead letters and minutes go out."""
+        async with store_lock:
+            parts = await until_stored(engines, "opening the store")
+            groups = _by_partition(batch, kafka.events_topic)
+            outs = {}
+            for partition, messages in groups.items():
+                await until_stored(partial(parts.restore, partition), "restoring state")
+                outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
+            await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
+            for partition, out in outs.items():
+                await until_stored(partial(parts.store_step, partition, out), "storing a step")
+                for dead in out.dead_letters:
+                    await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
+            await send_minutes(parts, outs)
+            await until_stored(partial(parts.commit, list(groups)), "committing a batch")
+        log.debug("batch of %d messages from partitions %s stored", records(batch), list(groups))
+
+    @app.timer(interval=IDLE_CHECK_S)
+    async def idle_clock() -> None:
+        """Partitions with nothing left to read follow the busiest one's event time."""
+        if "engines" not in state:  # before the first batch (and the consumer's start)
+            return
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == kafka.events_topic]
+        async with store_lock:
+            parts = state["engines"]
+            caught_up = []
+            for tp in assigned:
+                await until_stored(partial(parts.restore, tp.partition), "restoring state")
+                highwater = app.consumer.highwater(tp)
+                if highwater is not None and parts.offsets[tp.partition] + 1 >= highwater:
+                    caught_up.append(tp.partition)
+            outs = parts.advance_idle(caught_up)
+            await send_minutes(parts, outs)
+
+    @app.agent(minutes_in)
+    async def judge(stream: faust.StreamT[RecordBatch]) -> None:
+        async for batch in take_batches(stream):
+            try:
+                await judge_batch(batch)
+            except Exception:  # a bug: as in process
+                exit_unacknowledged(records(batch))
+
+    async def judge_batch(batch: Sequence[faust.EventT]) -> None:
+        """Judge what the batch's minutes complete; store, send and commit the alerts."""
+        async with store_lock:
+            stored = await until_stored(fleet, "opening the store")
+            messages = [m for ms in _by_partition(batch, kafka.minutes_topic).values() for m in ms]
+            await until_stored(stored.restore, "restoring the fleet stage")
+            out = await asyncio.to_thread(stored.step, messages)
+            await until_stored(partial(stored.store.write_step, out), "storing alerts")
             for alert in out.alerts:
                 await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                 webhook.notify(alert)
-            for dead in out.dead_letters:
-                await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
-        await until_stored(partial(parts.commit, list(groups)), "committing a batch")
-        log.debug("batch of %d messages from partitions %s stored", records(batch), list(groups))
+            await until_stored(stored.commit, "committing the fleet stage")
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
     # signal's actual positional arguments, as faust's documentation shows
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        if "engines" in state:
-            partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
-            try:
-                await asyncio.to_thread(state["engines"].commit, partitions)
-            except STORAGE_ERRORS as exc:  # a rebalance or shutdown does not wait for ClickHouse
-                log.warning(
-                    "partitions %s revoked without a snapshot (%s); their next owner resumes "
-                    "from the last one", partitions, exc,
-                )  # fmt: skip
-            state["engines"].drop(partitions)
+        async with store_lock:
+            if "engines" in state:
+                partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
+                try:
+                    await asyncio.to_thread(state["engines"].commit, partitions)
+                except STORAGE_ERRORS as exc:  # a rebalance or shutdown does not wait
+                    log.warning(
+                        "partitions %s revoked without a snapshot (%s); their next owner "
+                        "resumes from the last one", partitions, exc,
+                    )  # fmt: skip
+                state["engines"].drop(partitions)
+            if "fleet" in fleet_state and any(tp.topic == kafka.minutes_topic for tp in revoked):
+                try:
+                    await asyncio.to_thread(fleet_state["fleet"].commit)
+                except STORAGE_ERRORS as exc:
+                    log.warning("fleet stage revoked without a snapshot (%s)", exc)
+                fleet_state["fleet"].drop()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # see on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:

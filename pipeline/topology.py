@@ -92,21 +92,31 @@ class Topology:
         out = StepOutput()
         for engine in self.engines:
             out.extend(engine.finish())
-        out.alerts.extend(self.fleet.add(out.parts, {}))
+        self._judge(out)
         out.alerts.extend(self.fleet.finish())
-        out.parts = []
         count_step(self.counters, out, 0)
         return out
 
     def _advance(self, now: float, out: StepOutput) -> None:
+        """Every partition scores and peeks what is due by ``now``; the fleet stage judges it
+        and every partition takes the fleet's norms, before the event at ``now`` counts."""
         for engine in self.engines:
             out.extend(engine.advance(now))
         self._due_s = min(engine.due_s for engine in self.engines)
+        self._judge(out)
 
-    def _judged(self, out: StepOutput, messages: int) -> StepOutput:
-        """Hand the step's parts and the partitions' clocks to the fleet stage."""
+    def _judge(self, out: StepOutput) -> None:
+        """Hand the parts so far and the partitions' clocks to the fleet stage; hand the norms
+        it merged to every partition."""
         clocks = {engine.partition: engine.clock_s for engine in self.engines}
         out.alerts.extend(self.fleet.add(out.parts, clocks))
         out.parts = []
+        norms = self.fleet.merged_norms()
+        if norms:
+            for engine in self.engines:
+                engine.take_norms(norms)
+
+    def _judged(self, out: StepOutput, messages: int) -> StepOutput:
+        self._judge(out)
         count_step(self.counters, out, messages)
         return out

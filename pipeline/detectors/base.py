@@ -182,6 +182,10 @@ class BoundedStore(Generic[K, V]):
     def keys(self) -> Iterator[K]:
         return iter(self._items.keys())
 
+    def items(self) -> Iterator[tuple[K, V]]:
+        """Every entry, least recently used first (reading them does not reorder them)."""
+        return iter(self._items.items())
+
     def __len__(self) -> int:
         return len(self._items)
 

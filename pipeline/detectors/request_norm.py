@@ -41,18 +41,22 @@ from pipeline.detectors.base import (
     binomial_surprise,
 )
 from pipeline.detectors.cusum import CusumState, KeyCusum
+from pipeline.detectors.norms import (
+    NORM_FADING,
+    PEER_FADING,
+    Context,
+    NormReport,
+    NormState,
+)
 from pipeline.events import AllocationEvent
 
 Z_CLIP = (-4.0, 10.0)
 R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it little
-PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scored) follows
 # Requests a context has seen before its z-scores feed the sequential test: its variance starts
 # at 0 and, learned at the default fading of 0.01, has reached 87 % of the truth by then (a young
 # context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
 OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
-
-
 class ContextNorm:
     """River-style robust baseline of ``log1p(value)``: ``score_one`` gives a z-score.
 
@@ -62,9 +66,22 @@ class ContextNorm:
     twice per event on the hot path.)
     """
 
-    __slots__ = ("alpha", "mean", "min_sd", "n", "peer_z", "sd", "var", "warm_up")
+    __slots__ = (
+        "alpha",
+        "base",
+        "mean",
+        "min_sd",
+        "n",
+        "peer_z",
+        "reported",
+        "sd",
+        "var",
+        "warm_up",
+    )
 
-    def __init__(self, fading: float = 0.01, min_sd: float = 0.1, warm_up: int = 30) -> None:
+    def __init__(
+        self, fading: float = NORM_FADING, min_sd: float = 0.1, warm_up: int = 30
+    ) -> None:
         self.alpha = fading
         self.mean = 0.0
         self.var = 0.0
@@ -73,11 +90,30 @@ class ContextNorm:
         self.warm_up = warm_up
         self.n = 0
         self.peer_z = 0.0  # recent mean (clipped) z of the context's requests
+        self.base: NormState | None = None  # the fleet's norm this one last took
+        self.reported: NormState | None = None  # this one when last reported to the fleet
 
     def __setstate__(self, state: tuple[None, dict[str, float]]) -> None:
         self.peer_z = 0.0  # absent from snapshots taken before it existed
+        self.base = self.reported = None
         for name, value in state[1].items():
             setattr(self, name, value)
+
+    def state(self) -> NormState:
+        return NormState(mean=self.mean, var=self.var, n=self.n, peer_z=self.peer_z)
+
+    def take(self, fleet: NormState) -> None:
+        """Take the fleet's norm, keeping what this one learned since it last reported."""
+        if self.reported is not None:
+            fleet = NormState(
+                mean=fleet.mean + self.mean - self.reported.mean,
+                var=max(0.0, fleet.var + self.var - self.reported.var),
+                n=fleet.n + self.n - self.reported.n,
+                peer_z=fleet.peer_z + self.peer_z - self.reported.peer_z,
+            )
+        self.mean, self.var, self.n, self.peer_z = fleet.mean, fleet.var, fleet.n, fleet.peer_z
+        self.sd = max(self.min_sd, math.sqrt(self.var))
+        self.base, self.reported = fleet, None
 
     @property
     def expected(self) -> float:
@@ -229,6 +265,21 @@ class RequestNormDetector:
         if e.confidence is not None:
             acc.confidence_sum += e.confidence
             acc.confidence_count += 1
+
+    def report_norms(self) -> list[NormReport]:
+        """The contexts learned from since the fleet's norms were last taken (:meth:`take_norms`):
+        what a partition hands the fleet stage with each closed minute."""
+        reports = []
+        for context, norm in self.contexts.items():
+            if norm.n != (norm.base.n if norm.base is not None else 0):
+                norm.reported = norm.state()
+                reports.append(NormReport(context, norm.base, norm.reported))
+        return reports
+
+    def take_norms(self, fleet: list[tuple[Context, NormState]]) -> None:
+        """Take the fleet's norms (merged from every partition's reports by the fleet stage)."""
+        for context, state in fleet:
+            self.contexts.get_or_create(context, self._new_norm).take(state)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         minute = int(view.start.timestamp())
