@@ -64,6 +64,7 @@ class KafkaSettings(BaseModel):
     # stage 1 -> the fleet stage (one partition); by default one per consumer group, so two
     # deployments (or benchmarks) on one broker never read each other's minutes
     minutes_topic: str = ""
+    norms_topic: str = ""  # the fleet stage -> every worker: merged context norms
     partitions: int = Field(4, ge=1)
     consumer_group: str = "computewatch"
     session_timeout_s: float = Field(15.0, gt=0)  # a crashed worker's partitions move after this
@@ -77,6 +78,7 @@ class KafkaSettings(BaseModel):
     @model_validator(mode="after")
     def _minutes_topic_of_group(self) -> Self:
         self.minutes_topic = self.minutes_topic or f"{self.consumer_group}.minutes"
+        self.norms_topic = self.norms_topic or f"{self.consumer_group}.norms"
         return self
 
     @model_validator(mode="after")

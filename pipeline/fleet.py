@@ -146,6 +146,17 @@ def decode_fleet_input(raw: bytes) -> FleetInput:
     return msgspec.msgpack.decode(raw, type=FleetInput)
 
 
+FleetNorms = dict[str, list[tuple[Context, NormState]]]  # per detector, merged context norms
+
+
+def encode_norms(norms: FleetNorms) -> bytes:
+    return msgspec.msgpack.encode(norms)
+
+
+def decode_norms(raw: bytes) -> FleetNorms:
+    return msgspec.msgpack.decode(raw, type=FleetNorms)
+
+
 class FleetStage:
     """Merge the partitions' :class:`MinutePart` s per due point and judge the whole fleet."""
 
@@ -159,7 +170,7 @@ class FleetStage:
         self._parts: dict[tuple[float, int, float], dict[tuple[int, int], MinutePart]] = {}
         self._judged_s = -math.inf  # due points at or before this are judged
         self.norms: dict[str, dict[Context, NormState]] = {}  # the fleet's, per detector
-        self._merged: dict[str, list[tuple[Context, NormState]]] = {}  # not yet handed out
+        self._merged: FleetNorms = {}  # not yet handed out
 
     @property
     def pending(self) -> int:
@@ -186,7 +197,7 @@ class FleetStage:
             self.clocks[partition] = max(self.clocks[partition], clock)
         return self._judge_through(min(self.clocks))
 
-    def merged_norms(self) -> dict[str, list[tuple[Context, NormState]]]:
+    def merged_norms(self) -> FleetNorms:
         """The fleet norms merged since the last call, per detector, for every partition to
         take (:meth:`Engine.take_norms <pipeline.engine.Engine.take_norms>`)."""
         merged, self._merged = self._merged, {}

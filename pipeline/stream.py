@@ -33,14 +33,15 @@ from functools import partial
 from typing import Any, Final, NoReturn, TypeVar, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
-from pipeline.fleet import encode_fleet_input, fleet_inputs
-from pipeline.kafka_options import faust_credentials
+from pipeline.fleet import decode_norms, encode_fleet_input, encode_norms, fleet_inputs
+from pipeline.kafka_options import aiokafka_options, faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.stream_fleet import StoredFleet
 from pipeline.webhook import WebhookNotifier
@@ -291,6 +292,10 @@ def create_app(settings: Settings) -> faust.App:
         kafka.minutes_topic, partitions=1, key_serializer="raw", value_serializer="raw"
     )
     minutes_in = app.topic(kafka.minutes_topic, partitions=1, schema=Undecoded())
+    # the fleet stage -> every worker (each reads all of it, outside the group)
+    norms_out = app.topic(
+        kafka.norms_topic, partitions=1, key_serializer="raw", value_serializer="raw"
+    )
     webhook = WebhookNotifier(
         settings.worker.webhook_url, min_severity=settings.worker.webhook_min_severity
     )
@@ -324,8 +329,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events_topic)
     async def process(stream: faust.StreamT[RecordBatch]) -> None:
-        for topic in (alerts_topic, dlq_topic, minutes_out):  # producers do not create topics
-            await topic.maybe_declare()
+        for topic in (alerts_topic, dlq_topic, minutes_out, norms_out):  # producers do not
+            await topic.maybe_declare()  # create topics
         # What is alive now (modules, the app) lives as long as the worker: frozen, the
         # collector's full collections skip it (6 % less engine CPU, as in replay_file)
         gc.collect()
@@ -385,12 +390,32 @@ def create_app(settings: Settings) -> faust.App:
             stored = await until_stored(fleet, "opening the store")
             messages = [m for ms in _by_partition(batch, kafka.minutes_topic).values() for m in ms]
             await until_stored(stored.restore, "restoring the fleet stage")
-            out = await asyncio.to_thread(stored.step, messages)
+            out, norms = await asyncio.to_thread(stored.step, messages)
             await until_stored(partial(stored.store.write_step, out), "storing alerts")
             for alert in out.alerts:
                 await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                 webhook.notify(alert)
+            if norms:
+                await norms_out.send(value=encode_norms(norms), partition=0)
             await until_stored(stored.commit, "committing the fleet stage")
+
+    @app.task
+    async def take_fleet_norms() -> None:
+        """Every worker's engines take the context norms the fleet stage merged."""
+        await norms_out.maybe_declare()
+        consumer = AIOKafkaConsumer(**aiokafka_options(kafka), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partition = TopicPartition(kafka.norms_topic, 0)
+            consumer.assign([partition])
+            await consumer.seek_to_end(partition)  # engines restored hold their own
+            async for record in consumer:
+                norms = decode_norms(record.value)
+                async with store_lock:
+                    for engine in state["engines"].engines.values() if "engines" in state else []:
+                        engine.take_norms(norms)
+        finally:
+            await consumer.stop()
 
     # mode's SignalHandlerT wants (sender, *args, signal=..., **kwargs); the handlers take the
     # signal's actual positional arguments, as faust's documentation shows

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
 from pipeline.engine import Message, StepOutput
-from pipeline.fleet import FleetStage, decode_fleet_input, split_detectors
+from pipeline.fleet import FleetNorms, FleetStage, decode_fleet_input, split_detectors
 from pipeline.storage import Store
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ class StoredFleet:
             log.info("fleet stage: state restored at offset %d", self.offset)
         return self.stage
 
-    def step(self, messages: list[Message]) -> StepOutput:
-        """Judge what the messages it has not read make complete (no I/O)."""
+    def step(self, messages: list[Message]) -> tuple[StepOutput, FleetNorms]:
+        """Judge what the messages it has not read make complete (no I/O): the alerts, and the
+        context norms merged for every partition to take."""
         stage = self.restore()
         out = StepOutput()
         for message in messages:
@@ -63,7 +64,7 @@ class StoredFleet:
                 continue
             out.alerts.extend(stage.take(decode_fleet_input(message.value)))
             self.offset = message.offset
-        return out
+        return out, stage.merged_norms()
 
     def commit(self) -> None:
         """Flush the sink (the alerts), then snapshot the stage with its offset."""

@@ -1,0 +1,212 @@
+"""The two stages over N partitions detect what one engine over the whole stream detects.
+
+Production runs a stage-1 engine per partition of the events topic; fleet-level judgements
+(a server against its model's peers, a model's confidence, a key's share of the fleet) need
+every partition's part of a minute, which the fleet stage merges. These tests hold the
+topology to that: one partition is exactly one engine, and at several partitions a fleet-level
+incident alerts once, where engines per partition alone repeat it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipeline.alerts import Alert
+from pipeline.config import Settings
+from pipeline.detectors import EntityMinute, Finding, MinuteView
+from pipeline.detectors.norms import NormReport, merge_norms
+from pipeline.detectors.request_norm import ContextNorm
+from pipeline.engine import Engine, Message
+from pipeline.events import encode_event
+from pipeline.fleet import (
+    FleetInput,
+    FleetStage,
+    MinutePart,
+    decode_fleet_input,
+    encode_fleet_input,
+)
+from pipeline.simulate import EfficiencyDegradation, FleetConfig, build_fleet, simulate
+from pipeline.topology import Topology, partition_of
+
+SETTINGS = Settings()
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _messages() -> tuple[list[Message], str]:
+    """Two hours of a small fleet whose first server slows down 3x in the second hour."""
+    config = FleetConfig(tenants=8, rate=10.0, hours=2.0, seed=7, start=T0)
+    server = build_fleet(config).servers[0].id
+    slow = EfficiencyDegradation(
+        entity_id=server,
+        start=T0 + timedelta(minutes=70),
+        end=T0 + timedelta(minutes=110),
+        intensity=3.0,
+        variant="blatant",
+    )
+    events = [e for batch in simulate(config, [slow]) for e in batch.to_events()]
+    return [Message(encode_event(e)) for e in events], server
+
+
+@pytest.fixture(scope="module")
+def stream() -> tuple[list[Message], str]:
+    return _messages()
+
+
+def _run(pipeline: Engine | Topology, messages: list[Message]) -> list[Alert]:
+    alerts: list[Alert] = []
+    for start in range(0, len(messages), 5_000):
+        alerts += pipeline.process(messages[start : start + 5_000]).alerts
+    return alerts + pipeline.finish().alerts
+
+
+def _identity(alert: Alert) -> tuple[str, str, str, object, object]:
+    return (alert.kind, alert.entity_type, alert.entity_id, alert.window_start, alert.window_end)
+
+
+def test_one_partition_is_one_engine(stream: tuple[list[Message], str]) -> None:
+    messages, _ = stream
+    alone = _run(Engine(SETTINGS), messages)
+    topology = _run(Topology(SETTINGS, partitions=1), messages)
+    assert alone, "the stream must raise alerts for the comparison to mean anything"
+    assert topology == alone
+
+
+@pytest.mark.parametrize("partitions", [4, 16])
+def test_a_fleet_incident_alerts_once_however_many_partitions(
+    stream: tuple[list[Message], str], partitions: int
+) -> None:
+    messages, server = stream
+    whole = [a for a in _run(Engine(SETTINGS), messages) if a.kind == "efficiency_degradation"]
+    split = _run(Topology(SETTINGS, partitions), messages)
+    slow = [a for a in split if a.kind == "efficiency_degradation"]
+    assert {a.entity_id for a in whole} == {server}
+    assert [(a.entity_id, a.detected_at) for a in slow] == [
+        (a.entity_id, a.detected_at) for a in whole
+    ]
+    assert len({_identity(a) for a in split}) == len(split), "an alert was repeated"
+
+
+def test_an_engine_per_partition_alone_repeats_fleet_alerts(
+    stream: tuple[list[Message], str],
+) -> None:
+    """What the worker did before the fleet stage: the server's degradation, seen in every
+    partition its traffic reaches, was alerted once per partition."""
+    messages, server = stream
+    engines = [Engine(SETTINGS) for _ in range(4)]
+    shares: list[list[Message]] = [[] for _ in engines]
+    for message in messages:
+        tenant = message.value.split(b'"tenant_id":"')[1].split(b'"')[0].decode()
+        shares[partition_of(tenant, 4)].append(message)
+    slow = [
+        a
+        for engine, share in zip(engines, shares, strict=True)
+        for a in _run(engine, share)
+        if a.kind == "efficiency_degradation" and a.entity_id == server
+    ]
+    assert len(slow) > 1
+
+
+def _part(partition: int, minute: int, requests: int) -> MinutePart:
+    group = (("t", f"k{partition}", "m", "r", "s"), EntityMinute(requests=requests))
+    return MinutePart(
+        partition=partition,
+        minute=minute,
+        end_s=minute + 60.0,
+        groups=[group],
+        findings=[],
+        fleet_requests=requests,
+    )
+
+
+class _Recorder:
+    """Records the fleet's requests in each minute it judges."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        self.seen.append((int(view.start.timestamp()), view.fleet.requests))
+        return []
+
+
+def test_the_fleet_stage_judges_a_minute_once_every_partition_has_passed_it() -> None:
+    recorder = _Recorder()
+    fleet = FleetStage(SETTINGS, [recorder], partitions=2)
+    fleet.add([_part(0, 0, 5)], {0: 70.0})
+    assert recorder.seen == [], "partition 1 has not passed the minute yet"
+    fleet.add([_part(1, 0, 7)], {1: 64.0})
+    assert recorder.seen == [], "a minute is judged 5 s after its end"
+    fleet.add([], {1: 65.0})
+    assert recorder.seen == [(0, 12)]
+    fleet.add([_part(1, 0, 100)], {1: 200.0})  # sent again after a restart: judged already
+    fleet.add([_part(0, 60, 1)], {0: 200.0})
+    assert recorder.seen == [(0, 12), (60, 1)]
+
+
+def test_a_silent_partition_holds_the_fleet_stage_back() -> None:
+    """Who never reports is waited for: the worker moves idle partitions' clocks (and the
+    in-process topology moves every partition's clock together)."""
+    recorder = _Recorder()
+    fleet = FleetStage(SETTINGS, [recorder], partitions=3)
+    fleet.add([_part(0, 0, 5), _part(1, 0, 5)], {0: 1_000.0, 1: 1_000.0})
+    assert recorder.seen == [] and fleet.pending == 1
+
+
+def test_minutes_travel_to_the_fleet_stage_as_they_were() -> None:
+    finding = Finding(
+        kind="reasoning_inflation",
+        entity_type="api_key",
+        entity_id="k1",
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=1),
+        score=9.5,
+        threshold=6.0,
+        summary="k1 reasoned 5x its norm",
+        evidence={"reasoning_tokens": (5_000.0, 1_000.0)},
+        event_count=12,
+        magnitude=5.0,
+        stake=0.01,
+    )
+    state = ContextNorm().state()
+    part = MinutePart(
+        partition=3,
+        minute=0,
+        end_s=60.0,
+        groups=[(("t", "k", "m", "r", "s"), EntityMinute(requests=2, gpu_ms=1.5))],
+        findings=[finding],
+        fleet_requests=2,
+        norms={"reasoning_inflation": [NormReport(("m", "r", 3), None, state)]},
+    )
+    message = FleetInput(partition=3, partitions=4, clock_s=-math.inf, parts=[part])
+    assert decode_fleet_input(encode_fleet_input(message)) == message
+
+
+def test_merged_norms_follow_the_fleet_as_one_norm_would() -> None:
+    """Four partitions learning apart, merged each minute, track one norm learning from all
+    requests, through a shift of the whole fleet (from the minute after it on)."""
+    rng = random.Random(1)
+    one, parts = ContextNorm(), [ContextNorm() for _ in range(4)]
+    fleet = None
+    for minute in range(40):
+        level = 5.0 if minute < 20 else 5.5
+        for _ in range(200):
+            value = rng.lognormvariate(level, 0.3)
+            one.learn_one(value)
+            parts[rng.randrange(4)].learn_one(value)
+        reports = []
+        for part in parts:
+            part.reported = part.state()
+            reports.append(NormReport(("m", "r", 1), part.base, part.reported))
+        fleet = merge_norms(fleet, reports)
+        for part in parts:
+            part.take(fleet)
+        assert fleet.n == one.n
+        if minute >= 5:  # both start from their first values, which differ
+            assert abs(fleet.mean - one.mean) < 0.05, minute
+    assert fleet is not None and abs(math.sqrt(fleet.var) - math.sqrt(one.var)) < 0.05
