@@ -32,10 +32,10 @@ import msgspec
 
 from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
-from pipeline.detectors import Finding, PeekingDetector, WindowDetector, default_detectors
+from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.detectors.norms import Context, NormState, SharesNorms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
-from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, split_detectors
+from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, request_detectors
 from pipeline.metrics import (
     COST_LIMIT_USD,
     WINDOW_S,
@@ -43,7 +43,7 @@ from pipeline.metrics import (
     WindowAggregator,
     window_of,
 )
-from pipeline.minute_view import build_peek_view, groups_of
+from pipeline.minute_view import groups_of
 from pipeline.pricing import PriceTable
 
 PEEK_S: Final = 15  # the open minute is peeked at every 15 s of event time (see Engine._on_clock)
@@ -276,12 +276,9 @@ class Engine:
         )
         if detectors is None:
             detectors = default_detectors(max_entities=worker.max_entities)
-        self._request_detectors, fleet_detectors = split_detectors(detectors)
-        self._peekers: list[PeekingDetector] = [
-            d for d in self._request_detectors if isinstance(d, PeekingDetector)
-        ]
+        self._request_detectors = request_detectors(detectors)
         self.partition = partition or 0
-        self.fleet = None if partition is not None else FleetStage(settings, fleet_detectors, 1)
+        self.fleet = None if partition is not None else FleetStage(settings, detectors, 1)
         self.clock_s = -math.inf  # the latest event time this engine has passed
         self._due_s = -math.inf  # event time of the next minute to score or peek
         self.seen = SeenIds(worker.dedupe_max_ids)
@@ -329,9 +326,9 @@ class Engine:
 
     @property
     def detectors(self) -> list[WindowDetector]:
-        """Every detector this engine runs (with its fleet stage, when alone)."""
-        fleet = self.fleet.detectors if self.fleet is not None else []
-        return [*self._request_detectors, *fleet]
+        """Every detector this engine runs: alone, all of them (its fleet stage judges);
+        as stage 1, those that score requests."""
+        return self.fleet.detectors if self.fleet is not None else [*self._request_detectors]
 
     def as_stage_one(self, partition: int) -> None:
         """Make an engine restored from a snapshot taken alone (before the worker ran two
@@ -383,17 +380,16 @@ class Engine:
         defaults = WorkerSettings()
         engine.__dict__.update(future_horizon_s=defaults.future_horizon_s, held=[])
         engine.__dict__.update(pickle.loads(blob))
-        if "_peekers" not in vars(engine):  # from before the open minute was peeked at
+        if "_due_s" not in vars(engine):  # from before the open minute was peeked at
             engine._due_s = -math.inf
         if "fleet" not in vars(engine):  # from before the fleet's detectors had a stage
             state = vars(engine)
-            engine._request_detectors, fleet_detectors = split_detectors(state.pop("detectors"))
-            engine._peekers = [
-                d for d in engine._request_detectors if isinstance(d, PeekingDetector)
-            ]
-            engine.fleet = FleetStage(Settings(), fleet_detectors, 1)
+            detectors = state.pop("detectors")
+            engine._request_detectors = request_detectors(detectors)
+            engine.fleet = FleetStage(Settings(), detectors, 1)
             engine.fleet.gate = state.pop("gate")
             engine.partition, engine.clock_s = 0, engine.aggregator.max_event_s
+            state.pop("_peekers", None)
         aggregator = engine.aggregator
         if "max_groups" not in vars(aggregator):  # from before the windows were bounded
             aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
@@ -507,40 +503,22 @@ class Engine:
         self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
 
     def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:
-        """Run this engine's detectors on ``minute`` as far as ``end_s`` (its end when closed,
-        else a peek) and hand the minute and the findings to the fleet stage."""
+        """Hand ``minute`` as far as ``end_s`` (its end when closed, else a peek) to the fleet
+        stage: its groups' sums, each key's sums of its requests' scores and, when closed, what
+        the context norms learned."""
         closed = end_s >= minute + WINDOW_S
-        groups = groups_of(self.aggregator.open_groups(minute))
-        norms = (
-            {
-                d.name: d.report_norms()
-                for d in self._request_detectors
-                if isinstance(d, SharesNorms)
-            }
-            if closed
-            else {}
-        )
-        findings: list[Finding] = []
-        fleet_requests = 0
-        judges = (
-            [d.observe_minute for d in self._request_detectors]
-            if closed
-            else [p.peek_minute for p in self._peekers]
-        )
-        if judges:
-            # what the per-request detectors read: keys, their tenants and the partition's total
-            view = build_peek_view(minute, groups, end_s)
-            fleet_requests = view.fleet.requests
-            for judge in judges:
-                findings.extend(judge(view))
+        detectors = self._request_detectors
         part = MinutePart(
             partition=self.partition,
             minute=minute,
             end_s=float(end_s),
-            groups=groups,
-            findings=findings,
-            fleet_requests=fleet_requests,
-            norms=norms,
+            groups=groups_of(self.aggregator.open_groups(minute)),
+            key_minutes={d.name: d.hand_over(minute, closed=closed) for d in detectors},
+            norms=(
+                {d.name: d.report_norms() for d in detectors if isinstance(d, SharesNorms)}
+                if closed
+                else {}
+            ),
         )
         if self.fleet is None:
             out.parts.append(part)

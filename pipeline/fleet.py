@@ -1,21 +1,20 @@
 """Stage 2: one minute of the whole fleet from every partition's part, and the fleet's detectors.
 
 Stage 1 (:class:`~pipeline.engine.Engine`, one per partition of ``compute.events``) sees only
-its partition's tenants. Whatever judges a key against the fleet (its share of the fleet's
-requests, a server against its model's peers, a model's confidence) needs every partition's
-part of the minute, so stage 1 hands each minute it scores and each open minute it peeks at
-to stage 2 as a :class:`MinutePart`, with the findings of its own (per-request) detectors.
+its partition's tenants: it validates, dedupes, aggregates windows and scores each request
+against its context's norm. Judging needs the whole fleet (a key's share of the fleet's
+requests, a server against its model's peers, a model's confidence, the tail of every key's
+scores), so stage 1 hands each minute it closes and each open minute it peeks at to stage 2 as
+a :class:`MinutePart`: the minute's sums per group and, per request detector, per key.
 
 :class:`FleetStage` merges the parts of one due point (a closed minute, or a peek tick) once
-every partition's clock has passed it, and judges the merged minute exactly as one engine over
-the whole stream would: it admits stage 1's findings first (their stake re-taken against the
-whole fleet), then runs the fleet's detectors, with one cooldown gate for all of them. So one
-alert per kind, entity and window, however many partitions there are.
+every partition's clock has passed it, and judges the merged minute with every detector, as
+one engine over the whole stream would, with one cooldown gate. So one alert per kind, entity
+and window, however many partitions there are.
 
 >>> from pipeline.config import Settings
 >>> fleet = FleetStage(Settings(), detectors=[], partitions=2)
->>> part = MinutePart(partition=0, minute=0, end_s=60.0, groups=[], findings=[],
-...                   fleet_requests=0)
+>>> part = MinutePart(partition=0, minute=0, end_s=60.0, groups=[])
 >>> fleet.add([part], clocks={0: 70.0}), fleet.pending
 ([], 1)
 >>> fleet.add([], clocks={1: 70.0}), fleet.pending
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Final, cast
 
@@ -42,6 +40,7 @@ from pipeline.detectors import (
     WindowDetector,
 )
 from pipeline.detectors.norms import Context, NormReport, NormState, merge_norms
+from pipeline.detectors.request_norm import KeyMinute
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
 
@@ -53,17 +52,15 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
     """One partition's part of one minute, as far as ``end_s`` reaches.
 
     ``end_s`` is the minute's end when the minute is closed, or the peek tick it was taken at.
-    ``groups`` are the minute's sums per (tenant, api key, model, route, server); ``findings``
-    what stage 1's detectors found in it; ``fleet_requests`` the requests of the partition they
-    were judged against (their stake is a share of it).
+    ``groups`` are the minute's sums per (tenant, api key, model, route, server);
+    ``key_minutes`` per request detector the sums of each key's requests' scores.
     """
 
     partition: int
     minute: int
     end_s: float
     groups: list[Group]
-    findings: list[Finding]
-    fleet_requests: int
+    key_minutes: dict[str, list[tuple[str, KeyMinute]]] = msgspec.field(default_factory=dict)
     chunk: int = 0  # a part too big for one message travels as several chunks (fleet_inputs)
     # a closed minute's: per detector, what the partition's context norms learned since they
     # last took the fleet's (pipeline.detectors.norms)
@@ -79,13 +76,10 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
         return self.minute + WINDOW_S + DETECTION_GRACE_S if self.closed else self.end_s
 
 
-def split_detectors(
-    detectors: Sequence[WindowDetector],
-) -> tuple[list[RequestDetector], list[WindowDetector]]:
-    """(stage 1's, stage 2's): detectors that score each request (``observe_event``) learn from
-    events, which only stage 1 sees; every other detector judges minutes against the fleet."""
-    per_request = [cast(RequestDetector, d) for d in detectors if hasattr(d, "observe_event")]
-    return per_request, [d for d in detectors if not hasattr(d, "observe_event")]
+def request_detectors(detectors: Sequence[WindowDetector]) -> list[RequestDetector]:
+    """The detectors that score each request (``observe_event``): stage 1 runs their scoring,
+    the fleet stage their judgement."""
+    return [cast(RequestDetector, d) for d in detectors if hasattr(d, "observe_event")]
 
 
 class FleetInput(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,8 +103,7 @@ def fleet_inputs(
 
     >>> from pipeline.detectors import EntityMinute
     >>> group = (("t", "k", "m", "r", "s"), EntityMinute(requests=1))
-    >>> part = MinutePart(partition=0, minute=0, end_s=60.0, groups=[group] * 5_000,
-    ...                   findings=[], fleet_requests=5_000)
+    >>> part = MinutePart(partition=0, minute=0, end_s=60.0, groups=[group] * 5_000)
     >>> [(len(m.parts[0].groups), m.parts[0].chunk, m.clock_s)
     ...  for m in fleet_inputs(0, 4, 70.0, [part])]
     [(2000, 0, -inf), (2000, 1, -inf), (1000, 2, 70.0)]
@@ -119,12 +112,14 @@ def fleet_inputs(
         msgspec.structs.replace(
             part,
             groups=part.groups[start : start + CHUNK_GROUPS],
-            findings=part.findings if start == 0 else [],
+            key_minutes={
+                name: keys[start : start + CHUNK_GROUPS] for name, keys in part.key_minutes.items()
+            },
             norms=part.norms if start == 0 else {},
             chunk=start // CHUNK_GROUPS,
         )
         for part in parts
-        for start in range(0, max(len(part.groups), 1), CHUNK_GROUPS)
+        for start in range(0, _longest(part), CHUNK_GROUPS)
     ]
     messages = [
         FleetInput(partition=partition, partitions=partitions, clock_s=-math.inf, parts=[chunk])
@@ -135,6 +130,11 @@ def fleet_inputs(
         FleetInput(partition=partition, partitions=partitions, clock_s=clock_s, parts=last)
     )
     return messages
+
+
+def _longest(part: MinutePart) -> int:
+    """The length of the part's longest list (at least 1: an empty part is still sent)."""
+    return max(len(part.groups), *(len(keys) for keys in part.key_minutes.values()), 1)
 
 
 def encode_fleet_input(message: FleetInput) -> bytes:
@@ -225,13 +225,15 @@ class FleetStage:
         view = (
             build_minute_view(minute, groups) if closed else build_peek_view(minute, groups, end_s)
         )
+        for part in parts:
+            for name, key_minutes in part.key_minutes.items():
+                merged = view.key_minutes.setdefault(name, {})
+                for key, acc in key_minutes:
+                    if key in merged:  # the overflow key, in several partitions
+                        merged[key].add(acc)
+                    else:
+                        merged[key] = acc
         alerts: list[Alert] = []
-        for part in parts:  # stage 1's findings first, as one engine would have found them
-            scale = part.fleet_requests / view.fleet.requests if view.fleet.requests else 1.0
-            for finding in part.findings:
-                if finding.stake is not None:
-                    finding = replace(finding, stake=finding.stake * scale)
-                self._admit(finding, view, alerts)
         judges = (
             [d.observe_minute for d in self.detectors]
             if closed

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
 from pipeline.engine import Message, StepOutput
-from pipeline.fleet import FleetNorms, FleetStage, decode_fleet_input, split_detectors
+from pipeline.fleet import FleetNorms, FleetStage, decode_fleet_input
 from pipeline.storage import Store
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,8 @@ class StoredFleet:
             return self.stage
         snapshot = self.store.load_snapshot(self.key)
         if snapshot is None:
-            worker = self.settings.worker
-            detectors = default_detectors(max_entities=worker.max_entities)
-            self.stage = FleetStage(
-                self.settings, split_detectors(detectors)[1], self.settings.kafka.partitions
-            )
+            detectors = default_detectors(max_entities=self.settings.worker.max_entities)
+            self.stage = FleetStage(self.settings, detectors, self.settings.kafka.partitions)
         else:
             self.offset, self.stage = snapshot[0], pickle.loads(snapshot[1])
             log.info("fleet stage: state restored at offset %d", self.offset)

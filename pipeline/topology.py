@@ -32,7 +32,7 @@ from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.engine import Engine, Message, StepOutput, count_step, dead_letter
 from pipeline.events import InvalidEvent, parse_event
-from pipeline.fleet import FleetStage, split_detectors
+from pipeline.fleet import FleetStage
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -56,7 +56,7 @@ class Topology:
 
         self.max_message_bytes = settings.worker.max_message_bytes
         self.engines = [Engine(settings, make(), partition=p) for p in range(partitions)]
-        self.fleet = FleetStage(settings, split_detectors(make())[1], partitions)
+        self.fleet = FleetStage(settings, make(), partitions)
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
         self._due_s = math.inf  # the earliest event time at which a partition scores or peeks
 

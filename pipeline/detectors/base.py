@@ -17,11 +17,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 from river import stats
 
 from pipeline.events import AllocationEvent
+
+if TYPE_CHECKING:
+    from pipeline.detectors.request_norm import KeyMinute
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -87,6 +90,8 @@ class MinuteView:
     model_of_server: dict[str, str] = field(default_factory=dict)
     named: set[tuple[str, str]] = field(default_factory=set)  # (entity type, id) already found
     key_model: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
+    # per request detector (by name), each api key's sums of its requests' scores in the minute
+    key_minutes: dict[str, dict[str, KeyMinute]] = field(default_factory=dict)
 
     def without_keys(self, model: str, keys: set[str]) -> EntityMinute:
         """The model's minute minus the traffic of ``keys`` (an incident already named)."""
@@ -134,7 +139,13 @@ class WindowDetector(Protocol):
 
 
 class RequestDetector(WindowDetector, Protocol):
+    """Scores each request where it is seen (stage 1, per partition) and judges keys on the
+    sums of their minute (:meth:`hand_over`, :attr:`MinuteView.key_minutes`) where every
+    partition's minute is seen (the fleet stage)."""
+
     def observe_event(self, event: AllocationEvent) -> None: ...
+
+    def hand_over(self, minute: int, *, closed: bool) -> list[tuple[str, KeyMinute]]: ...
 
 
 @runtime_checkable

@@ -59,12 +59,14 @@ def merge_norms(fleet: NormState | None, reports: list[NormReport]) -> NormState
     total = sum(steps)
     if total <= 0:
         return fleet if fleet is not None else reports[0].now
-    if fleet is None or fleet.n == 0:  # a context new to the fleet: the partitions' average
+    if fleet is None or fleet.n == 0:  # a context new to the fleet: the partitions' pooled
+        weights = [(k / total, r.now) for k, r in zip(steps, reports, strict=True)]
+        mean = sum(w * now.mean for w, now in weights)
         return NormState(
-            mean=sum(k * r.now.mean for k, r in zip(steps, reports, strict=True)) / total,
-            var=sum(k * r.now.var for k, r in zip(steps, reports, strict=True)) / total,
+            mean=mean,
+            var=sum(w * (now.var + (now.mean - mean) ** 2) for w, now in weights),
             n=total,
-            peer_z=sum(k * r.now.peer_z for k, r in zip(steps, reports, strict=True)) / total,
+            peer_z=sum(w * now.peer_z for w, now in weights),
         )
     moved = [(k, r.base or fleet, r.now) for k, r in zip(steps, reports, strict=True) if k > 0]
     return NormState(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from functools import partial
 from itertools import zip_longest
@@ -169,6 +169,11 @@ class KeyMinute:
     def __getstate__(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
 
+    def add(self, other: KeyMinute) -> None:
+        """Add another part of the same key's minute (the overflow key of two partitions)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def __setstate__(self, state: list[float]) -> None:
         # a snapshot from before the residual fields existed holds fewer values: defaults
         for f, value in zip_longest(fields(self), state[: len(fields(self))]):
@@ -281,27 +286,35 @@ class RequestNormDetector:
         for context, state in fleet:
             self.contexts.get_or_create(context, self._new_norm).take(state)
 
-    def observe_minute(self, view: MinuteView) -> list[Finding]:
-        minute = int(view.start.timestamp())
+    def hand_over(self, minute: int, *, closed: bool) -> list[tuple[str, KeyMinute]]:
+        """The keys' sums of ``minute`` so far, for the view the minute is judged on
+        (:attr:`MinuteView.key_minutes`). A closed minute's are handed over for good, with
+        those of earlier minutes (late requests, after their minute was judged) dropped; an
+        open one's are copied."""
+        if not closed:
+            return [
+                (key, replace(acc)) for (m, key), acc in self._pending.items() if m == minute
+            ]
         ready = [slot for slot in self._pending if slot[0] <= minute]
-        fleet = self._fleet_residuals(minute)
+        handed = [(slot, self._pending.pop(slot)) for slot in ready]
+        return [(key, acc) for (slot_minute, key), acc in handed if slot_minute == minute]
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        key_minutes = view.key_minutes.get(self.name, {})
+        fleet = _fleet_residuals(key_minutes) if self.cusum is not None else (0.0, 0)
         findings = []
-        for slot in ready:
-            acc = self._pending.pop(slot)
-            if slot[0] == minute:
-                finding = self._score_key(slot[1], acc, view, fleet)
-                if finding is not None:
-                    findings.append(finding)
+        for key, acc in key_minutes.items():
+            finding = self._score_key(key, acc, view, fleet)
+            if finding is not None:
+                findings.append(finding)
         return findings
 
     def peek_minute(self, view: MinuteView) -> list[Finding]:
         """Score each key's open minute so far with its horizon; learn nothing."""
-        minute = int(view.start.timestamp())
-        fleet = self._fleet_residuals(minute)
+        key_minutes = view.key_minutes.get(self.name, {})
+        fleet = _fleet_residuals(key_minutes) if self.cusum is not None else (0.0, 0)
         findings = []
-        for (slot_minute, key), acc in self._pending.items():
-            if slot_minute != minute:
-                continue
+        for key, acc in key_minutes.items():
             best = self._peek_best(key, acc, view.start)
             if best is None or not self._alarming(best[0], best[1]):
                 found = self.cusum.peek(key, acc, view.start, fleet) if self.cusum else None
@@ -334,17 +347,6 @@ class RequestNormDetector:
         recent = horizon.peek(start, acc) if horizon else [(start, acc)]
         offset = self.offsets.get(key)
         return self._best(recent, start, offset.get() if offset else 0.0)
-
-    def _fleet_residuals(self, minute: int) -> tuple[float, int]:
-        """Sum and count of every key's residuals in ``minute`` (what all keys shared)."""
-        if self.cusum is None:
-            return 0.0, 0
-        total, n = 0.0, 0
-        for (slot_minute, _), acc in self._pending.items():
-            if slot_minute == minute:
-                total += acc.r_sum
-                n += acc.r_n
-        return total, n
 
     def _score_key(
         self, key: str, acc: KeyMinute, view: MinuteView, fleet: tuple[float, int]
@@ -474,6 +476,13 @@ class RequestNormDetector:
             magnitude=ratio,
             stake=_stake(found.requests, ratio, max(minutes, 1), view),
         )
+
+
+def _fleet_residuals(key_minutes: dict[str, KeyMinute]) -> tuple[float, int]:
+    """Sum and count of every key's residuals in a minute (what all keys shared)."""
+    return sum(acc.r_sum for acc in key_minutes.values()), sum(
+        acc.r_n for acc in key_minutes.values()
+    )
 
 
 def _stake(requests: int, ratio: float, minutes: int, view: MinuteView) -> float | None:

@@ -19,7 +19,7 @@ from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
 from pipeline.detectors.norms import NormReport, merge_norms
-from pipeline.detectors.request_norm import ContextNorm
+from pipeline.detectors.request_norm import ContextNorm, KeyMinute
 from pipeline.engine import Engine, Message
 from pipeline.events import encode_event
 from pipeline.fleet import (
@@ -117,8 +117,6 @@ def _part(partition: int, minute: int, requests: int) -> MinutePart:
         minute=minute,
         end_s=minute + 60.0,
         groups=[group],
-        findings=[],
-        fleet_requests=requests,
     )
 
 
@@ -159,29 +157,13 @@ def test_a_silent_partition_holds_the_fleet_stage_back() -> None:
 
 
 def test_minutes_travel_to_the_fleet_stage_as_they_were() -> None:
-    finding = Finding(
-        kind="reasoning_inflation",
-        entity_type="api_key",
-        entity_id="k1",
-        window_start=T0,
-        window_end=T0 + timedelta(minutes=1),
-        score=9.5,
-        threshold=6.0,
-        summary="k1 reasoned 5x its norm",
-        evidence={"reasoning_tokens": (5_000.0, 1_000.0)},
-        event_count=12,
-        magnitude=5.0,
-        stake=0.01,
-    )
-    state = ContextNorm().state()
     part = MinutePart(
         partition=3,
         minute=0,
         end_s=60.0,
         groups=[(("t", "k", "m", "r", "s"), EntityMinute(requests=2, gpu_ms=1.5))],
-        findings=[finding],
-        fleet_requests=2,
-        norms={"reasoning_inflation": [NormReport(("m", "r", 3), None, state)]},
+        key_minutes={"reasoning_inflation": [("k", KeyMinute(requests=2, z_sum=7.5))]},
+        norms={"reasoning_inflation": [NormReport(("m", "r", 3), None, ContextNorm().state())]},
     )
     message = FleetInput(partition=3, partitions=4, clock_s=-math.inf, parts=[part])
     assert decode_fleet_input(encode_fleet_input(message)) == message
