@@ -281,6 +281,7 @@ class Engine:
         self.fleet = None if partition is not None else FleetStage(settings, detectors, 1)
         self.clock_s = -math.inf  # the latest event time this engine has passed
         self._due_s = -math.inf  # event time of the next minute to score or peek
+        self._peeked_s = -math.inf  # the last tick peeked at
         self.seen = SeenIds(worker.dedupe_max_ids)
         self.next_minute: int | None = None
         self.future_horizon_s = worker.future_horizon_s
@@ -382,6 +383,8 @@ class Engine:
         engine.__dict__.update(pickle.loads(blob))
         if "_due_s" not in vars(engine):  # from before the open minute was peeked at
             engine._due_s = -math.inf
+        if "_peeked_s" not in vars(engine):  # from before quiet ticks were peeked at
+            engine._peeked_s = -math.inf
         if "fleet" not in vars(engine):  # from before the fleet's detectors had a stage
             state = vars(engine)
             detectors = state.pop("detectors")
@@ -482,24 +485,28 @@ class Engine:
         out.costs.append(cost)
 
     def _on_clock(self, now: float, out: StepOutput) -> None:
-        """Event time reached a due point: score the complete minutes, then peek at the open one.
+        """Event time reached a due point: peek at the open minutes, then score the complete ones.
 
         Called per event, before the event that reached the point is counted, so scoring does
         not wait for the end of a batch. A minute is complete :data:`DETECTION_GRACE_S` after
         its end. Every :data:`PEEK_S` of event time, detectors that can judge part of a minute
         (:class:`PeekingDetector`) score the open minute so far without learning from it. A
         peek at tick ``t`` sees only events before ``t`` (an event at or after ``t`` triggers
-        it), so its alerts are detected at ``t``.
+        it), so its alerts are detected at ``t``. Ticks passed without an event (a quiet
+        partition) are peeked at too, on what came before them: the fleet stage merges every
+        partition's part of each tick.
         """
-        self._score_through(now - DETECTION_GRACE_S - WINDOW_S, out)
-        minute = window_of(now)
-        tick = minute + int((now - minute) // PEEK_S) * PEEK_S
-        if tick > minute:
-            self._judge(minute, tick, out)
-        next_tick = (
-            tick + PEEK_S if tick + PEEK_S < minute + WINDOW_S else minute + WINDOW_S + PEEK_S
-        )
         assert self.next_minute is not None
+        tick = int(now // PEEK_S) * PEEK_S
+        for minute in self.aggregator.open_windows():
+            if minute < self.next_minute:  # scored already
+                continue
+            for peek in range(minute + PEEK_S, minute + WINDOW_S, PEEK_S):
+                if self._peeked_s < peek <= tick:
+                    self._judge(minute, peek, out)
+        self._peeked_s = max(self._peeked_s, tick)
+        self._score_through(now - DETECTION_GRACE_S - WINDOW_S, out)
+        next_tick = tick + PEEK_S if (tick + PEEK_S) % WINDOW_S else tick + 2 * PEEK_S
         self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
 
     def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:

@@ -68,33 +68,44 @@ def merge_norms(fleet: NormState | None, reports: list[NormReport]) -> NormState
             n=total,
             peer_z=sum(w * now.peer_z for w, now in weights),
         )
-    moved = [(k, r.base or fleet, r.now) for k, r in zip(steps, reports, strict=True) if k > 0]
+    moved = [(k, r.base, r.now) for k, r in zip(steps, reports, strict=True) if k > 0]
+
+    def moves(field: str) -> list[Move]:
+        return [
+            (k, None if base is None else getattr(base, field), getattr(now, field))
+            for k, base, now in moved
+        ]
+
     return NormState(
-        mean=_ew_merge(fleet.mean, [(k, b.mean, n.mean) for k, b, n in moved], NORM_FADING),
-        var=_ew_merge_var(fleet.var, [(k, b.var, n.var) for k, b, n in moved], NORM_FADING),
+        mean=_ew_merge(fleet.mean, moves("mean"), NORM_FADING),
+        var=_ew_merge_var(fleet.var, moves("var"), NORM_FADING),
         n=fleet.n + total,
-        peer_z=_ew_merge(fleet.peer_z, [(k, b.peer_z, n.peer_z) for k, b, n in moved], PEER_FADING),
+        peer_z=_ew_merge(fleet.peer_z, moves("peer_z"), PEER_FADING),
     )
 
 
-def _ew_merge(start: float, moves: list[tuple[int, float, float]], alpha: float) -> float:
+Move = tuple[int, float | None, float]  # (steps, where a partition's copy started, where it is)
+
+
+def _ew_merge(start: float, moves: list[Move], alpha: float) -> float:
     """Where an exponentially weighted mean at ``start`` ends after every partition's steps,
-    given where each partition's copy went from its base in its ``k`` steps."""
+    given where each partition's copy went from its base in its ``k`` steps (a copy without a
+    base started afresh from its own first request: it is its requests' mean)."""
     total = sum(k for k, _, _ in moves)
     target = 0.0
     for k, base, now in moves:
         reach = 1.0 - (1.0 - alpha) ** k  # how much of the way to its requests' mean it went
-        target += k / total * (base + (now - base) / reach)
+        target += k / total * (now if base is None else base + (now - base) / reach)
     return start + (1.0 - (1.0 - alpha) ** total) * (target - start)
 
 
-def _ew_merge_var(start: float, moves: list[tuple[int, float, float]], alpha: float) -> float:
+def _ew_merge_var(start: float, moves: list[Move], alpha: float) -> float:
     """:func:`_ew_merge` for an exponentially weighted variance, which decays as it learns."""
     total = sum(k for k, _, _ in moves)
     learned = 0.0
     for k, base, now in moves:
         keep = (1.0 - alpha) ** k
-        learned += k / total * (now - keep * base) / (1.0 - keep)
+        learned += k / total * (now if base is None else (now - keep * base) / (1.0 - keep))
     keep = (1.0 - alpha) ** total
     return max(0.0, keep * start + (1.0 - keep) * learned)
 

@@ -70,13 +70,13 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
 
     worker = start_worker(env, log)
     deadline = time.monotonic() + 120
-    while committed_total(kafka_bootstrap, group) < len(events) // 4:
+    while committed_total(kafka_bootstrap, group, topic) < len(events) // 4:
         assert worker.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the worker made no progress"
         time.sleep(0.2)
     worker.send_signal(signal.SIGKILL)  # mid-stream: no flush, no snapshot, no commit
     worker.wait(timeout=30)
-    assert committed_total(kafka_bootstrap, group) < len(events), "killed too late to matter"
+    assert committed_total(kafka_bootstrap, group, topic) < len(events), "killed too late to matter"
 
     restart_and_count(env, log, kafka_bootstrap, group, topic, events)
 
@@ -122,6 +122,6 @@ def test_a_bug_in_a_batch_stops_the_worker_without_losing_the_batch(
         buggy.kill()
     assert code == 70, log.read_text()[-3000:]
     assert "exiting (code 70) without acknowledging it" in log.read_text()
-    assert committed_total(kafka_bootstrap, group) < len(events)
+    assert committed_total(kafka_bootstrap, group, topic) < len(events)
 
     restart_and_count(env, log, kafka_bootstrap, group, topic, events)

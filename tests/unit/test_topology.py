@@ -18,7 +18,7 @@ import pytest
 from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
-from pipeline.detectors.norms import NormReport, merge_norms
+from pipeline.detectors.norms import NormReport, NormState, merge_norms
 from pipeline.detectors.request_norm import ContextNorm, KeyMinute
 from pipeline.engine import Engine, Message
 from pipeline.events import encode_event
@@ -192,3 +192,15 @@ def test_merged_norms_follow_the_fleet_as_one_norm_would() -> None:
         if minute >= 5:  # both start from their first values, which differ
             assert abs(fleet.mean - one.mean) < 0.05, minute
     assert fleet is not None and abs(math.sqrt(fleet.var) - math.sqrt(one.var)) < 0.05
+
+
+def test_a_fresh_copy_of_a_known_context_moves_the_fleet_norm_by_its_requests_only() -> None:
+    """A partition whose copy of a context started afresh (a new engine, an evicted context)
+    reports no base: its single request must not count as a hundredfold step from the
+    fleet's norm (it once sent a norm's mean past what a float holds)."""
+    fleet = NormState(mean=7.0, var=0.1, n=10_000, peer_z=0.0)
+    fresh = ContextNorm()
+    fresh.learn_one(2_000.0)  # log1p: 7.6
+    merged = merge_norms(fleet, [NormReport(("m", "r", 1), None, fresh.state())])
+    assert fleet.mean < merged.mean < fleet.mean + 0.01
+    assert merged.n == fleet.n + 1

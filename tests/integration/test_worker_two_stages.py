@@ -1,0 +1,101 @@
+"""The worker's two stages on the real broker: a server's slowdown, spread over the events
+topic's four partitions, is alerted once, when and as the in-process topology alerts it, even
+when the worker is killed with SIGKILL in the middle and its fleet stage restored."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.embedded import AlertsWriter, replay_file
+from pipeline.events import encode_event
+from pipeline.simulate import EfficiencyDegradation, FleetConfig, build_fleet, simulate
+from pipeline.topology import Topology
+from tests.fixtures.kafka import committed_total, consume_all
+from tests.integration.test_worker_crash import fresh_worker_env
+from tests.integration.test_worker_kafka import (
+    T0,
+    produce,
+    query,
+    start_worker,
+    stop_worker,
+    wait_consumed,
+)
+
+pytestmark = pytest.mark.kafka
+ALERTS = "COMPUTEWATCH_KAFKA_ALERTS_TOPIC"
+
+
+def test_a_fleet_incident_is_alerted_once_through_a_crash(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # long enough that the worker, taking 20,000-event batches, is killed a few commits in
+    config = FleetConfig(tenants=8, rate=30.0, hours=2.5, seed=7, start=T0)
+    server = build_fleet(config).servers[0].id
+    slowdown = EfficiencyDegradation(
+        entity_id=server,
+        start=T0 + timedelta(minutes=100),
+        end=T0 + timedelta(minutes=140),
+        intensity=3.0,
+        variant="blatant",
+    )
+    events = [e for batch in simulate(config, [slowdown]) for e in batch.to_events()]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
+    expected_file = tmp_path / "expected.jsonl"
+    with expected_file.open("wb") as fh:
+        replay_file(events_file, Settings(), [AlertsWriter(fh)], Topology(Settings(), 4))
+    expected = [
+        (a["entity_id"], a["detected_at"])
+        for a in map(json.loads, expected_file.read_text().splitlines())
+        if a["kind"] == "efficiency_degradation"
+    ]
+    assert [entity for entity, _ in expected] and {e for e, _ in expected} == {server}
+
+    env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
+    log = tmp_path / "worker.log"
+    produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
+    worker = start_worker(env, log)
+    deadline = time.monotonic() + 120
+    while committed_total(kafka_bootstrap, group, topic) < len(events) // 5:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert committed_total(kafka_bootstrap, group, topic) < len(events), "killed too late"
+
+    worker = start_worker(env, log)
+    try:
+        wait_consumed(worker, kafka_bootstrap, group, topic)
+        minutes = Settings(kafka={"consumer_group": group}).kafka.minutes_topic
+        wait_consumed(worker, kafka_bootstrap, group, minutes)
+    finally:
+        stop_worker(worker, log)
+
+    assert "fleet stage: state restored" in log.read_text()
+    stored = query(
+        env,
+        "SELECT entity_id, formatDateTime(detected_at, '%Y-%m-%dT%H:%i:%SZ') FROM alerts FINAL "
+        "WHERE kind = 'efficiency_degradation' ORDER BY detected_at",
+    )
+    assert [tuple(row) for row in stored] == expected
+    identities = query(
+        env,
+        "SELECT count(), uniqExact(kind, entity_type, entity_id, window_start, window_end) "
+        "FROM alerts FINAL",
+    )
+    assert identities[0][0] == identities[0][1], "an alert was written twice"
+    on_topic = [json.loads(m.value) for m in consume_all(kafka_bootstrap, env[ALERTS])]
+    slow_on_topic = {
+        (a["entity_id"], a["detected_at"])
+        for a in on_topic
+        if a["kind"] == "efficiency_degradation"
+    }
+    assert slow_on_topic == set(expected)
