@@ -61,6 +61,9 @@ class KafkaSettings(BaseModel):
     events_topic: str = "compute.events"
     alerts_topic: str = "compute.alerts"
     dlq_topic: str = "compute.events.dlq"
+    # what producers key events by (so which partition each goes to): the contract's tenant_id,
+    # or api_key_id to spread a fleet whose traffic a few tenants dominate (README: scale-out)
+    message_key: Literal["tenant_id", "api_key_id"] = "tenant_id"
     # stage 1 -> the fleet stage (one partition); by default one per consumer group, so two
     # deployments (or benchmarks) on one broker never read each other's minutes
     minutes_topic: str = ""

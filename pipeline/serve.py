@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import IngestSettings, Settings
 from pipeline.engine import StepOutput
-from pipeline.events import parse_event
 from pipeline.simulate import FleetConfig
 
 if TYPE_CHECKING:
@@ -106,7 +105,7 @@ class FeedSink:
         return None
 
     async def deliver(self, batch: MappedBatch) -> None:
-        self._feed.inject([parse_event(raw) for _key, raw in batch.events])
+        self._feed.inject([event for event, _raw in batch.events])
 
     async def stop(self) -> None:
         return None

@@ -55,6 +55,7 @@ class Topology:
             return default_detectors(max_entities=settings.worker.max_entities)
 
         self.max_message_bytes = settings.worker.max_message_bytes
+        self.message_key = settings.kafka.message_key  # routes as the producers key
         self.engines = [Engine(settings, make(), partition=p) for p in range(partitions)]
         self.fleet = FleetStage(settings, make(), partitions)
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
@@ -77,7 +78,7 @@ class Topology:
             except InvalidEvent as exc:
                 out.dead_letters.append(dead_letter(message, exc))
                 continue
-            engine = self.engines[partition_of(event.tenant_id, partitions)]
+            engine = self.engines[partition_of(getattr(event, self.message_key), partitions)]
             epoch = event.ts.timestamp()
             if epoch >= self._due_s:
                 self._advance(epoch, out)

@@ -1,4 +1,4 @@
-"""One OTLP export request to what goes to Kafka: events keyed by tenant, dead letters, counts.
+"""One OTLP export request to what goes to Kafka: events (keyed by the sink), dead letters, counts.
 
 Pure: the receiver decodes, calls :func:`map_request`, then hands the batch to a sink.
 
@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgspec
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pipeline.events import InvalidEvent
+from pipeline.events import AllocationEvent, InvalidEvent
 from pipeline.ingest.mapping import SpanMapping
 from pipeline.ingest.otlp import request_spans
 from pipeline.ingest.spans import Span, is_genai, span_wire
@@ -46,7 +46,7 @@ class DeadSpan:
 class MappedBatch:
     """Events as ``(key, value)`` wire pairs, dead letters, and what was skipped or rejected."""
 
-    events: list[tuple[bytes, bytes]] = field(default_factory=list)
+    events: list[tuple[AllocationEvent, bytes]] = field(default_factory=list)  # with its JSON
     dead_letters: list[DeadSpan] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
@@ -79,7 +79,7 @@ def map_request(request: ExportTraceServiceRequest, mapping: SpanMapping) -> Map
             batch.reasons[exc.reason] += 1
             batch.dead_letters.append(dead_span(span, exc))
             continue
-        batch.events.append((event.tenant_id.encode(), raw))
+        batch.events.append((event, raw))
     return batch
 
 

@@ -56,6 +56,7 @@ class KafkaSink:
             "request_timeout_ms": int(timeout_s * 1000),
         }
         self._events_topic, self._dlq_topic = kafka.events_topic, kafka.dlq_topic
+        self._message_key = kafka.message_key
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._producer: AIOKafkaProducer | None = None
@@ -81,7 +82,9 @@ class KafkaSink:
         if self._producer is None:
             raise DeliveryError("the Kafka producer is not started")
         dead: Iterable[Record] = ((None, d.payload, d.headers) for d in batch.dead_letters)
-        events: Iterable[Record] = ((key, value, []) for key, value in batch.events)
+        events: Iterable[Record] = (
+            (getattr(event, self._message_key).encode(), value, []) for event, value in batch.events
+        )
         try:
             pending = [
                 *await self._send(self._producer, self._events_topic, events),

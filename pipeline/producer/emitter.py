@@ -97,6 +97,7 @@ class TelemetryEmitter:
         )
         self._options = {**options, **(extra_options or {})}
         self._topic = topic or kafka.events_topic
+        self._message_key = kafka.message_key
         self._factory: ProducerFactory = producer_factory or kafka_producer
         self._on_drop = on_drop
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -124,7 +125,8 @@ class TelemetryEmitter:
         parsed, value = to_wire(event)
         with self._changed:
             self._counts["emitted"] += 1
-            reason = "closed" if self._closed else self._enqueue(parsed.tenant_id.encode(), value)
+            key = getattr(parsed, self._message_key).encode()
+            reason = "closed" if self._closed else self._enqueue(key, value)
             if reason:
                 self._counts["dropped"] += 1
                 dropped = self._counts["dropped"]

@@ -135,6 +135,15 @@ def test_events_are_keyed_by_tenant_and_sent_to_the_events_topic() -> None:
     assert emitter.stats.sent == 2
 
 
+def test_events_may_be_keyed_by_api_key_to_spread_the_partitions() -> None:
+    memory = MemoryProducer()
+    settings = KafkaSettings(message_key="api_key_id")
+    with TelemetryEmitter(settings, producer_factory=lambda options: memory) as emitter:
+        assert emitter.emit(example_event(api_key_id="key-9", event_id=str(uuid.uuid4())))
+        assert emitter.flush(timeout=5)
+    assert [key for _, key, _ in memory.messages] == [b"key-9"]
+
+
 def test_many_threads_may_emit_at_once() -> None:
     memory = MemoryProducer()
     with memory_emitter(memory) as emitter:

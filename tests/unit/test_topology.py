@@ -204,3 +204,20 @@ def test_a_fresh_copy_of_a_known_context_moves_the_fleet_norm_by_its_requests_on
     merged = merge_norms(fleet, [NormReport(("m", "r", 1), None, fresh.state())])
     assert fleet.mean < merged.mean < fleet.mean + 0.01
     assert merged.n == fleet.n + 1
+
+
+def test_a_quiet_partition_peeks_at_every_tick_it_passes() -> None:
+    """Its part of each tick is what came before the tick: the fleet stage merges every
+    partition's part of a tick, and one missing would shrink the fleet the tick is judged on."""
+    engine = Engine(SETTINGS, partition=0)
+    events = [
+        e
+        for batch in simulate(FleetConfig(tenants=2, rate=2.0, hours=0.5, seed=3, start=T0))
+        for e in batch.to_events()
+    ]
+    start = events[0].ts.timestamp() // 60 * 60
+    early = [e for e in events if e.ts.timestamp() < start + 10]
+    late = next(e for e in events if e.ts.timestamp() >= start + 50)
+    out = engine.process([Message(encode_event(e)) for e in [*early, late]])
+    peeks = [(p.end_s - start, sum(g[1].requests for g in p.groups)) for p in out.parts]
+    assert peeks == [(15.0, len(early)), (30.0, len(early)), (45.0, len(early))]
