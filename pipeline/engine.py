@@ -33,9 +33,15 @@ import msgspec
 from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
-from pipeline.detectors.norms import Context, NormState, SharesNorms
+from pipeline.detectors.norms import SharesNorms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
-from pipeline.fleet import DETECTION_GRACE_S, FleetStage, MinutePart, request_detectors
+from pipeline.fleet import (
+    DETECTION_GRACE_S,
+    FleetNorms,
+    FleetStage,
+    MinutePart,
+    request_detectors,
+)
 from pipeline.metrics import (
     COST_LIMIT_USD,
     WINDOW_S,
@@ -84,6 +90,8 @@ class StepOutput:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
+    duplicates: int = 0
+    too_late: int = 0
 
     def extend(self, other: StepOutput) -> None:
         """Add another step's output to this one (several partitions' steps as one)."""
@@ -95,9 +103,6 @@ class StepOutput:
         self.parts.extend(other.parts)
         self.duplicates += other.duplicates
         self.too_late += other.too_late
-
-    duplicates: int = 0
-    too_late: int = 0
 
 
 class _Generation:
@@ -250,11 +255,11 @@ class SeenIds:
 class Engine:
     """Validate -> dedupe -> metrics windows -> detectors -> alerts, in event time.
 
-    Alone (the default) it is the whole pipeline for the stream it is fed. As stage 1 of a
-    partitioned topology (``partition`` given), it runs only the detectors that score each
-    request, and hands each minute it scores and each peek to the fleet stage as a
-    :class:`~pipeline.fleet.MinutePart` (in :attr:`StepOutput.parts`) instead of alerting:
-    the caller gives the other detectors to a :class:`~pipeline.fleet.FleetStage`.
+    Alone (the default) it is the whole pipeline for the stream it is fed: it hands each minute
+    to a :class:`~pipeline.fleet.FleetStage` of its own, which judges it with every detector. As
+    stage 1 of a partitioned topology (``partition`` given), it only scores requests, and its
+    parts (:class:`~pipeline.fleet.MinutePart`, in :attr:`StepOutput.parts`) go to the fleet
+    stage the caller runs for every partition (:mod:`pipeline.topology`, the worker).
     """
 
     def __init__(
@@ -333,8 +338,9 @@ class Engine:
 
     def as_stage_one(self, partition: int) -> None:
         """Make an engine restored from a snapshot taken alone (before the worker ran two
-        stages) stage 1 of ``partition``: its fleet detectors' learning is dropped (the fleet
-        stage learns anew)."""
+        stages) stage 1 of ``partition``: it keeps its windows, seen ids and context norms;
+        what its detectors learned of keys and of the fleet is dropped (the fleet stage learns
+        anew)."""
         self.partition, self.fleet = partition, None
 
     @property
@@ -533,7 +539,7 @@ class Engine:
             out.alerts.extend(self.fleet.add([part], {self.partition: part.due_s}))
             self.take_norms(self.fleet.merged_norms())
 
-    def take_norms(self, fleet: dict[str, list[tuple[Context, NormState]]]) -> None:
+    def take_norms(self, fleet: FleetNorms) -> None:
         """Take the fleet's context norms (from :meth:`FleetStage.merged_norms`)."""
         for detector in self._request_detectors:
             if isinstance(detector, SharesNorms) and detector.name in fleet:

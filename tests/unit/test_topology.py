@@ -10,6 +10,7 @@ incident alerts once, where engines per partition alone repeat it.
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -221,3 +222,23 @@ def test_a_quiet_partition_peeks_at_every_tick_it_passes() -> None:
     out = engine.process([Message(encode_event(e)) for e in [*early, late]])
     peeks = [(p.end_s - start, sum(g[1].requests for g in p.groups)) for p in out.parts]
     assert peeks == [(15.0, len(early)), (30.0, len(early)), (45.0, len(early))]
+
+
+def test_a_snapshot_from_before_the_two_stages_restores_and_goes_on_alike(
+    stream: tuple[list[Message], str],
+) -> None:
+    """An engine saved before the fleet stage existed held its detectors and cooldown gate
+    itself; restored, they move to its fleet stage and it alerts as the engine it was."""
+    messages, _ = stream
+    half = len(messages) // 2
+    engine = Engine(SETTINGS)
+    engine.process(messages[:half])
+    state = dict(vars(engine))
+    fleet = state.pop("fleet")
+    for name in ("clock_s", "partition", "_peeked_s", "_request_detectors"):
+        del state[name]
+    state.update(detectors=fleet.detectors, gate=fleet.gate, _peekers=[])
+    old = Engine.restore(pickle.dumps(state))
+    again = Engine.restore(engine.snapshot())
+    alerts = _run(old, messages[half:])
+    assert alerts and alerts == _run(again, messages[half:])
