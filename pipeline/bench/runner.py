@@ -29,6 +29,7 @@ from pipeline.bench.rss import measure_rss
 from pipeline.bench.scaleout import measure_scaleout
 from pipeline.bench.traffic import Wire, fleet_wire, throughput_fleet
 from pipeline.bench.worker import measure_faust_ceiling, measure_worker
+from pipeline.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class _Run:
             fleet = throughput_fleet(
                 tenants=c.tenants, rate=c.fleet_rate, events=c.events, seed=c.seed
             )
-            self._wire = fleet_wire(fleet, limit=c.events)
+            key = Settings().kafka.message_key  # as the environment tells producers
+            self._wire = fleet_wire(fleet, limit=c.events, message_key=key)
         return self._wire
 
     @property

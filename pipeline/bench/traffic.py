@@ -68,14 +68,19 @@ def _batches(
 
 
 def fleet_wire(
-    config: FleetConfig, scenarios: Sequence[Scenario] = (), *, limit: int | None = None
+    config: FleetConfig,
+    scenarios: Sequence[Scenario] = (),
+    *,
+    limit: int | None = None,
+    message_key: str = "tenant_id",
 ) -> Wire:
-    """The fleet's events (with ``scenarios``) as keyed wire messages, at most ``limit``."""
+    """The fleet's events (with ``scenarios``) as wire messages keyed by ``message_key`` (as
+    ``COMPUTEWATCH_KAFKA_MESSAGE_KEY`` says producers do), at most ``limit``."""
     keys: list[bytes] = []
     values: list[bytes] = []
     times: list[NDArray[np.int64]] = []
     for columns, ts in _batches(config, scenarios, limit):
-        keys.extend(str(t).encode() for t in columns["tenant_id"])
+        keys.extend(str(k).encode() for k in columns[message_key])
         values.extend(encode_jsonl(columns).splitlines())
         times.append(ts)
     ts_ms = np.concatenate(times) if times else np.empty(0, dtype=np.int64)
