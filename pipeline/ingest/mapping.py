@@ -16,7 +16,7 @@ A field given in the file replaces that field's defaults; the rest keep theirs.
 ... "meta-llama/Llama-3.1-70B-Instruct" = 4
 ... ''')
 >>> mapping.tenant_id.attributes, mapping.api_key_id.default
-(['resource:k8s.namespace.name'], 'unknown')
+(('resource:k8s.namespace.name',), 'unknown')
 >>> mapping.gpu_ms.gpus_for("meta-llama/Llama-3.1-70B-Instruct"), mapping.gpu_ms.gpus_for("x")
 (4.0, 1.0)
 """
@@ -36,14 +36,14 @@ class _Strict(BaseModel):
 class TextField(_Strict):
     """A string field (tenant, api key, route, server): attributes tried in order, a default."""
 
-    attributes: list[str]
+    attributes: tuple[str, ...]  # a tuple: spans look names up by it (hashable, cached)
     default: str = Field(min_length=1)
 
 
 class NumberField(_Strict):
     """A numeric field (passes, confidence, difficulty): attributes tried in order, a default."""
 
-    attributes: list[str]
+    attributes: tuple[str, ...]
     default: float | None = None
 
 
@@ -52,8 +52,8 @@ class GpuTime(_Strict):
     vLLM's ``gen_ai.latency.time_in_model_inference``) × GPUs per replica; else, when
     ``from_duration``, the span's duration × GPUs per replica; else 0."""
 
-    ms_attributes: list[str] = ["computewatch.gpu_ms"]
-    seconds_attributes: list[str] = ["gen_ai.latency.time_in_model_inference"]
+    ms_attributes: tuple[str, ...] = ("computewatch.gpu_ms",)
+    seconds_attributes: tuple[str, ...] = ("gen_ai.latency.time_in_model_inference",)
     from_duration: bool = True
     gpus_per_replica: float = Field(1.0, gt=0)
     gpus_per_replica_by_model: dict[str, float] = {}

@@ -156,9 +156,19 @@ def span_count(request: ExportTraceServiceRequest) -> int:
     )
 
 
+_SCALARS: Final = frozenset(
+    {"string_value", "int_value", "double_value", "bool_value", "bytes_value"}
+)
+
+
 def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
     """OTLP key-values as a dict of plain values (the last of a repeated key wins)."""
-    return {pair.key: plain(pair.value) for pair in pairs}
+    out = {}
+    for pair in pairs:  # scalars inline: most attributes are, and this runs per attribute
+        value = pair.value
+        kind = value.WhichOneof("value")
+        out[pair.key] = getattr(value, kind) if kind in _SCALARS else plain(value)
+    return out
 
 
 def plain(value: AnyValue) -> Any:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -79,8 +79,13 @@ def span_event_id(trace_id: bytes, span_id: bytes) -> str:
     """
     if len(trace_id) != 16 or len(span_id) != 8 or not any(trace_id) or not any(span_id):
         raise InvalidEvent("bad_format: trace_id/span_id (16 and 8 bytes, not all zero)")
-    digest = hashlib.sha1(_NAMESPACE_BYTES + trace_id + span_id, usedforsecurity=False).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=5))
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + trace_id + span_id, usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()  # what str(uuid.UUID(bytes=..., version=5)) writes, without the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def span_event(span: Span, mapping: SpanMapping) -> AllocationEvent:
@@ -193,17 +198,17 @@ class _Lookup:
         both = {**span.resource, **span.attributes}
         self._tables = {"": both, "span": span.attributes, "resource": span.resource}
 
-    def _first(self, names: Sequence[str]) -> tuple[str, Any]:
+    def _first(self, names: tuple[str, ...]) -> tuple[str, Any]:
         tables = self._tables
-        for where, bare in _sources(tuple(names)):
+        for where, bare in _sources(names):
             if (value := tables[where].get(bare)) is not None:
                 return bare, value
         return "", None
 
-    def raw(self, names: Sequence[str]) -> Any:
+    def raw(self, names: tuple[str, ...]) -> Any:
         return self._first(names)[1]
 
-    def text(self, names: Sequence[str]) -> str | None:
+    def text(self, names: tuple[str, ...]) -> str | None:
         name, value = self._first(names)
         if value is None or isinstance(value, str):
             return value or None
@@ -211,7 +216,7 @@ class _Lookup:
             return str(value)
         raise InvalidEvent(f"wrong_type: {name} (expected a string, got {_kind(value)})")
 
-    def number(self, names: Sequence[str]) -> float | None:
+    def number(self, names: tuple[str, ...]) -> float | None:
         name, value = self._first(names)
         if value is None:
             return None
@@ -219,7 +224,7 @@ class _Lookup:
             raise InvalidEvent(f"wrong_type: {name} (expected a number, got {_kind(value)})")
         return float(value)
 
-    def count(self, names: Sequence[str]) -> int | None:
+    def count(self, names: tuple[str, ...]) -> int | None:
         name, value = self._first(names)
         if value is None:
             return None

@@ -169,5 +169,5 @@ def test_the_readme_mapping_example_loads() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     mapping = load_mapping_text(example, "README")
-    assert mapping.tenant_id.attributes == ["resource:k8s.namespace.name"]
+    assert mapping.tenant_id.attributes == ("resource:k8s.namespace.name",)
     assert mapping.gpu_ms.gpus_for("meta-llama/Llama-3.1-70B-Instruct") == 4.0
