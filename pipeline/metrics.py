@@ -159,17 +159,17 @@ class WindowTotals:
 
     def entity_minute(self) -> EntityMinute:
         """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`)."""
-        return EntityMinute(
-            requests=self.requests,
-            prompt_tokens=self.prompt_tokens,
-            generated_tokens=self.completion_tokens + self.reasoning_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-            passes=self.passes,
-            token_passes=self.token_passes,
-            gpu_ms=self.gpu_ms,
-            runaway=self.truncated + self.timeouts,
-            confidence_sum=self.confidence_sum,
-            confidence_count=self.confidence_count,
+        return EntityMinute(  # positional (in EntityMinute's field order): runs per group
+            self.requests,  # and peek, about as often as per event
+            self.prompt_tokens,
+            self.completion_tokens + self.reasoning_tokens,
+            self.reasoning_tokens,
+            self.passes,
+            self.token_passes,
+            self.gpu_ms,
+            self.truncated + self.timeouts,
+            self.confidence_sum,
+            self.confidence_count,
         )
 
     def row(self, key: GroupKey, window_start: datetime) -> MetricRow:

@@ -12,31 +12,55 @@ twice (each carries its ``alert_id``).
 from __future__ import annotations
 
 import logging
+import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
 from pipeline.engine import Message, StepOutput
-from pipeline.fleet import FleetNorms, FleetStage, decode_fleet_input
+from pipeline.fleet import (
+    FleetNorms,
+    FleetStage,
+    MinutePart,
+    decode_fleet_input,
+    decode_part,
+    encode_part,
+)
 from pipeline.storage import Store
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_S: Final = 600.0  # event time between deletions of the parts judged since
 
 
 @dataclass
 class StoredFleet:
-    """The worker's :class:`FleetStage` and the offset of ``compute.minutes`` it has read."""
+    """The worker's :class:`FleetStage` and the offset of ``compute.minutes`` it has read.
+
+    The stage's snapshot leaves out the parts waiting for a partition's clock: each is saved
+    once, apart, under :attr:`part_prefix` (by due point, so judged ones can be deleted by
+    range), and given back to the restored stage.
+    """
 
     settings: Settings
     store: Store
     stage: FleetStage | None = None
     offset: int = -1
+    unsaved: list[MinutePart] = field(default_factory=list)
+    pruned_s: float = -math.inf  # parts due before this were deleted from the store
 
     @property
     def key(self) -> str:
         kafka = self.settings.kafka
         return f"{kafka.consumer_group}/{kafka.minutes_topic}/fleet"
+
+    @property
+    def part_prefix(self) -> str:
+        return f"{self.key}#part/"
+
+    def part_key(self, due_s: float, partition: int = 0, chunk: int = 0) -> str:
+        return f"{self.part_prefix}{due_s:017.3f}/{partition:06d}/{chunk:06d}"
 
     def restore(self) -> FleetStage:
         """The fleet stage, restored on first use from its snapshot."""
@@ -48,6 +72,9 @@ class StoredFleet:
             self.stage = FleetStage(self.settings, detectors, self.settings.kafka.partitions)
         else:
             self.offset, self.stage = snapshot[0], pickle.loads(snapshot[1])
+            saved = self.store.load_snapshots(self.part_prefix, max_offset=self.offset)
+            self.stage.restore_parts(decode_part(state) for _, state in saved)
+            self.pruned_s = self.stage.judged_s
             log.info("fleet stage: state restored at offset %d", self.offset)
         return self.stage
 
@@ -59,17 +86,31 @@ class StoredFleet:
         for message in messages:
             if message.offset <= self.offset:
                 continue
-            out.alerts.extend(stage.take(decode_fleet_input(message.value)))
+            received = decode_fleet_input(message.value)
+            self.unsaved.extend(received.parts)
+            out.alerts.extend(stage.take(received))
             self.offset = message.offset
         return out, stage.merged_norms()
 
     def commit(self) -> None:
-        """Flush the sink (the alerts), then snapshot the stage with its offset."""
+        """Flush the sink (the alerts), then snapshot the stage with its offset, and the parts
+        received since the last commit that still wait (one insert). Parts judged long ago are
+        deleted now and then."""
         if self.stage is None:
             return
         self.store.flush()
+        judged = self.stage.judged_s
+        rows = [
+            (self.part_key(p.due_s, p.partition, p.chunk), self.offset, encode_part(p))
+            for p in self.unsaved
+            if p.due_s > judged
+        ]
         blob = pickle.dumps(self.stage, protocol=pickle.HIGHEST_PROTOCOL)
-        self.store.save_snapshots([(self.key, self.offset, blob)])
+        self.store.save_snapshots([*rows, (self.key, self.offset, blob)])
+        self.unsaved.clear()
+        if judged - self.pruned_s >= PRUNE_EVERY_S:
+            self.store.delete_snapshots(self.part_prefix, below=self.part_key(judged + 0.001))
+            self.pruned_s = judged
 
     def drop(self) -> None:
-        self.stage, self.offset = None, -1
+        self.stage, self.offset, self.unsaved = None, -1, []

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pipeline.config import Settings
-from pipeline.engine import Engine
+from pipeline.detectors import EntityMinute, Finding, MinuteView
+from pipeline.engine import Engine, Message
+from pipeline.fleet import FleetInput, FleetStage, MinutePart, encode_fleet_input
 from pipeline.storage import open_store
+from pipeline.stream_fleet import StoredFleet
 from tests.fixtures.clickhouse import synthetic_events
 
 
@@ -37,3 +42,37 @@ def test_snapshots_are_stored_with_the_cheap_codec(storage_settings: Settings) -
         store.save_snapshots([("k", 1, blob)])
         assert store.load_snapshot("k") == (1, blob)
     assert codec == "CODEC(LZ4)"
+
+
+def test_the_fleet_stage_gets_back_the_parts_still_waiting(storage_settings: Settings) -> None:
+    """Its snapshot leaves out the parts waiting for a partition's clock (saved apart, each
+    once); restored, it judges them with the part that was missing."""
+    part = partial(MinutePart, minute=0, end_s=60.0, groups=[])
+    group = (("t", "k", "m", "r", "s"), EntityMinute(requests=5))
+    waiting = FleetInput(
+        partition=0, partitions=2, clock_s=70.0, parts=[part(partition=0, groups=[group])]
+    )
+    late = FleetInput(partition=1, partitions=2, clock_s=70.0, parts=[part(partition=1)])
+    with open_store(storage_settings) as store:
+        stored = StoredFleet(storage_settings, store)
+        stored.stage = FleetStage(storage_settings, [], partitions=2)
+        stored.step([Message(encode_fleet_input(waiting), offset=0)])
+        stored.commit()
+        again = StoredFleet(storage_settings, store)
+        stage = again.restore()
+    assert (again.offset, stage.pending) == (0, 1)
+    recorder = _Recorder()
+    stage.detectors.append(recorder)
+    again.step([Message(encode_fleet_input(late), offset=1)])
+    assert recorder.requests == [5]
+
+
+class _Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+
+    def observe_minute(self, view: MinuteView) -> list[Finding]:
+        self.requests.append(view.fleet.requests)
+        return []
