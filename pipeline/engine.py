@@ -517,8 +517,8 @@ class Engine:
 
     def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:
         """Hand ``minute`` as far as ``end_s`` (its end when closed, else a peek) to the fleet
-        stage: its groups' sums, each key's sums of its requests' scores and, when closed, what
-        the context norms learned."""
+        stage: its groups' sums, each key's sums of its requests' scores and what the context
+        norms learned since they last took the fleet's."""
         closed = end_s >= minute + WINDOW_S
         detectors = self._request_detectors
         part = MinutePart(
@@ -527,11 +527,7 @@ class Engine:
             end_s=float(end_s),
             groups=groups_of(self.aggregator.open_groups(minute)),
             key_minutes={d.name: d.hand_over(minute, closed=closed) for d in detectors},
-            norms=(
-                {d.name: d.report_norms() for d in detectors if isinstance(d, SharesNorms)}
-                if closed
-                else {}
-            ),
+            norms={d.name: d.report_norms() for d in detectors if isinstance(d, SharesNorms)},
         )
         if self.fleet is None:
             out.parts.append(part)

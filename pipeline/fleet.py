@@ -62,8 +62,8 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
     groups: list[Group]
     key_minutes: dict[str, list[tuple[str, KeyMinute]]] = msgspec.field(default_factory=dict)
     chunk: int = 0  # a part too big for one message travels as several chunks (fleet_inputs)
-    # a closed minute's: per detector, what the partition's context norms learned since they
-    # last took the fleet's (pipeline.detectors.norms)
+    # per detector, what the partition's context norms learned since they last took the
+    # fleet's (pipeline.detectors.norms)
     norms: dict[str, list[NormReport]] = msgspec.field(default_factory=dict)
 
     @property
@@ -247,8 +247,7 @@ class FleetStage:
     def _judge(self, minute: int, end_s: float, parts: list[MinutePart]) -> list[Alert]:
         groups = [group for part in parts for group in part.groups]
         closed = end_s >= minute + WINDOW_S
-        if closed:
-            self._merge_norms(parts)
+        self._merge_norms(parts)
         view = (
             build_minute_view(minute, groups) if closed else build_peek_view(minute, groups, end_s)
         )

@@ -3,7 +3,8 @@
 A request is judged against the norm of its context (model x route x difficulty band), and that
 norm is the fleet's: learned from every tenant's requests. Split into partitions, each stage-1
 engine learns its copy from its own tenants only, and a partition of two tenants would judge
-them against each other. So with every closed minute each partition reports what its copies
+them against each other. So with every part of a minute (each 15 s tick and each closed
+minute) each partition reports what its copies
 learned since they last took the fleet's norms (:class:`NormReport`); the fleet stage merges the
 reports (:func:`merge_norms`) and every partition takes the result. With one partition the
 merge is the identity, so one engine alone learns exactly as before.

@@ -273,7 +273,7 @@ class RequestNormDetector:
 
     def report_norms(self) -> list[NormReport]:
         """The contexts learned from since the fleet's norms were last taken (:meth:`take_norms`):
-        what a partition hands the fleet stage with each closed minute."""
+        what a partition hands the fleet stage with each part of a minute."""
         reports = []
         for context, norm in self.contexts.items():
             if norm.n != (norm.base.n if norm.base is not None else 0):
