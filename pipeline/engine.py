@@ -309,12 +309,9 @@ class Engine:
         count = 0
         for message in messages:
             count += 1
-            try:
-                event = parse_event(message.value, max_bytes=self.max_message_bytes)
-            except InvalidEvent as exc:
-                out.dead_letters.append(dead_letter(message, exc))
-                continue
-            self.accept(event, message, out)
+            event = parse_message(message, self.max_message_bytes, out)
+            if event is not None:
+                self.accept(event, message, out)
         self.end_step(out)
         count_step(self.counters, out, count)
         return out
@@ -567,6 +564,15 @@ class Engine:
         self._judge(minute, minute + WINDOW_S, out)
 
 
+def parse_message(message: Message, max_bytes: int, out: StepOutput) -> AllocationEvent | None:
+    """The message's event, or None when it is a dead letter (added to ``out``)."""
+    try:
+        return parse_event(message.value, max_bytes=max_bytes)
+    except InvalidEvent as exc:
+        out.dead_letters.append(_dead_letter(message, exc))
+        return None
+
+
 def count_step(counters: dict[str, int], out: StepOutput, messages: int) -> None:
     """Add one step of ``messages`` wire messages to the running ``counters``."""
     counters["events"] += messages
@@ -587,10 +593,10 @@ def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -
 def _reject(out: StepOutput, event: AllocationEvent, message: Message | None, reason: str) -> None:
     """Dead-letter a valid event (one that came already parsed is encoded for its payload)."""
     source = message or Message(encode_event(event))
-    out.dead_letters.append(dead_letter(source, InvalidEvent(reason)))
+    out.dead_letters.append(_dead_letter(source, InvalidEvent(reason)))
 
 
-def dead_letter(message: Message, exc: InvalidEvent) -> DeadLetter:
+def _dead_letter(message: Message, exc: InvalidEvent) -> DeadLetter:
     return DeadLetter(
         reason=exc.reason,
         rule=exc.rule,

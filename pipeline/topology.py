@@ -30,8 +30,7 @@ from kafka.partitioner.default import murmur2
 
 from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
-from pipeline.engine import Engine, Message, StepOutput, count_step, dead_letter
-from pipeline.events import InvalidEvent, parse_event
+from pipeline.engine import Engine, Message, StepOutput, count_step, parse_message
 from pipeline.fleet import FleetStage
 
 
@@ -73,10 +72,8 @@ class Topology:
         partitions = len(self.engines)
         for message in messages:
             count += 1
-            try:
-                event = parse_event(message.value, max_bytes=self.max_message_bytes)
-            except InvalidEvent as exc:
-                out.dead_letters.append(dead_letter(message, exc))
+            event = parse_message(message, self.max_message_bytes, out)
+            if event is None:
                 continue
             engine = self.engines[partition_of(getattr(event, self.message_key), partitions)]
             epoch = event.ts.timestamp()

@@ -58,6 +58,29 @@ def restart_and_count(
     assert tokens == sum(e.reasoning_tokens for e in events)
 
 
+def kill_mid_stream(
+    env: dict[str, str],
+    log: Path,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    *,
+    total: int,
+    after: float,
+) -> None:
+    """Start a worker and SIGKILL it (no flush, no snapshot, no commit) once the group has
+    committed ``after`` of the ``total`` messages of ``topic``, before it reaches the end."""
+    worker = start_worker(env, log)
+    deadline = time.monotonic() + 120
+    while committed_total(bootstrap, group, topic) < total * after:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    assert committed_total(bootstrap, group, topic) < total, "killed too late to matter"
+
+
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -68,15 +91,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
 
-    worker = start_worker(env, log)
-    deadline = time.monotonic() + 120
-    while committed_total(kafka_bootstrap, group, topic) < len(events) // 4:
-        assert worker.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the worker made no progress"
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGKILL)  # mid-stream: no flush, no snapshot, no commit
-    worker.wait(timeout=30)
-    assert committed_total(kafka_bootstrap, group, topic) < len(events), "killed too late to matter"
+    kill_mid_stream(env, log, kafka_bootstrap, group, topic, total=len(events), after=1 / 4)
 
     restart_and_count(env, log, kafka_bootstrap, group, topic, events)
 

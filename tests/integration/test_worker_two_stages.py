@@ -5,9 +5,6 @@ when the worker is killed with SIGKILL in the middle and its fleet stage restore
 from __future__ import annotations
 
 import json
-import signal
-import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,10 +12,11 @@ import pytest
 from pipeline.config import Settings
 from pipeline.embedded import AlertsWriter, replay_file
 from pipeline.events import encode_event
-from pipeline.simulate import EfficiencyDegradation, FleetConfig, build_fleet, simulate
+from pipeline.simulate import FleetConfig
 from pipeline.topology import Topology
-from tests.fixtures.kafka import committed_total, consume_all
-from tests.integration.test_worker_crash import fresh_worker_env
+from tests.fixtures.fleet import slowed_server
+from tests.fixtures.kafka import consume_all
+from tests.integration.test_worker_crash import fresh_worker_env, kill_mid_stream
 from tests.integration.test_worker_kafka import (
     T0,
     produce,
@@ -37,15 +35,7 @@ def test_a_fleet_incident_is_alerted_once_through_a_crash(
 ) -> None:
     # long enough that the worker, taking 20,000-event batches, is killed a few commits in
     config = FleetConfig(tenants=8, rate=30.0, hours=2.5, seed=7, start=T0)
-    server = build_fleet(config).servers[0].id
-    slowdown = EfficiencyDegradation(
-        entity_id=server,
-        start=T0 + timedelta(minutes=100),
-        end=T0 + timedelta(minutes=140),
-        intensity=3.0,
-        variant="blatant",
-    )
-    events = [e for batch in simulate(config, [slowdown]) for e in batch.to_events()]
+    events, server = slowed_server(config, 100, 140)
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
     expected_file = tmp_path / "expected.jsonl"
@@ -61,15 +51,7 @@ def test_a_fleet_incident_is_alerted_once_through_a_crash(
     env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
-    worker = start_worker(env, log)
-    deadline = time.monotonic() + 120
-    while committed_total(kafka_bootstrap, group, topic) < len(events) // 5:
-        assert worker.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, "the worker made no progress"
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
-    assert committed_total(kafka_bootstrap, group, topic) < len(events), "killed too late"
+    kill_mid_stream(env, log, kafka_bootstrap, group, topic, total=len(events), after=1 / 5)
 
     worker = start_worker(env, log)
     try:

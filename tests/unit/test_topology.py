@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -30,8 +30,9 @@ from pipeline.fleet import (
     decode_fleet_input,
     encode_fleet_input,
 )
-from pipeline.simulate import EfficiencyDegradation, FleetConfig, build_fleet, simulate
+from pipeline.simulate import FleetConfig, simulate
 from pipeline.topology import Topology, partition_of
+from tests.fixtures.fleet import slowed_server
 
 SETTINGS = Settings()
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -40,15 +41,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 def _messages() -> tuple[list[Message], str]:
     """Two hours of a small fleet whose first server slows down 3x in the second hour."""
     config = FleetConfig(tenants=8, rate=10.0, hours=2.0, seed=7, start=T0)
-    server = build_fleet(config).servers[0].id
-    slow = EfficiencyDegradation(
-        entity_id=server,
-        start=T0 + timedelta(minutes=70),
-        end=T0 + timedelta(minutes=110),
-        intensity=3.0,
-        variant="blatant",
-    )
-    events = [e for batch in simulate(config, [slow]) for e in batch.to_events()]
+    events, server = slowed_server(config, 70, 110)
     return [Message(encode_event(e)) for e in events], server
 
 
