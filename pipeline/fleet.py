@@ -157,8 +157,17 @@ def decode_part(raw: bytes) -> MinutePart:
 FleetNorms = dict[str, list[tuple[Context, NormState]]]  # per detector, merged context norms
 
 
-def encode_norms(norms: FleetNorms) -> bytes:
-    return msgspec.msgpack.encode(norms)
+def encode_norms(norms: FleetNorms) -> list[bytes]:
+    """The norms as messages of at most :data:`CHUNK_GROUPS` contexts each (under the broker's
+    1 MB)."""
+    flat = [(name, entry) for name, entries in norms.items() for entry in entries]
+    messages = []
+    for start in range(0, len(flat), CHUNK_GROUPS):
+        chunk: FleetNorms = {}
+        for name, entry in flat[start : start + CHUNK_GROUPS]:
+            chunk.setdefault(name, []).append(entry)
+        messages.append(msgspec.msgpack.encode(chunk))
+    return messages
 
 
 def decode_norms(raw: bytes) -> FleetNorms:
@@ -178,7 +187,8 @@ class FleetStage:
         self._parts: dict[tuple[float, int, float], dict[tuple[int, int], MinutePart]] = {}
         self._judged_s = -math.inf  # due points at or before this are judged
         self.norms: dict[str, dict[Context, NormState]] = {}  # the fleet's, per detector
-        self._merged: FleetNorms = {}  # not yet handed out
+        # merged since last handed out: the latest per context (a catch-up merges many times)
+        self._merged: dict[str, dict[Context, NormState]] = {}
 
     @property
     def pending(self) -> int:
@@ -228,7 +238,7 @@ class FleetStage:
         """The fleet norms merged since the last call, per detector, for every partition to
         take (:meth:`Engine.take_norms <pipeline.engine.Engine.take_norms>`)."""
         merged, self._merged = self._merged, {}
-        return merged
+        return {name: list(states.items()) for name, states in merged.items()}
 
     def finish(self) -> list[Alert]:
         """Judge everything still waiting (the end of a replay)."""
@@ -278,10 +288,9 @@ class FleetStage:
                     reports.setdefault(name, {}).setdefault(report.context, []).append(report)
         for name, by_context in reports.items():
             fleet = self.norms.setdefault(name, {})
-            merged = self._merged.setdefault(name, [])
+            merged = self._merged.setdefault(name, {})
             for context, context_reports in by_context.items():
-                fleet[context] = merge_norms(fleet.get(context), context_reports)
-                merged.append((context, fleet[context]))
+                fleet[context] = merged[context] = merge_norms(fleet.get(context), context_reports)
 
     def _admit(self, finding: Finding, view: MinuteView, alerts: list[Alert]) -> None:
         view.named.add((finding.entity_type, finding.entity_id))

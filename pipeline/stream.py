@@ -395,8 +395,8 @@ def create_app(settings: Settings) -> faust.App:
             for alert in out.alerts:
                 await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                 webhook.notify(alert)
-            if norms:
-                await norms_out.send(value=encode_norms(norms), partition=0)
+            for value in encode_norms(norms):
+                await norms_out.send(value=value, partition=0)
             await until_stored(stored.commit, "committing the fleet stage")
 
     @app.task

@@ -28,7 +28,9 @@ from pipeline.fleet import (
     FleetStage,
     MinutePart,
     decode_fleet_input,
+    decode_norms,
     encode_fleet_input,
+    encode_norms,
 )
 from pipeline.simulate import FleetConfig, simulate
 from pipeline.topology import Topology, partition_of
@@ -235,3 +237,13 @@ def test_a_snapshot_from_before_the_two_stages_restores_and_goes_on_alike(
     again = Engine.restore(engine.snapshot())
     alerts = _run(old, messages[half:])
     assert alerts and alerts == _run(again, messages[half:])
+
+
+def test_merged_norms_travel_in_messages_under_the_brokers_limit() -> None:
+    """A catch-up merges many contexts at once; they go out in messages of a bounded size."""
+    state = ContextNorm().state()
+    norms = {"reasoning_inflation": [(("m", "r", i), state) for i in range(5_000)]}
+    messages = encode_norms(norms)
+    assert len(messages) > 1 and max(map(len, messages)) < 1_000_000
+    received = [e for m in messages for e in decode_norms(m)["reasoning_inflation"]]
+    assert received == norms["reasoning_inflation"]
