@@ -1,8 +1,9 @@
 """The two stages over N partitions in one process, as the workers run them.
 
-Production splits ``compute.events`` into partitions by the message key (``tenant_id``) with
-Kafka's default partitioner, runs one stage-1 :class:`~pipeline.engine.Engine` per partition
-and one :class:`~pipeline.fleet.FleetStage` for the fleet. :class:`Topology` does the same in
+Production splits ``compute.events`` into partitions by the message key (``tenant_id``, or
+``api_key_id`` when ``COMPUTEWATCH_KAFKA_MESSAGE_KEY`` says so) with Kafka's default
+partitioner, runs one stage-1 :class:`~pipeline.engine.Engine` per partition and one
+:class:`~pipeline.fleet.FleetStage` for the fleet. :class:`Topology` does the same in
 one process, so that ``replay`` and ``evaluate`` measure what production does:
 
 >>> from pipeline.config import Settings
@@ -24,7 +25,7 @@ partition's part of it, at the same event time as one engine would.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from kafka.partitioner.default import murmur2
 
@@ -42,15 +43,8 @@ def partition_of(key: str, partitions: int) -> int:
 class Topology:
     """``partitions`` stage-1 engines and one fleet stage, fed one stream in event time."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        partitions: int,
-        detectors: Callable[[], list[WindowDetector]] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, partitions: int) -> None:
         def make() -> list[WindowDetector]:
-            if detectors is not None:
-                return detectors()
             return default_detectors(max_entities=settings.worker.max_entities)
 
         self.max_message_bytes = settings.worker.max_message_bytes
