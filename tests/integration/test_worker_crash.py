@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,16 @@ def kill_mid_stream(
     *,
     total: int,
     after: float,
+    started: Sequence[str] = (),
 ) -> None:
     """Start a worker and SIGKILL it (no flush, no snapshot, no commit) once the group has
-    committed ``after`` of the ``total`` messages of ``topic``, before it reaches the end."""
+    committed ``after`` of the ``total`` messages of ``topic``, and something of each topic in
+    ``started``, before it reaches the end."""
     worker = start_worker(env, log)
     deadline = time.monotonic() + 120
-    while committed_total(bootstrap, group, topic) < total * after:
+    while committed_total(bootstrap, group, topic) < total * after or any(
+        committed_total(bootstrap, group, other) == 0 for other in started
+    ):
         assert worker.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the worker made no progress"
         time.sleep(0.2)
