@@ -133,8 +133,9 @@ Partitions = Annotated[
     typer.Option(
         min=1,
         metavar="N",
-        help="Split the stream into N partitions by tenant, as Kafka does, and run the two "
-        "stages as the workers do (default: COMPUTEWATCH_KAFKA_PARTITIONS, 4).",
+        help="Split the stream into N partitions by its message key, as Kafka does "
+        "(COMPUTEWATCH_KAFKA_MESSAGE_KEY, tenant by default), and run the two stages as the "
+        "workers do (default: COMPUTEWATCH_KAFKA_PARTITIONS, 4).",
     ),
 ]
 

@@ -96,15 +96,9 @@ def replay_file(
             handler(out)
         if out.alerts and log.isEnabledFor(logging.INFO):
             for alert in out.alerts:
-                log.info(
-                    "alert %s %s on %s %s at %s: %s",
-                    alert.severity,
-                    alert.kind,
-                    alert.entity_type,
-                    alert.entity_id,
-                    f"{alert.detected_at:%Y-%m-%d %H:%M}",
-                    alert.summary,
-                )
+                log.info("alert %s %s on %s %s at %s: %s", alert.severity, alert.kind,
+                         alert.entity_type, alert.entity_id, f"{alert.detected_at:%Y-%m-%d %H:%M}",
+                         alert.summary)
         if progress is not None:
             progress("replaying", engine.counters["events"], engine.clock_s)
     c = engine.counters

@@ -557,11 +557,8 @@ class Engine:
             return
         for minute in self.aggregator.open_windows():
             if self.next_minute <= minute <= last_start:
-                self._score_minute(minute, out)
+                self._judge(minute, minute + WINDOW_S, out)
         self.next_minute = window_of(last_start) + WINDOW_S
-
-    def _score_minute(self, minute: int, out: StepOutput) -> None:
-        self._judge(minute, minute + WINDOW_S, out)
 
 
 def parse_message(message: Message, max_bytes: int, out: StepOutput) -> AllocationEvent | None:

@@ -203,11 +203,13 @@ class FleetStage:
     def __getstate__(self) -> dict[str, object]:
         # The parts waiting for a partition's clock are left out: during a catch-up they are
         # most of the state (600 due points pickled in 0.9 s), so the worker saves each part
-        # once, apart (pipeline.stream_fleet), and gives them back (restore_parts).
+        # once, apart (pipeline.stream_fleet), and gives them back (keep).
         return {**self.__dict__, "_parts": {}}
 
-    def restore_parts(self, parts: Iterable[MinutePart]) -> None:
-        """Give back the parts saved apart from a snapshot (those judged since are dropped)."""
+    def keep(self, parts: Iterable[MinutePart]) -> None:
+        """Keep parts until their due point is judged: parts received, or saved apart from a
+        snapshot. A part of a due point already judged (stage 1 sending again after a restart)
+        is dropped: the minute was judged once, on what had arrived."""
         for part in parts:
             if part.due_s > self._judged_s:
                 key = (part.due_s, part.minute, part.end_s)
@@ -220,16 +222,9 @@ class FleetStage:
         return self.add(message.parts, {message.partition: message.clock_s})
 
     def add(self, parts: Iterable[MinutePart], clocks: Mapping[int, float]) -> list[Alert]:
-        """Take parts and partitions' clocks; judge every due point all clocks have passed.
-
-        A part for a due point already judged (stage 1 sending again after a restart) is
-        ignored: the minute was judged once, on what had arrived.
-        """
-        for part in parts:
-            key = (part.due_s, part.minute, part.end_s)
-            if part.due_s > self._judged_s:
-                self._parts.setdefault(key, {})[(part.partition, part.chunk)] = part
-
+        """Take parts (:meth:`keep`) and partitions' clocks; judge every due point all clocks
+        have passed."""
+        self.keep(parts)
         for partition, clock in clocks.items():
             self.clocks[partition] = max(self.clocks[partition], clock)
         return self._judge_through(min(self.clocks))

@@ -73,7 +73,7 @@ class StoredFleet:
         else:
             self.offset, self.stage = snapshot[0], pickle.loads(snapshot[1])
             saved = self.store.load_snapshots(self.part_prefix, max_offset=self.offset)
-            self.stage.restore_parts(decode_part(state) for _, state in saved)
+            self.stage.keep(decode_part(state) for _, state in saved)
             self.pruned_s = self.stage.judged_s
             log.info("fleet stage: state restored at offset %d", self.offset)
         return self.stage

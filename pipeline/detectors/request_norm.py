@@ -57,6 +57,8 @@ R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it 
 # context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
 OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
+
+
 class ContextNorm:
     """River-style robust baseline of ``log1p(value)``: ``score_one`` gives a z-score.
 
@@ -480,9 +482,8 @@ class RequestNormDetector:
 
 def _fleet_residuals(key_minutes: dict[str, KeyMinute]) -> tuple[float, int]:
     """Sum and count of every key's residuals in a minute (what all keys shared)."""
-    return sum(acc.r_sum for acc in key_minutes.values()), sum(
-        acc.r_n for acc in key_minutes.values()
-    )
+    accs = key_minutes.values()
+    return sum(acc.r_sum for acc in accs), sum(acc.r_n for acc in accs)
 
 
 def _stake(requests: int, ratio: float, minutes: int, view: MinuteView) -> float | None:
