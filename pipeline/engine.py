@@ -33,11 +33,10 @@ import msgspec
 from pipeline.alerts import Alert
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
-from pipeline.detectors.norms import SharesNorms
+from pipeline.detectors.norms import FleetNorms, NormTick, SharesNorms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
 from pipeline.fleet import (
     DETECTION_GRACE_S,
-    FleetNorms,
     FleetStage,
     MinutePart,
     request_detectors,
@@ -90,6 +89,7 @@ class StepOutput:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
+    norms: list[NormTick] = field(default_factory=list)  # for the fleet stage (stage 1 only)
     duplicates: int = 0
     too_late: int = 0
 
@@ -101,6 +101,7 @@ class StepOutput:
         self.alerts.extend(other.alerts)
         self.dead_letters.extend(other.dead_letters)
         self.parts.extend(other.parts)
+        self.norms.extend(other.norms)
         self.duplicates += other.duplicates
         self.too_late += other.too_late
 
@@ -287,6 +288,7 @@ class Engine:
         self.clock_s = -math.inf  # the latest event time this engine has passed
         self._due_s = -math.inf  # event time of the next minute to score or peek
         self._peeked_s = -math.inf  # the last tick peeked at
+        self._norms_s = -math.inf  # the last tick the context norms learned at
         self.seen = SeenIds(worker.dedupe_max_ids)
         self.next_minute: int | None = None
         self.future_horizon_s = worker.future_horizon_s
@@ -353,6 +355,8 @@ class Engine:
         self.clock_s = max(self.clock_s, now)
         if self.next_minute is not None and now >= self._due_s:
             self._on_clock(now, out)
+        else:
+            self._learn_norms(now, out)
         return out
 
     def finish(self) -> StepOutput:
@@ -362,6 +366,7 @@ class Engine:
         if self.next_minute is not None:
             self._score_through(self.aggregator.max_event_s, out)
         if self.fleet is not None:
+            self._to_fleet(out, self.clock_s)
             out.alerts.extend(self.fleet.finish())
         out.metrics.extend(self.aggregator.close_all())
         count_step(self.counters, out, 0)
@@ -382,7 +387,9 @@ class Engine:
         engine = cls.__new__(cls)
         # a snapshot taken before a field existed gets its default
         defaults = WorkerSettings()
-        engine.__dict__.update(future_horizon_s=defaults.future_horizon_s, held=[])
+        engine.__dict__.update(
+            future_horizon_s=defaults.future_horizon_s, held=[], _norms_s=-math.inf
+        )
         engine.__dict__.update(pickle.loads(blob))
         if "_due_s" not in vars(engine):  # from before the open minute was peeked at
             engine._due_s = -math.inf
@@ -511,11 +518,34 @@ class Engine:
         self._score_through(now - DETECTION_GRACE_S - WINDOW_S, out)
         next_tick = tick + PEEK_S if (tick + PEEK_S) % WINDOW_S else tick + 2 * PEEK_S
         self._due_s = min(next_tick, self.next_minute + WINDOW_S + DETECTION_GRACE_S)
+        self._learn_norms(now, out)
+        self._to_fleet(out, now)
+
+    def _learn_norms(self, now: float, out: StepOutput) -> None:
+        """At the first point in event time past a tick, the context norms learn what the
+        requests since the previous tick taught (:mod:`pipeline.detectors.norms`): reported to
+        the fleet stage, which moves the fleet's norms by every partition's reports at once."""
+        tick = int(now // PEEK_S) * PEEK_S
+        if tick <= self._norms_s:
+            return
+        self._norms_s = tick
+        shared = [d for d in self._request_detectors if isinstance(d, SharesNorms)]
+        reports = {d.name: d.report_norms(tick) for d in shared}
+        if any(reports.values()):
+            out.norms.append(NormTick(partition=self.partition, tick_s=tick, reports=reports))
+
+    def _to_fleet(self, out: StepOutput, clock_s: float) -> None:
+        """Alone: hand the parts and norms so far to the engine's own fleet stage, with the
+        event time the engine has passed, and take the norms it moved."""
+        if self.fleet is None:
+            return
+        out.alerts.extend(self.fleet.add(out.parts, {self.partition: clock_s}, out.norms))
+        out.parts, out.norms = [], []
+        self.take_norms(self.fleet.merged_norms())
 
     def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:
         """Hand ``minute`` as far as ``end_s`` (its end when closed, else a peek) to the fleet
-        stage: its groups' sums, each key's sums of its requests' scores and what the context
-        norms learned since they last took the fleet's."""
+        stage: its groups' sums and each key's sums of its requests' scores."""
         closed = end_s >= minute + WINDOW_S
         detectors = self._request_detectors
         part = MinutePart(
@@ -524,25 +554,23 @@ class Engine:
             end_s=float(end_s),
             groups=groups_of(self.aggregator.open_groups(minute)),
             key_minutes={d.name: d.hand_over(minute, closed=closed) for d in detectors},
-            norms={d.name: d.report_norms() for d in detectors if isinstance(d, SharesNorms)},
         )
-        if self.fleet is None:
-            out.parts.append(part)
-        else:
-            out.alerts.extend(self.fleet.add([part], {self.partition: part.due_s}))
-            self.take_norms(self.fleet.merged_norms())
+        out.parts.append(part)
 
-    def take_norms(self, fleet: FleetNorms) -> None:
+    def take_norms(self, fleet: FleetNorms | None) -> None:
         """Take the fleet's context norms (from :meth:`FleetStage.merged_norms`)."""
+        if fleet is None:
+            return
         for detector in self._request_detectors:
-            if isinstance(detector, SharesNorms) and detector.name in fleet:
-                detector.take_norms(fleet[detector.name])
+            if isinstance(detector, SharesNorms) and detector.name in fleet.by_detector:
+                detector.take_norms(fleet.by_detector[detector.name], fleet.through_s)
 
     def end_step(self, out: StepOutput) -> None:
         """Score every minute that is complete in event time, then close ripe windows."""
         if self.next_minute is None:
             return
         self._score_through(self.aggregator.max_event_s - DETECTION_GRACE_S - WINDOW_S, out)
+        self._to_fleet(out, self.clock_s)
         out.metrics.extend(self.aggregator.close_ready())
 
     def _score_through(self, last_start: float, out: StepOutput) -> None:

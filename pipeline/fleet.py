@@ -39,7 +39,15 @@ from pipeline.detectors import (
     RequestDetector,
     WindowDetector,
 )
-from pipeline.detectors.norms import Context, NormReport, NormState, merge_norms
+from pipeline.detectors.norms import (
+    Context,
+    FleetNorms,
+    Learned,
+    NormReport,
+    NormState,
+    NormTick,
+    learn,
+)
 from pipeline.detectors.request_norm import KeyMinute
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
@@ -62,9 +70,6 @@ class MinutePart(msgspec.Struct, frozen=True, kw_only=True):
     groups: list[Group]
     key_minutes: dict[str, list[tuple[str, KeyMinute]]] = msgspec.field(default_factory=dict)
     chunk: int = 0  # a part too big for one message travels as several chunks (fleet_inputs)
-    # per detector, what the partition's context norms learned since they last took the
-    # fleet's (pipeline.detectors.norms)
-    norms: dict[str, list[NormReport]] = msgspec.field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -92,14 +97,19 @@ class FleetInput(msgspec.Struct, frozen=True, kw_only=True):
     partitions: int
     clock_s: float
     parts: list[MinutePart]
+    norms: list[NormTick] = msgspec.field(default_factory=list)  # what its requests taught
 
 
 def fleet_inputs(
-    partition: int, partitions: int, clock_s: float, parts: Sequence[MinutePart]
+    partition: int,
+    partitions: int,
+    clock_s: float,
+    parts: Sequence[MinutePart],
+    norms: Sequence[NormTick] = (),
 ) -> list[FleetInput]:
     """One stage-1 step as messages of at most :data:`CHUNK_GROUPS` groups each (a broker takes
-    messages up to 1 MB by default); only the last one moves the partition's clock, so the
-    fleet stage judges nothing before it has every chunk.
+    messages up to 1 MB by default); only the last one moves the partition's clock and carries
+    the norms' reports, so the fleet stage judges nothing before it has every chunk.
 
     >>> from pipeline.detectors import EntityMinute
     >>> group = (("t", "k", "m", "r", "s"), EntityMinute(requests=1))
@@ -115,7 +125,6 @@ def fleet_inputs(
             key_minutes={
                 name: keys[start : start + CHUNK_GROUPS] for name, keys in part.key_minutes.items()
             },
-            norms=part.norms if start == 0 else {},
             chunk=start // CHUNK_GROUPS,
         )
         for part in parts
@@ -127,7 +136,13 @@ def fleet_inputs(
     ]
     last = chunks[-1:]
     messages.append(
-        FleetInput(partition=partition, partitions=partitions, clock_s=clock_s, parts=last)
+        FleetInput(
+            partition=partition,
+            partitions=partitions,
+            clock_s=clock_s,
+            parts=last,
+            norms=list(norms),
+        )
     )
     return messages
 
@@ -154,19 +169,19 @@ def decode_part(raw: bytes) -> MinutePart:
     return msgspec.msgpack.decode(raw, type=MinutePart)
 
 
-FleetNorms = dict[str, list[tuple[Context, NormState]]]  # per detector, merged context norms
-
-
-def encode_norms(norms: FleetNorms) -> list[bytes]:
+def encode_norms(norms: FleetNorms | None) -> list[bytes]:
     """The norms as messages of at most :data:`CHUNK_GROUPS` contexts each (under the broker's
     1 MB)."""
-    flat = [(name, entry) for name, entries in norms.items() for entry in entries]
+    if norms is None:
+        return []
+    flat = [(name, entry) for name, entries in norms.by_detector.items() for entry in entries]
     messages = []
     for start in range(0, len(flat), CHUNK_GROUPS):
-        chunk: FleetNorms = {}
+        chunk: dict[str, list[tuple[Context, NormState]]] = {}
         for name, entry in flat[start : start + CHUNK_GROUPS]:
             chunk.setdefault(name, []).append(entry)
-        messages.append(msgspec.msgpack.encode(chunk))
+        message = FleetNorms(through_s=norms.through_s, by_detector=chunk)
+        messages.append(msgspec.msgpack.encode(message))
     return messages
 
 
@@ -187,8 +202,16 @@ class FleetStage:
         self._parts: dict[tuple[float, int, float], dict[tuple[int, int], MinutePart]] = {}
         self._judged_s = -math.inf  # due points at or before this are judged
         self.norms: dict[str, dict[Context, NormState]] = {}  # the fleet's, per detector
-        # merged since last handed out: the latest per context (a catch-up merges many times)
+        # the partitions' reports per tick, until every partition's clock has passed it
+        self._reports: dict[float, dict[tuple[int, str], list[NormReport]]] = {}
+        self._norms_s = -math.inf  # the last tick the norms learned
+        # moved since last handed out: the latest per context (a catch-up learns many ticks)
         self._merged: dict[str, dict[Context, NormState]] = {}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # from before the norms learned per tick: they learn from the next tick on
+        self.__dict__.update(_reports={}, _norms_s=-math.inf)
+        self.__dict__.update(state)
 
     @property
     def pending(self) -> int:
@@ -219,25 +242,57 @@ class FleetStage:
         """:meth:`add` one stage-1 message (the worker's fleet agent)."""
         if message.partitions > len(self.clocks):  # partitions were added to the topic
             self.clocks += [-math.inf] * (message.partitions - len(self.clocks))
-        return self.add(message.parts, {message.partition: message.clock_s})
+        return self.add(message.parts, {message.partition: message.clock_s}, message.norms)
 
-    def add(self, parts: Iterable[MinutePart], clocks: Mapping[int, float]) -> list[Alert]:
-        """Take parts (:meth:`keep`) and partitions' clocks; judge every due point all clocks
-        have passed."""
+    def add(
+        self,
+        parts: Iterable[MinutePart],
+        clocks: Mapping[int, float],
+        norms: Iterable[NormTick] = (),
+    ) -> list[Alert]:
+        """Take parts (:meth:`keep`), the partitions' norm reports and their clocks; judge every
+        due point, and learn every tick, all clocks have passed."""
         self.keep(parts)
+        for tick in norms:
+            if tick.tick_s > self._norms_s:  # else learned already (sent again after a restart)
+                at = self._reports.setdefault(tick.tick_s, {})
+                for name, reports in tick.reports.items():
+                    at[(tick.partition, name)] = reports
         for partition, clock in clocks.items():
             self.clocks[partition] = max(self.clocks[partition], clock)
-        return self._judge_through(min(self.clocks))
+        clock = min(self.clocks)
+        self._learn_through(clock)
+        return self._judge_through(clock)
 
-    def merged_norms(self) -> FleetNorms:
-        """The fleet norms merged since the last call, per detector, for every partition to
-        take (:meth:`Engine.take_norms <pipeline.engine.Engine.take_norms>`)."""
+    def merged_norms(self) -> FleetNorms | None:
+        """The fleet norms moved since the last call, for every partition to take
+        (:meth:`Engine.take_norms <pipeline.engine.Engine.take_norms>`); None if none moved."""
+        if not self._merged:
+            return None
         merged, self._merged = self._merged, {}
-        return {name: list(states.items()) for name, states in merged.items()}
+        by_detector = {name: list(states.items()) for name, states in merged.items()}
+        return FleetNorms(through_s=self._norms_s, by_detector=by_detector)
 
     def finish(self) -> list[Alert]:
         """Judge everything still waiting (the end of a replay)."""
+        self._learn_through(math.inf)
         return self._judge_through(math.inf)
+
+    def _learn_through(self, clock: float) -> None:
+        """Move the norms by every tick all partitions have passed: each tick's reports pooled
+        (:func:`~pipeline.detectors.norms.learn`), ticks in order."""
+        for tick_s in sorted(t for t in self._reports if t <= clock):
+            pooled: dict[str, dict[Context, Learned]] = {}
+            for (_, name), reports in sorted(self._reports.pop(tick_s).items()):
+                by_context = pooled.setdefault(name, {})
+                for report in reports:
+                    by_context.setdefault(report.context, Learned()).add(report.learned)
+            for name, by_context in pooled.items():
+                fleet = self.norms.setdefault(name, {})
+                merged = self._merged.setdefault(name, {})
+                for context, learned in by_context.items():
+                    fleet[context] = merged[context] = learn(fleet.get(context), learned)
+            self._norms_s = tick_s
 
     def _judge_through(self, clock: float) -> list[Alert]:
         alerts: list[Alert] = []
@@ -252,7 +307,6 @@ class FleetStage:
     def _judge(self, minute: int, end_s: float, parts: list[MinutePart]) -> list[Alert]:
         groups = [group for part in parts for group in part.groups]
         closed = end_s >= minute + WINDOW_S
-        self._merge_norms(parts)
         view = (
             build_minute_view(minute, groups) if closed else build_peek_view(minute, groups, end_s)
         )
@@ -274,18 +328,6 @@ class FleetStage:
             for finding in judge(view):
                 self._admit(finding, view, alerts)
         return alerts
-
-    def _merge_norms(self, parts: list[MinutePart]) -> None:
-        reports: dict[str, dict[Context, list[NormReport]]] = {}
-        for part in parts:
-            for name, part_reports in part.norms.items():
-                for report in part_reports:
-                    reports.setdefault(name, {}).setdefault(report.context, []).append(report)
-        for name, by_context in reports.items():
-            fleet = self.norms.setdefault(name, {})
-            merged = self._merged.setdefault(name, {})
-            for context, context_reports in by_context.items():
-                fleet[context] = merged[context] = merge_norms(fleet.get(context), context_reports)
 
     def _admit(self, finding: Finding, view: MinuteView, alerts: list[Alert]) -> None:
         view.named.add((finding.entity_type, finding.entity_id))

@@ -322,7 +322,7 @@ def create_app(settings: Settings) -> faust.App:
         pending = []
         for partition, out in outs.items():
             clock = parts.engines[partition].clock_s
-            for message in fleet_inputs(partition, count, clock, out.parts):
+            for message in fleet_inputs(partition, count, clock, out.parts, out.norms):
                 value = encode_fleet_input(message)
                 pending.append(await minutes_out.send(value=value, partition=0))
         await asyncio.gather(*pending)

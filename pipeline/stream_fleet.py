@@ -78,9 +78,9 @@ class StoredFleet:
             log.info("fleet stage: state restored at offset %d", self.offset)
         return self.stage
 
-    def step(self, messages: list[Message]) -> tuple[StepOutput, FleetNorms]:
+    def step(self, messages: list[Message]) -> tuple[StepOutput, FleetNorms | None]:
         """Judge what the messages it has not read make complete (no I/O): the alerts, and the
-        context norms merged for every partition to take."""
+        context norms moved for every partition to take (None if none moved)."""
         stage = self.restore()
         out = StepOutput()
         for message in messages:

@@ -98,15 +98,14 @@ class Topology:
         self._judge(out)
 
     def _judge(self, out: StepOutput) -> None:
-        """Hand the parts so far and the partitions' clocks to the fleet stage; hand the norms
-        it merged to every partition."""
+        """Hand the parts and norm reports so far and the partitions' clocks to the fleet
+        stage; hand the norms it moved to every partition."""
         clocks = {engine.partition: engine.clock_s for engine in self.engines}
-        out.alerts.extend(self.fleet.add(out.parts, clocks))
-        out.parts = []
+        out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms))
+        out.parts, out.norms = [], []
         norms = self.fleet.merged_norms()
-        if norms:
-            for engine in self.engines:
-                engine.take_norms(norms)
+        for engine in self.engines:
+            engine.take_norms(norms)
 
     def _judged(self, out: StepOutput, messages: int) -> StepOutput:
         self._judge(out)

@@ -1,13 +1,27 @@
-"""Context norms learned apart in each partition, merged into the fleet's by the fleet stage.
+"""Context norms that learn per tick, the same from one partition's requests or sixty-four's.
 
 A request is judged against the norm of its context (model x route x difficulty band), and that
-norm is the fleet's: learned from every tenant's requests. Split into partitions, each stage-1
-engine learns its copy from its own tenants only, and a partition of two tenants would judge
-them against each other. So with every part of a minute (each 15 s tick and each closed
-minute) each partition reports what its copies
-learned since they last took the fleet's norms (:class:`NormReport`); the fleet stage merges the
-reports (:func:`merge_norms`) and every partition takes the result. With one partition the
-merge is the identity, so one engine alone learns exactly as before.
+norm is the fleet's: learned from every tenant's requests. Between two ticks (every 15 s of
+event time) a norm stands still: each request is scored against it, and what the request
+teaches is added to the norm's :class:`Learned` sums. At each tick every partition reports its
+sums (:class:`NormReport`), the fleet stage pools every partition's reports of that tick and
+moves each norm once (:func:`learn`), and every partition takes the result. Sums do not care
+how the requests were split, so one engine and sixty-four score every request against the same
+norm, and detect the same.
+
+>>> norm = NormState(mean=5.0, var=0.04, n=1_000, peer_z=0.0)
+>>> one, two = Learned(), Learned()
+>>> for x in (5.1, 5.3):
+...     one.add_value(x)
+>>> two.add_value(5.2)
+>>> pooled = Learned()
+>>> for part in (one, two):
+...     pooled.add(part)
+>>> alone = Learned()
+>>> for x in (5.1, 5.3, 5.2):
+...     alone.add_value(x)
+>>> learn(norm, pooled) == learn(norm, alone), round(learn(norm, alone).mean, 4)
+(True, 5.0059)
 """
 
 from __future__ import annotations
@@ -19,10 +33,11 @@ import msgspec
 NORM_FADING = 0.01  # how fast a context's norm follows its requests (per request)
 PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scored) follows
 Context = tuple[str, str, int]  # (model, route, difficulty band)
+MAX_UNMERGED = 64  # ticks a partition re-learns on top of a late fleet norm (16 minutes)
 
 
 class NormState(msgspec.Struct, frozen=True, array_like=True):
-    """A context norm's learned state, as partitions and the fleet stage exchange it."""
+    """A context norm's learned state, as the fleet stage hands it to the partitions."""
 
     mean: float
     var: float
@@ -30,93 +45,95 @@ class NormState(msgspec.Struct, frozen=True, array_like=True):
     peer_z: float
 
 
+class Learned(msgspec.Struct, array_like=True):
+    """What a context's requests taught since the last tick: how many there were, the sums of
+    their (winsorised, log) values and of their squares, and for the requests that feed the
+    sequential test, how many and the sum of their clipped z-scores."""
+
+    n: int = 0
+    x_sum: float = 0.0
+    x_sq: float = 0.0
+    peer_n: int = 0
+    peer_sum: float = 0.0
+
+    def add_value(self, x: float) -> None:
+        self.n += 1
+        self.x_sum += x
+        self.x_sq += x * x
+
+    def add(self, other: Learned) -> None:
+        self.n += other.n
+        self.x_sum += other.x_sum
+        self.x_sq += other.x_sq
+        self.peer_n += other.peer_n
+        self.peer_sum += other.peer_sum
+
+
 class NormReport(msgspec.Struct, frozen=True, array_like=True):
-    """What one partition learned of a context since it last took the fleet's norm (``base``;
-    None if it never did)."""
+    """What one partition's requests of a context taught in one tick."""
 
     context: Context
-    base: NormState | None
-    now: NormState
+    learned: Learned
 
 
-def merge_norms(fleet: NormState | None, reports: list[NormReport]) -> NormState:
-    """The norm one engine would have learned from every partition's requests since ``fleet``.
+class NormTick(msgspec.Struct, frozen=True, kw_only=True):
+    """One partition's reports of a tick (every request it took before ``tick_s``, since its
+    previous tick), per detector."""
 
-    Each partition's norm moved from its base as an exponentially weighted mean of its ``k``
-    requests does; the fleet's moves as if the partitions' requests had come interleaved, each
-    partition's weighted by its share of them. One partition's report is taken as it is.
+    partition: int
+    tick_s: float
+    reports: dict[str, list[NormReport]]
 
-    >>> base = NormState(mean=5.0, var=0.04, n=100, peer_z=0.0)
-    >>> one = NormReport(("m", "r", 1), base, NormState(mean=5.2, var=0.05, n=120, peer_z=0.1))
-    >>> merge_norms(base, [one]) == one.now
-    True
-    >>> two = NormReport(("m", "r", 1), base, NormState(mean=5.0, var=0.04, n=120, peer_z=0.0))
-    >>> 5.0 < merge_norms(base, [one, two]).mean < 5.2, merge_norms(base, [one, two]).n
-    (True, 140)
+
+def learn(norm: NormState | None, learned: Learned) -> NormState:
+    """``norm`` moved by a tick's requests at once: as an exponentially weighted mean and
+    variance move over that many requests, towards their mean and their spread about the norm.
+    A context's first requests make its norm (their mean and variance).
+
+    >>> taught = Learned()
+    >>> for x in (4.0, 6.0):
+    ...     taught.add_value(x)
+    >>> learn(None, taught)
+    NormState(mean=5.0, var=1.0, n=2, peer_z=0.0)
+    >>> learn(NormState(mean=5.0, var=1.0, n=2, peer_z=0.0), Learned()).n
+    2
     """
-    if len(reports) == 1 and reports[0].base == fleet:
-        return reports[0].now
-    steps = [r.now.n - (r.base.n if r.base is not None else 0) for r in reports]
-    total = sum(steps)
-    if total <= 0:
-        return fleet if fleet is not None else reports[0].now
-    if fleet is None or fleet.n == 0:  # a context new to the fleet: the partitions' pooled
-        weights = [(k / total, r.now) for k, r in zip(steps, reports, strict=True)]
-        mean = sum(w * now.mean for w, now in weights)
+    if learned.n == 0:
+        return norm if norm is not None else NormState(mean=0.0, var=0.0, n=0, peer_z=0.0)
+    x_mean = learned.x_sum / learned.n
+    peer_mean = learned.peer_sum / learned.peer_n if learned.peer_n else 0.0
+    if norm is None or norm.n == 0:
         return NormState(
-            mean=mean,
-            var=sum(w * (now.var + (now.mean - mean) ** 2) for w, now in weights),
-            n=total,
-            peer_z=sum(w * now.peer_z for w, now in weights),
+            mean=x_mean,
+            var=max(0.0, learned.x_sq / learned.n - x_mean * x_mean),
+            n=learned.n,
+            peer_z=peer_mean,
         )
-    moved = [(k, r.base, r.now) for k, r in zip(steps, reports, strict=True) if k > 0]
-
-    def moves(field: str) -> list[Move]:
-        return [
-            (k, None if base is None else getattr(base, field), getattr(now, field))
-            for k, base, now in moved
-        ]
-
+    keep = (1.0 - NORM_FADING) ** learned.n
+    spread = learned.x_sq / learned.n - 2.0 * norm.mean * x_mean + norm.mean * norm.mean
+    peer_keep = (1.0 - PEER_FADING) ** learned.peer_n
     return NormState(
-        mean=_ew_merge(fleet.mean, moves("mean"), NORM_FADING),
-        var=_ew_merge_var(fleet.var, moves("var"), NORM_FADING),
-        n=fleet.n + total,
-        peer_z=_ew_merge(fleet.peer_z, moves("peer_z"), PEER_FADING),
+        mean=keep * norm.mean + (1.0 - keep) * x_mean,
+        var=keep * norm.var + (1.0 - keep) * (1.0 - NORM_FADING) * max(0.0, spread),
+        n=norm.n + learned.n,
+        peer_z=peer_keep * norm.peer_z + (1.0 - peer_keep) * peer_mean,
     )
 
 
-Move = tuple[int, float | None, float]  # (steps, where a partition's copy started, where it is)
+class FleetNorms(msgspec.Struct, frozen=True, kw_only=True):
+    """Context norms the fleet stage moved, per detector, with every tick up to ``through_s``
+    learned (a partition re-learns what it reported after that, :meth:`ContextNorm.take`)."""
 
-
-def _ew_merge(start: float, moves: list[Move], alpha: float) -> float:
-    """Where an exponentially weighted mean at ``start`` ends after every partition's steps,
-    given where each partition's copy went from its base in its ``k`` steps (a copy without a
-    base started afresh from its own first request: it is its requests' mean)."""
-    total = sum(k for k, _, _ in moves)
-    target = 0.0
-    for k, base, now in moves:
-        reach = 1.0 - (1.0 - alpha) ** k  # how much of the way to its requests' mean it went
-        target += k / total * (now if base is None else base + (now - base) / reach)
-    return start + (1.0 - (1.0 - alpha) ** total) * (target - start)
-
-
-def _ew_merge_var(start: float, moves: list[Move], alpha: float) -> float:
-    """:func:`_ew_merge` for an exponentially weighted variance, which decays as it learns."""
-    total = sum(k for k, _, _ in moves)
-    learned = 0.0
-    for k, base, now in moves:
-        keep = (1.0 - alpha) ** k
-        learned += k / total * (now if base is None else (now - keep * base) / (1.0 - keep))
-    keep = (1.0 - alpha) ** total
-    return max(0.0, keep * start + (1.0 - keep) * learned)
+    through_s: float
+    by_detector: dict[str, list[tuple[Context, NormState]]]
 
 
 @runtime_checkable
 class SharesNorms(Protocol):
-    """A detector whose context norms partitions share through the fleet stage."""
+    """A detector whose context norms partitions learn together through the fleet stage."""
 
     name: str
 
-    def report_norms(self) -> list[NormReport]: ...
+    def report_norms(self, tick_s: float) -> list[NormReport]: ...
 
-    def take_norms(self, fleet: list[tuple[Context, NormState]]) -> None: ...
+    def take_norms(self, fleet: list[tuple[Context, NormState]], through_s: float) -> None: ...

@@ -14,8 +14,10 @@ too small for any few-minute window.
 >>> from pipeline.events import example_event
 >>> rng = random.Random(42)
 >>> norm = ContextNorm()
->>> for _ in range(500):
-...     norm.learn_one(rng.lognormvariate(7.0, 0.3))
+>>> for tick in range(50):  # ten requests a tick
+...     for _ in range(10):
+...         norm.learn_one(rng.lognormvariate(7.0, 0.3))
+...     _ = norm.settle()
 >>> abs(norm.score_one(1100.0)) < 0.5, norm.score_one(5000.0) > 4
 (True, True)
 """
@@ -41,20 +43,14 @@ from pipeline.detectors.base import (
     binomial_surprise,
 )
 from pipeline.detectors.cusum import CusumState, KeyCusum
-from pipeline.detectors.norms import (
-    NORM_FADING,
-    PEER_FADING,
-    Context,
-    NormReport,
-    NormState,
-)
+from pipeline.detectors.norms import MAX_UNMERGED, Context, Learned, NormReport, NormState, learn
 from pipeline.events import AllocationEvent
 
 Z_CLIP = (-4.0, 10.0)
 R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it little
-# Requests a context has seen before its z-scores feed the sequential test: its variance starts
-# at 0 and, learned at the default fading of 0.01, has reached 87 % of the truth by then (a young
-# context's z-scores run wide, and a test that sums them would drift).
+# Requests a context has seen before its z-scores feed the sequential test: its first tick's few
+# requests set its mean and variance, and at the fading of 0.01 they still weigh 13 % by then (a
+# young context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
 OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
 
@@ -62,29 +58,17 @@ OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by 
 class ContextNorm:
     """River-style robust baseline of ``log1p(value)``: ``score_one`` gives a z-score.
 
-    An exponentially weighted mean and variance in log space. Learning winsorises at 4
-    standard deviations, so an attack barely moves the norm while a genuine fleet-wide shift is
-    still followed. (Plain float arithmetic rather than river's ``EWMean``/``EWVar``: this runs
-    twice per event on the hot path.)
+    An exponentially weighted mean and variance in log space that stands still between ticks
+    (:mod:`pipeline.detectors.norms`): requests are scored against it and add to what it has
+    :attr:`learned`, which moves it at the next tick (:meth:`settle` alone, or through the
+    fleet stage). Learning winsorises at 4 standard deviations, so an attack barely moves the
+    norm while a genuine fleet-wide shift is still followed. (Plain float arithmetic rather
+    than river's ``EWMean``/``EWVar``: this runs twice per event on the hot path.)
     """
 
-    __slots__ = (
-        "alpha",
-        "base",
-        "mean",
-        "min_sd",
-        "n",
-        "peer_z",
-        "reported",
-        "sd",
-        "var",
-        "warm_up",
-    )
+    __slots__ = ("learned", "mean", "min_sd", "n", "peer_z", "sd", "unmerged", "var", "warm_up")
 
-    def __init__(
-        self, fading: float = NORM_FADING, min_sd: float = 0.1, warm_up: int = 30
-    ) -> None:
-        self.alpha = fading
+    def __init__(self, min_sd: float = 0.1, warm_up: int = 30) -> None:
         self.mean = 0.0
         self.var = 0.0
         self.sd = min_sd
@@ -92,30 +76,46 @@ class ContextNorm:
         self.warm_up = warm_up
         self.n = 0
         self.peer_z = 0.0  # recent mean (clipped) z of the context's requests
-        self.base: NormState | None = None  # the fleet's norm this one last took
-        self.reported: NormState | None = None  # this one when last reported to the fleet
+        self.learned = Learned()  # since the last tick
+        # reported at these ticks, not yet in a fleet norm taken (a worker's fleet stage
+        # answers a little later): learned again on top of it
+        self.unmerged: list[tuple[float, Learned]] = []
 
-    def __setstate__(self, state: tuple[None, dict[str, float]]) -> None:
-        self.peer_z = 0.0  # absent from snapshots taken before it existed
-        self.base = self.reported = None
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        self.__init__()  # type: ignore[misc]  # fields absent from older snapshots
         for name, value in state[1].items():
-            setattr(self, name, value)
+            if name in self.__slots__:  # older snapshots kept a few more (base, reported)
+                setattr(self, name, value)
 
     def state(self) -> NormState:
         return NormState(mean=self.mean, var=self.var, n=self.n, peer_z=self.peer_z)
 
-    def take(self, fleet: NormState) -> None:
-        """Take the fleet's norm, keeping what this one learned since it last reported."""
-        if self.reported is not None:
-            fleet = NormState(
-                mean=fleet.mean + self.mean - self.reported.mean,
-                var=max(0.0, fleet.var + self.var - self.reported.var),
-                n=fleet.n + self.n - self.reported.n,
-                peer_z=fleet.peer_z + self.peer_z - self.reported.peer_z,
-            )
-        self.mean, self.var, self.n, self.peer_z = fleet.mean, fleet.var, fleet.n, fleet.peer_z
+    def settle(self) -> Learned:
+        """Move the norm by what it learned since the last tick; return that."""
+        learned, self.learned = self.learned, Learned()
+        self._set(learn(self.state(), learned))
+        return learned
+
+    def report(self, tick_s: float) -> Learned | None:
+        """At tick ``tick_s``: :meth:`settle`, and keep what was learned until the fleet's norm
+        covers it (:meth:`take`); None when there were no requests."""
+        if self.learned.n == 0:
+            return None
+        learned = self.settle()
+        self.unmerged = [*self.unmerged[-(MAX_UNMERGED - 1) :], (tick_s, learned)]
+        return learned
+
+    def take(self, fleet: NormState, through_s: float) -> None:
+        """Take the fleet's norm, which learned every tick up to ``through_s``; learn again on
+        top of it what this one reported after that."""
+        self.unmerged = [(tick, learned) for tick, learned in self.unmerged if tick > through_s]
+        for _, learned in self.unmerged:
+            fleet = learn(fleet, learned)
+        self._set(fleet)
+
+    def _set(self, state: NormState) -> None:
+        self.mean, self.var, self.n, self.peer_z = state.mean, state.var, state.n, state.peer_z
         self.sd = max(self.min_sd, math.sqrt(self.var))
-        self.base, self.reported = fleet, None
 
     @property
     def expected(self) -> float:
@@ -128,31 +128,25 @@ class ContextNorm:
         return (math.log1p(value) - self.mean) / self.sd
 
     def learn_one(self, value: float) -> None:
-        self._learn_log(math.log1p(value))
+        self.score_and_learn(value)
 
     def score_and_learn(self, value: float) -> float:
         """``score_one`` then ``learn_one``, taking the logarithm once (the hot path)."""
         x = math.log1p(value)
-        z = (x - self.mean) / self.sd if self.n >= self.warm_up else 0.0
-        self._learn_log(x)
+        if self.n < self.warm_up:
+            self.learned.add_value(x)
+            return 0.0
+        z = (x - self.mean) / self.sd
+        bound = 4 * self.sd
+        self.learned.add_value(min(max(x, self.mean - bound), self.mean + bound))
         return z
 
-    def _learn_log(self, x: float) -> None:
-        if self.n >= self.warm_up:
-            bound = 4 * self.sd
-            x = min(max(x, self.mean - bound), self.mean + bound)
-        if self.n == 0:
-            self.mean = x
-        else:
-            delta = x - self.mean
-            self.mean += self.alpha * delta
-            self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
-            self.sd = max(self.min_sd, math.sqrt(self.var))
-        self.n += 1
-
-    @staticmethod
-    def _unit_test_params() -> dict[str, float]:
-        return {"fading": 0.05, "min_sd": 0.1, "warm_up": 10}
+    def residual(self, clipped_z: float) -> float:
+        """A request's clipped z less what the context's recent requests scored; the z is
+        learned for the next tick."""
+        self.learned.peer_n += 1
+        self.learned.peer_sum += clipped_z
+        return clipped_z - self.peer_z
 
 
 @dataclass(slots=True)
@@ -260,9 +254,7 @@ class RequestNormDetector:
         clipped = min(max(z, Z_CLIP[0]), Z_CLIP[1])
         acc.z_sum += clipped
         if norm.n > MATURE and norm.var > 0.0 and self.cusum is not None:
-            r = clipped - norm.peer_z  # what its peers in the context did not also score
-            norm.peer_z += PEER_FADING * r
-            r = min(max(r, -R_CLIP), R_CLIP)
+            r = min(max(norm.residual(clipped), -R_CLIP), R_CLIP)
             acc.r_n += 1
             acc.r_sum += r
             acc.r_sq += r * r
@@ -273,20 +265,20 @@ class RequestNormDetector:
             acc.confidence_sum += e.confidence
             acc.confidence_count += 1
 
-    def report_norms(self) -> list[NormReport]:
-        """The contexts learned from since the fleet's norms were last taken (:meth:`take_norms`):
-        what a partition hands the fleet stage with each part of a minute."""
+    def report_norms(self, tick_s: float) -> list[NormReport]:
+        """At tick ``tick_s``: what each context's requests taught since the previous tick,
+        which a partition hands the fleet stage (the norms move by it at once)."""
         reports = []
         for context, norm in self.contexts.items():
-            if norm.n != (norm.base.n if norm.base is not None else 0):
-                norm.reported = norm.state()
-                reports.append(NormReport(context, norm.base, norm.reported))
+            learned = norm.report(tick_s)
+            if learned is not None:
+                reports.append(NormReport(context, learned))
         return reports
 
-    def take_norms(self, fleet: list[tuple[Context, NormState]]) -> None:
-        """Take the fleet's norms (merged from every partition's reports by the fleet stage)."""
+    def take_norms(self, fleet: list[tuple[Context, NormState]], through_s: float) -> None:
+        """Take the fleet's norms (every partition's reports up to ``through_s`` learned)."""
         for context, state in fleet:
-            self.contexts.get_or_create(context, self._new_norm).take(state)
+            self.contexts.get_or_create(context, self._new_norm).take(state, through_s)
 
     def hand_over(self, minute: int, *, closed: bool) -> list[tuple[str, KeyMinute]]:
         """The keys' sums of ``minute`` so far, for the view the minute is judged on

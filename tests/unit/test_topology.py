@@ -14,13 +14,14 @@ import pickle
 import random
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 
 from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
-from pipeline.detectors.norms import NormReport, NormState, merge_norms
-from pipeline.detectors.request_norm import ContextNorm, KeyMinute
+from pipeline.detectors.norms import FleetNorms, Learned, NormReport, NormTick, learn
+from pipeline.detectors.request_norm import ContextNorm, KeyMinute, RequestNormDetector
 from pipeline.engine import Engine, Message
 from pipeline.events import encode_event
 from pipeline.fleet import (
@@ -59,6 +60,10 @@ def _run(pipeline: Engine | Topology, messages: list[Message]) -> list[Alert]:
     return alerts + pipeline.finish().alerts
 
 
+def _without_evidence(alert: Alert) -> Alert:
+    return msgspec.structs.replace(alert, evidence={})
+
+
 def _identity(alert: Alert) -> tuple[str, str, str, object, object]:
     return (alert.kind, alert.entity_type, alert.entity_id, alert.window_start, alert.window_end)
 
@@ -84,6 +89,35 @@ def test_a_fleet_incident_alerts_once_however_many_partitions(
         (a.entity_id, a.detected_at) for a in whole
     ]
     assert len({_identity(a) for a in split}) == len(split), "an alert was repeated"
+
+
+@pytest.mark.parametrize("partitions", [4, 16])
+def test_every_partition_count_scores_every_request_against_the_same_norms(
+    stream: tuple[list[Message], str], partitions: int
+) -> None:
+    """The context norms learn per tick from the pooled sums of every partition's requests,
+    so split or not, each request meets the same norm: same alerts, same norms at the end."""
+    messages, _ = stream
+    alone, split = Engine(SETTINGS), Topology(SETTINGS, partitions)
+    expected, alerts = _run(alone, messages), _run(split, messages)
+    assert [_without_evidence(a) for a in alerts] == [_without_evidence(a) for a in expected]
+    for a, b in zip(alerts, expected, strict=True):  # sums of a different order of groups
+        for name, evidence in a.evidence.items():
+            assert math.isclose(evidence.value, b.evidence[name].value, rel_tol=1e-12)
+            assert math.isclose(evidence.baseline, b.evidence[name].baseline, rel_tol=1e-12)
+
+    def norms(engine: Engine) -> dict[tuple[str, str, int], ContextNorm]:
+        detector = engine._request_detectors[0]
+        assert isinstance(detector, RequestNormDetector)
+        return dict(detector.contexts.items())
+
+    whole = norms(alone)
+    assert len(whole) > 10
+    for engine in split.engines:
+        for context, norm in norms(engine).items():
+            assert norm.n == whole[context].n
+            assert math.isclose(norm.mean, whole[context].mean, rel_tol=1e-9)
+            assert math.isclose(norm.var, whole[context].var, rel_tol=1e-6)
 
 
 def test_an_engine_per_partition_alone_repeats_fleet_alerts(
@@ -159,47 +193,71 @@ def test_minutes_travel_to_the_fleet_stage_as_they_were() -> None:
         end_s=60.0,
         groups=[(("t", "k", "m", "r", "s"), EntityMinute(requests=2, gpu_ms=1.5))],
         key_minutes={"reasoning_inflation": [("k", KeyMinute(requests=2, z_sum=7.5))]},
-        norms={"reasoning_inflation": [NormReport(("m", "r", 3), None, ContextNorm().state())]},
     )
-    message = FleetInput(partition=3, partitions=4, clock_s=-math.inf, parts=[part])
+    taught = NormReport(("m", "r", 3), Learned(n=2, x_sum=14.0, x_sq=98.5))
+    norms = NormTick(partition=3, tick_s=45.0, reports={"reasoning_inflation": [taught]})
+    message = FleetInput(
+        partition=3, partitions=4, clock_s=-math.inf, parts=[part], norms=[norms]
+    )
     assert decode_fleet_input(encode_fleet_input(message)) == message
 
 
-def test_merged_norms_follow_the_fleet_as_one_norm_would() -> None:
-    """Four partitions learning apart, merged each minute, track one norm learning from all
-    requests, through a shift of the whole fleet (from the minute after it on)."""
+def test_pooled_reports_learn_what_one_norm_learns_from_all_requests() -> None:
+    """Four partitions' reports of each tick, pooled, move the fleet's norm exactly as one
+    norm learning every request moves, through a shift of the whole fleet."""
     rng = random.Random(1)
     one, parts = ContextNorm(), [ContextNorm() for _ in range(4)]
     fleet = None
-    for minute in range(40):
-        level = 5.0 if minute < 20 else 5.5
-        for _ in range(200):
+    for tick in range(160):
+        level = 5.0 if tick < 80 else 5.5
+        for _ in range(50):
             value = rng.lognormvariate(level, 0.3)
-            one.learn_one(value)
-            parts[rng.randrange(4)].learn_one(value)
-        reports = []
+            z = parts[rng.randrange(4)].score_and_learn(value)
+            assert math.isclose(z, one.score_and_learn(value), rel_tol=1e-9, abs_tol=1e-9)
+        one.settle()
+        pooled = Learned()
         for part in parts:
-            part.reported = part.state()
-            reports.append(NormReport(("m", "r", 1), part.base, part.reported))
-        fleet = merge_norms(fleet, reports)
+            pooled.add(part.report(tick * 15.0) or Learned())
+        fleet = learn(fleet, pooled)
         for part in parts:
-            part.take(fleet)
-        assert fleet.n == one.n
-        if minute >= 5:  # both start from their first values, which differ
-            assert abs(fleet.mean - one.mean) < 0.05, minute
-    assert fleet is not None and abs(math.sqrt(fleet.var) - math.sqrt(one.var)) < 0.05
+            part.take(fleet, tick * 15.0)
+        assert fleet.n == one.n and math.isclose(fleet.mean, one.mean, rel_tol=1e-12)
+    assert fleet is not None and math.isclose(fleet.var, one.var, rel_tol=1e-9)
+    assert abs(fleet.mean - 5.5) < 0.05  # it followed the shift
 
 
-def test_a_fresh_copy_of_a_known_context_moves_the_fleet_norm_by_its_requests_only() -> None:
-    """A partition whose copy of a context started afresh (a new engine, an evicted context)
-    reports no base: its single request must not count as a hundredfold step from the
-    fleet's norm (it once sent a norm's mean past what a float holds)."""
-    fleet = NormState(mean=7.0, var=0.1, n=10_000, peer_z=0.0)
-    fresh = ContextNorm()
-    fresh.learn_one(2_000.0)  # log1p: 7.6
-    merged = merge_norms(fleet, [NormReport(("m", "r", 1), None, fresh.state())])
-    assert fleet.mean < merged.mean < fleet.mean + 0.01
-    assert merged.n == fleet.n + 1
+def test_a_partition_ahead_of_the_fleets_answer_learns_its_own_ticks_again_on_top() -> None:
+    """In a worker the fleet's norms come back a little later: a partition that reported
+    ticks 15 and 30 and takes a norm that learned through 15 keeps what it taught at 30."""
+    norm = ContextNorm()
+    reported = []
+    for tick in (15.0, 30.0):
+        for value in (1_000.0, 1_100.0, 1_200.0):
+            norm.learn_one(value)
+        reported.append(norm.report(tick))
+    fleet = learn(None, reported[0])  # the fleet stage, through tick 15 (this partition only)
+    norm.take(fleet, 15.0)
+    assert norm.state() == learn(fleet, reported[1])
+    norm.take(learn(fleet, reported[1]), 30.0)
+    assert norm.unmerged == [] and norm.state() == learn(fleet, reported[1])
+
+
+def test_the_fleet_stage_learns_a_tick_once_every_partition_has_passed_it() -> None:
+    """A tick's reports are pooled once all clocks passed it; a report sent again after a
+    restart, for a tick already learned, is not learned twice."""
+    fleet = FleetStage(SETTINGS, [], partitions=2)
+    report = NormReport(("m", "r", 1), Learned(n=1, x_sum=7.0, x_sq=49.0))
+    tick = NormTick(partition=0, tick_s=15.0, reports={"reasoning_inflation": [report]})
+    fleet.add([], {0: 20.0}, [tick])
+    assert fleet.merged_norms() is None, "partition 1 has not passed the tick"
+    other = NormTick(partition=1, tick_s=15.0, reports={"reasoning_inflation": [report]})
+    fleet.add([], {1: 16.0}, [other])
+    merged = fleet.merged_norms()
+    assert merged is not None and merged.through_s == 15.0
+    [(context, state)] = merged.by_detector["reasoning_inflation"]
+    assert context == ("m", "r", 1) and state.n == 2 and state.mean == 7.0
+    fleet.add([], {0: 40.0, 1: 40.0}, [tick])
+    assert fleet.merged_norms() is None
 
 
 def test_a_quiet_partition_peeks_at_every_tick_it_passes() -> None:
@@ -230,7 +288,7 @@ def test_a_snapshot_from_before_the_two_stages_restores_and_goes_on_alike(
     engine.process(messages[:half])
     state = dict(vars(engine))
     fleet = state.pop("fleet")
-    for name in ("clock_s", "partition", "_peeked_s", "_request_detectors"):
+    for name in ("clock_s", "partition", "_peeked_s", "_norms_s", "_request_detectors"):
         del state[name]
     state.update(detectors=fleet.detectors, gate=fleet.gate, _peekers=[])
     old = Engine.restore(pickle.dumps(state))
@@ -242,8 +300,10 @@ def test_a_snapshot_from_before_the_two_stages_restores_and_goes_on_alike(
 def test_merged_norms_travel_in_messages_under_the_brokers_limit() -> None:
     """A catch-up merges many contexts at once; they go out in messages of a bounded size."""
     state = ContextNorm().state()
-    norms = {"reasoning_inflation": [(("m", "r", i), state) for i in range(5_000)]}
+    entries = [(("m", "r", i), state) for i in range(5_000)]
+    norms = FleetNorms(through_s=45.0, by_detector={"reasoning_inflation": entries})
     messages = encode_norms(norms)
     assert len(messages) > 1 and max(map(len, messages)) < 1_000_000
-    received = [e for m in messages for e in decode_norms(m)["reasoning_inflation"]]
-    assert received == norms["reasoning_inflation"]
+    chunks = [decode_norms(m) for m in messages]
+    assert {chunk.through_s for chunk in chunks} == {45.0}
+    assert [e for chunk in chunks for e in chunk.by_detector["reasoning_inflation"]] == entries
