@@ -107,9 +107,9 @@ def fleet_inputs(
     parts: Sequence[MinutePart],
     norms: Sequence[NormTick] = (),
 ) -> list[FleetInput]:
-    """One stage-1 step as messages of at most :data:`CHUNK_GROUPS` groups each (a broker takes
-    messages up to 1 MB by default); only the last one moves the partition's clock and carries
-    the norms' reports, so the fleet stage judges nothing before it has every chunk.
+    """One stage-1 step as messages of at most :data:`CHUNK_GROUPS` groups or norm reports
+    each (a broker takes messages up to 1 MB by default); only the last one moves the
+    partition's clock, so the fleet stage judges nothing before it has every chunk.
 
     >>> from pipeline.detectors import EntityMinute
     >>> group = (("t", "k", "m", "r", "s"), EntityMinute(requests=1))
@@ -132,19 +132,44 @@ def fleet_inputs(
     ]
     messages = [
         FleetInput(partition=partition, partitions=partitions, clock_s=-math.inf, parts=[chunk])
-        for chunk in chunks[:-1]
+        for chunk in chunks
     ]
-    last = chunks[-1:]
-    messages.append(
-        FleetInput(
-            partition=partition,
-            partitions=partitions,
-            clock_s=clock_s,
-            parts=last,
-            norms=list(norms),
-        )
-    )
+    messages += [
+        FleetInput(partition=partition, partitions=partitions, clock_s=-math.inf, parts=[],
+                   norms=ticks)
+        for ticks in _norm_chunks(norms)
+    ]  # fmt: skip
+    last = messages.pop() if messages else FleetInput(
+        partition=partition, partitions=partitions, clock_s=-math.inf, parts=[]
+    )  # fmt: skip
+    messages.append(msgspec.structs.replace(last, clock_s=clock_s))
     return messages
+
+
+def _norm_chunks(norms: Sequence[NormTick]) -> list[list[NormTick]]:
+    """The ticks' reports in lists of at most :data:`CHUNK_GROUPS` reports; a tick split over
+    several numbers its pieces (:attr:`NormTick.chunk`), so each piece is kept apart."""
+    flat = [
+        (tick, name, report)
+        for tick in norms
+        for name, reports in tick.reports.items()
+        for report in reports
+    ]
+    chunks = []
+    pieces: dict[float, int] = {}  # per tick, how many pieces so far
+    for start in range(0, len(flat), CHUNK_GROUPS):
+        grouped: dict[float, dict[str, list[NormReport]]] = {}
+        first: dict[float, NormTick] = {}
+        for tick, name, report in flat[start : start + CHUNK_GROUPS]:
+            grouped.setdefault(tick.tick_s, {}).setdefault(name, []).append(report)
+            first.setdefault(tick.tick_s, tick)
+        chunk = []
+        for tick_s, reports in grouped.items():
+            piece = pieces.get(tick_s, 0)
+            pieces[tick_s] = piece + 1
+            chunk.append(msgspec.structs.replace(first[tick_s], reports=reports, chunk=piece))
+        chunks.append(chunk)
+    return chunks
 
 
 def _longest(part: MinutePart) -> int:
@@ -203,7 +228,7 @@ class FleetStage:
         self._judged_s = -math.inf  # due points at or before this are judged
         self.norms: dict[str, dict[Context, NormState]] = {}  # the fleet's, per detector
         # the partitions' reports per tick, until every partition's clock has passed it
-        self._reports: dict[float, dict[tuple[int, str], list[NormReport]]] = {}
+        self._reports: dict[float, dict[tuple[int, int, str], list[NormReport]]] = {}
         self._norms_s = -math.inf  # the last tick the norms learned
         # moved since last handed out: the latest per context (a catch-up learns many ticks)
         self._merged: dict[str, dict[Context, NormState]] = {}
@@ -257,7 +282,7 @@ class FleetStage:
             if tick.tick_s > self._norms_s:  # else learned already (sent again after a restart)
                 at = self._reports.setdefault(tick.tick_s, {})
                 for name, reports in tick.reports.items():
-                    at[(tick.partition, name)] = reports
+                    at[(tick.partition, tick.chunk, name)] = reports
         for partition, clock in clocks.items():
             self.clocks[partition] = max(self.clocks[partition], clock)
         clock = min(self.clocks)
@@ -283,7 +308,7 @@ class FleetStage:
         (:func:`~pipeline.detectors.norms.learn`), ticks in order."""
         for tick_s in sorted(t for t in self._reports if t <= clock):
             pooled: dict[str, dict[Context, Learned]] = {}
-            for (_, name), reports in sorted(self._reports.pop(tick_s).items()):
+            for (_, _, name), reports in sorted(self._reports.pop(tick_s).items()):
                 by_context = pooled.setdefault(name, {})
                 for report in reports:
                     by_context.setdefault(report.context, Learned()).add(report.learned)

@@ -83,6 +83,7 @@ class NormTick(msgspec.Struct, frozen=True, kw_only=True):
     partition: int
     tick_s: float
     reports: dict[str, list[NormReport]]
+    chunk: int = 0  # a tick with too many reports for one message travels in pieces
 
 
 def learn(norm: NormState | None, learned: Learned) -> NormState:

@@ -32,6 +32,7 @@ from pipeline.fleet import (
     decode_norms,
     encode_fleet_input,
     encode_norms,
+    fleet_inputs,
 )
 from pipeline.simulate import FleetConfig, simulate
 from pipeline.topology import Topology, partition_of
@@ -307,3 +308,27 @@ def test_merged_norms_travel_in_messages_under_the_brokers_limit() -> None:
     chunks = [decode_norms(m) for m in messages]
     assert {chunk.through_s for chunk in chunks} == {45.0}
     assert [e for chunk in chunks for e in chunk.by_detector["reasoning_inflation"]] == entries
+
+
+def test_a_catch_up_sends_its_norm_reports_in_messages_under_the_brokers_limit() -> None:
+    """A partition catching up reports many ticks in one step (the worker once failed to send
+    1.2 MB); split into messages, they teach the fleet what they would have taught whole."""
+    reports = [
+        NormReport(("reasoner-large", "deep", i % 10), Learned(n=3, x_sum=21.0 + i, x_sq=150.0))
+        for i in range(4_000)
+    ]
+    ticks = [
+        NormTick(partition=1, tick_s=15.0 * t, reports={"reasoning_inflation": reports})
+        for t in range(1, 7)
+    ]
+    messages = fleet_inputs(1, 2, 50.0, [], ticks)
+    encoded = [encode_fleet_input(m) for m in messages]
+    assert len(encoded) > 3 and max(map(len, encoded)) < 1_000_000
+    assert [m.clock_s for m in messages[:-1]] == [-math.inf] * (len(messages) - 1)
+    split, whole = FleetStage(SETTINGS, [], 2), FleetStage(SETTINGS, [], 2)
+    for raw in encoded:
+        split.take(decode_fleet_input(raw))
+    whole.add([], {1: 50.0}, ticks)
+    for stage in (split, whole):
+        stage.add([], {0: 50.0})
+    assert split.norms == whole.norms and len(split.norms["reasoning_inflation"]) == 10
