@@ -11,12 +11,12 @@ RUN useradd --create-home --uid 10001 --user-group computewatch
 WORKDIR /app
 
 # Dependencies in their own layer (an empty stand-in package carries pyproject's dependency
-# list, and the [otlp] extra for `computewatch ingest otlp`), so a code change does not
-# reinstall chdb, pyarrow and streamlit. Every dependency ships manylinux wheels for CPython
-# 3.11: no compiler needed.
+# list, and the [otlp] and [metrics] extras for `ingest otlp` and `worker --metrics-port`), so a
+# code change does not reinstall chdb, pyarrow and streamlit. Every dependency ships manylinux
+# wheels for CPython 3.11: no compiler needed.
 COPY pyproject.toml ./
 RUN mkdir pipeline && touch pipeline/__init__.py \
-    && pip install ".[otlp]" \
+    && pip install ".[otlp,metrics]" \
     && pip uninstall --yes computewatch \
     && rm -rf pipeline build computewatch.egg-info
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterator
@@ -498,13 +499,41 @@ def worker(
         str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (HOST: "
+            "COMPUTEWATCH_WORKER_METRICS_HOST, default 127.0.0.1). Overrides "
+            "COMPUTEWATCH_WORKER_METRICS_PORT; needs the metrics extra.",
+        ),
+    ] = None,
 ) -> None:
     """Consume compute.events with Faust: metrics and alerts to ClickHouse and compute.alerts."""
     from pipeline.stream import run_worker
 
-    settings = load_settings(kafka__bootstrap=kafka_bootstrap, clickhouse__url=clickhouse_url)
+    settings = load_settings(
+        kafka__bootstrap=kafka_bootstrap,
+        clickhouse__url=clickhouse_url,
+        worker__metrics_port=metrics_port,
+    )
+    worker_settings = settings.worker
+    instruments = None
+    if worker_settings.metrics_port is not None:
+        if importlib.util.find_spec("prometheus_client") is None:
+            fail("metrics need prometheus-client: pip install 'computewatch[metrics]'")
+        from pipeline.prometheus import serve_instruments
+
+        host, port = worker_settings.metrics_host, worker_settings.metrics_port
+        try:
+            instruments = serve_instruments(port, host)
+        except OSError as exc:
+            fail(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
+                 "--metrics-port")  # fmt: skip
+        typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
     note_new_store(settings)
-    run_worker(settings, loglevel=loglevel)
+    run_worker(settings, loglevel=loglevel, instruments=instruments)
 
 
 Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")]

@@ -121,6 +121,8 @@ class WorkerSettings(BaseModel):
     webhook_min_severity: Literal["low", "medium", "high", "critical"] = "medium"
     future_horizon_s: float = Field(3600.0, gt=0)  # events further ahead of event time wait
     data_dir: Path = Path("data/worker")  # Faust's state, in a subdirectory per consumer group
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
 
 
 class IngestSettings(BaseModel):

@@ -26,6 +26,7 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ from pipeline.config import Settings
 from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
 from pipeline.fleet import decode_norms, encode_fleet_input, encode_norms, fleet_inputs
+from pipeline.instruments import (
+    Instruments,
+    NoInstruments,
+    PartitionReading,
+    Readings,
+    entities_held,
+    timed,
+)
 from pipeline.kafka_options import aiokafka_options, faust_credentials
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.stream_fleet import StoredFleet
@@ -93,6 +102,7 @@ class PartitionEngines:
     written: dict[int, int] = field(default_factory=dict)
     recover_to: dict[int, int] = field(default_factory=dict)
     pruned: dict[int, int] = field(default_factory=dict)
+    instruments: Instruments = field(default_factory=NoInstruments)
 
     def key(self, partition: int) -> str:
         kafka = self.settings.kafka
@@ -197,7 +207,8 @@ class PartitionEngines:
         a batch's snapshot costs what changed, not the million ids remembered. Chunks of
         generations the engine has forgotten are deleted after the insert.
         """
-        self.store.flush()
+        with timed(partial(self.instruments.wrote, "flush")):
+            self.store.flush()
         chunks = {p: self.engines[p].seen.unsaved() for p in partitions if p in self.engines}
         rows = []
         for p, unsaved in chunks.items():
@@ -206,7 +217,8 @@ class PartitionEngines:
                 (self.seen_key(p, c.generation, c.end), offset, c.ids.encode()) for c in unsaved
             ]
             rows.append((self.key(p), offset, self.engines[p].snapshot(seen_ids=False)))
-        self.store.save_snapshots(rows)
+        with timed(partial(self.instruments.saved, "partition", sum(len(r[2]) for r in rows))):
+            self.store.save_snapshots(rows)
         for p, unsaved in chunks.items():
             seen = self.engines[p].seen
             seen.saved(unsaved)
@@ -271,9 +283,12 @@ def records(batch: Sequence[faust.EventT]) -> int:
     return sum(len(cast(RecordBatch, event.message.value)) for event in batch)
 
 
-def create_app(settings: Settings) -> faust.App:
-    """The worker's Faust app, wired to ``settings``' topics and ClickHouse."""
+def create_app(settings: Settings, instruments: Instruments | None = None) -> faust.App:
+    """The worker's Faust app, wired to ``settings``' topics and ClickHouse; it reports to
+    ``instruments`` (:mod:`pipeline.instruments`) as it works."""
     kafka = settings.kafka
+    instruments = instruments or NoInstruments()
+    retrying = partial(until_stored, instruments=instruments)
     app, events_topic = faust_app(settings)
     alerts_topic = app.topic(
         kafka.alerts_topic,
@@ -307,13 +322,40 @@ def create_app(settings: Settings) -> faust.App:
     def engines() -> PartitionEngines:
         if "engines" not in state:
             store = resources.enter_context(open_store(settings))
-            state["engines"] = PartitionEngines(settings, store)
+            state["engines"] = PartitionEngines(settings, store, instruments=instruments)
         return state["engines"]
 
     def fleet() -> StoredFleet:
         if "fleet" not in fleet_state:
-            fleet_state["fleet"] = StoredFleet(settings, engines().store)
+            stored = StoredFleet(settings, engines().store, instruments=instruments)
+            fleet_state["fleet"] = stored
         return fleet_state["fleet"]
+
+    def readings() -> Readings:
+        """The worker's partitions, detectors and webhook, when asked (another thread)."""
+        partitions, detectors = [], []
+        if "engines" in state:
+            parts = state["engines"]
+            for partition, offset in sorted(parts.offsets.items()):
+                tp = TopicPartition(kafka.events_topic, partition)
+                highwater = app.consumer.highwater(tp)
+                partitions.append(
+                    PartitionReading(kafka.events_topic, partition, offset, highwater)
+                )
+            detectors += [d for e in list(parts.engines.values()) for d in e.detectors]
+        if "fleet" in fleet_state and (stage := fleet_state["fleet"].stage) is not None:
+            offset = fleet_state["fleet"].offset
+            highwater = app.consumer.highwater(TopicPartition(kafka.minutes_topic, 0))
+            partitions.append(PartitionReading(kafka.minutes_topic, 0, offset, highwater))
+            detectors += stage.detectors
+        counts = ("sent", "failed", "dropped", "held_back")
+        return Readings(
+            partitions=partitions,
+            entities=entities_held(detectors),
+            webhook={name: getattr(webhook, name) for name in counts},
+        )
+
+    instruments.watch(readings)
 
     async def send_minutes(parts: PartitionEngines, outs: dict[int, StepOutput]) -> None:
         """Send each partition's minutes and clock to the fleet stage; return once the broker
@@ -344,19 +386,22 @@ def create_app(settings: Settings) -> faust.App:
     async def handle(batch: Sequence[faust.EventT]) -> None:
         """Run, store and commit one batch; its dead letters and minutes go out."""
         async with store_lock:
-            parts = await until_stored(engines, "opening the store")
+            parts = await retrying(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
             outs = {}
             for partition, messages in groups.items():
-                await until_stored(partial(parts.restore, partition), "restoring state")
-                outs[partition] = await asyncio.to_thread(parts.step, partition, messages)
-            await until_stored(partial(parts.mark_written, list(outs)), "recording marks")
+                await retrying(partial(parts.restore, partition), "restoring state")
+                started = time.perf_counter()
+                out = await asyncio.to_thread(parts.step, partition, messages)
+                instruments.stepped(out, len(messages), time.perf_counter() - started)
+                outs[partition] = out
+            await retrying(partial(parts.mark_written, list(outs)), "recording marks", "marks")
             for partition, out in outs.items():
-                await until_stored(partial(parts.store_step, partition, out), "storing a step")
+                await retrying(partial(parts.store_step, partition, out), "storing a step", "step")
                 for dead in out.dead_letters:
                     await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
             await send_minutes(parts, outs)
-            await until_stored(partial(parts.commit, list(groups)), "committing a batch")
+            await retrying(partial(parts.commit, list(groups)), "committing a batch")
         log.debug("batch of %d messages from partitions %s stored", records(batch), list(groups))
 
     @app.timer(interval=IDLE_CHECK_S)
@@ -369,7 +414,7 @@ def create_app(settings: Settings) -> faust.App:
             parts = state["engines"]
             caught_up = []
             for tp in assigned:
-                await until_stored(partial(parts.restore, tp.partition), "restoring state")
+                await retrying(partial(parts.restore, tp.partition), "restoring state")
                 highwater = app.consumer.highwater(tp)
                 if highwater is not None and parts.offsets[tp.partition] + 1 >= highwater:
                     caught_up.append(tp.partition)
@@ -387,17 +432,19 @@ def create_app(settings: Settings) -> faust.App:
     async def judge_batch(batch: Sequence[faust.EventT]) -> None:
         """Judge what the batch's minutes complete; store, send and commit the alerts."""
         async with store_lock:
-            stored = await until_stored(fleet, "opening the store")
+            stored = await retrying(fleet, "opening the store")
             messages = [m for ms in _by_partition(batch, kafka.minutes_topic).values() for m in ms]
-            await until_stored(stored.restore, "restoring the fleet stage")
+            await retrying(stored.restore, "restoring the fleet stage")
+            started = time.perf_counter()
             out, norms = await asyncio.to_thread(stored.step, messages)
-            await until_stored(partial(stored.store.write_step, out), "storing alerts")
+            instruments.judged(out.alerts, time.perf_counter() - started)
+            await retrying(partial(stored.store.write_step, out), "storing alerts", "alerts")
             for alert in out.alerts:
                 await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
                 webhook.notify(alert)
             for value in encode_norms(norms):
                 await norms_out.send(value=value, partition=0)
-            await until_stored(stored.commit, "committing the fleet stage")
+            await retrying(stored.commit, "committing the fleet stage")
 
     @app.task
     async def take_fleet_norms() -> None:
@@ -447,27 +494,39 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def until_stored(call: Callable[[], T], doing: str) -> T:
-    """``call()`` in a thread, retried with capped backoff while ClickHouse fails.
+async def until_stored(
+    call: Callable[[], T],
+    doing: str,
+    operation: str | None = None,
+    *,
+    instruments: Instruments | None = None,
+) -> T:
+    """``call()`` in a thread, retried with capped backoff while ClickHouse fails; each retry,
+    and the time of the write that succeeded (an ``operation``), go to ``instruments``.
 
     The agent waits here, so no new batch is taken (Faust's stream buffer bounds what is
     fetched meanwhile) and nothing is acknowledged; every method retried here can be repeated.
     A SIGTERM meanwhile waits too (Faust stops once the batch in hand is acknowledged, and
     acknowledging it unstored would lose it); SIGKILL loses and duplicates nothing.
     """
+    instruments = instruments or NoInstruments()
     failures = 0
     while True:
+        started = time.perf_counter()
         try:
             result = await asyncio.to_thread(call)
         except STORAGE_ERRORS as exc:
             failures += 1
             delay = OUTAGE_RETRY.delay(failures)
+            instruments.retried(delay)
             log.warning(
                 "ClickHouse unavailable while %s (%s: %s); consumption paused, waiting: "
                 "retry %d in %.1f s", doing, type(exc).__name__, str(exc)[:200], failures, delay,
             )  # fmt: skip
             await asyncio.sleep(delay)
             continue
+        if operation is not None:
+            instruments.wrote(operation, time.perf_counter() - started)
         if failures:
             log.warning("ClickHouse is back: %s after %d failed attempts", doing, failures)
         return result
@@ -510,9 +569,11 @@ def _dlq_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
-def run_worker(settings: Settings, loglevel: str = "WARNING") -> None:
+def run_worker(
+    settings: Settings, loglevel: str = "WARNING", instruments: Instruments | None = None
+) -> None:
     """Run the worker until SIGTERM/SIGINT (blocking)."""
     from faust.worker import Worker
 
-    app = create_app(settings)
+    app = create_app(settings, instruments)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -15,6 +15,7 @@ import logging
 import math
 import pickle
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 from pipeline.config import Settings
@@ -28,6 +29,7 @@ from pipeline.fleet import (
     decode_part,
     encode_part,
 )
+from pipeline.instruments import Instruments, NoInstruments, timed
 from pipeline.storage import Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class StoredFleet:
     offset: int = -1
     unsaved: list[MinutePart] = field(default_factory=list)
     pruned_s: float = -math.inf  # parts due before this were deleted from the store
+    instruments: Instruments = field(default_factory=NoInstruments)
 
     @property
     def key(self) -> str:
@@ -98,7 +101,8 @@ class StoredFleet:
         deleted now and then."""
         if self.stage is None:
             return
-        self.store.flush()
+        with timed(partial(self.instruments.wrote, "flush")):
+            self.store.flush()
         judged = self.stage.judged_s
         rows = [
             (self.part_key(p.due_s, p.partition, p.chunk), self.offset, encode_part(p))
@@ -106,7 +110,9 @@ class StoredFleet:
             if p.due_s > judged
         ]
         blob = pickle.dumps(self.stage, protocol=pickle.HIGHEST_PROTOCOL)
-        self.store.save_snapshots([*rows, (self.key, self.offset, blob)])
+        rows.append((self.key, self.offset, blob))
+        with timed(partial(self.instruments.saved, "fleet", sum(len(r[2]) for r in rows))):
+            self.store.save_snapshots(rows)
         self.unsaved.clear()
         if judged - self.pruned_s >= PRUNE_EVERY_S:
             self.store.delete_snapshots(self.part_prefix, below=self.part_key(judged + 0.001))

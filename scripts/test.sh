@@ -12,12 +12,21 @@ say "python environment (.venv)"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 
-if ! command -v chromium >/dev/null 2>&1; then
-    say "headless browser (Debian's chromium) for the dashboard tests"
+# Debian's chromium (headless browser for the dashboard tests) and prometheus (a real server
+# scraping the worker, and promtool for the alert rules)
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "Debian packages: ${missing[*]}"
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        apt-get update -qq
+        for package in "${missing[@]}"; do  # prometheus without its recommended exporters
+            flags=(); [ "$package" = prometheus ] && flags=(--no-install-recommends)
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$package" >/dev/null
+        done
     else
-        echo "chromium is missing and cannot be installed here: browser tests will skip (or fail under CI=true)" >&2
+        echo "${missing[*]} missing and cannot be installed here: their tests will skip (or fail under CI=true)" >&2
     fi
 fi
 

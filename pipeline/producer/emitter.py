@@ -198,6 +198,11 @@ class TelemetryEmitter:
         self._drop_queued()
 
     @property
+    def queue_depth(self) -> int:
+        """Events waiting in the queue for the Kafka client."""
+        return self._queue.qsize()
+
+    @property
     def stats(self) -> EmitterStats:
         """A consistent snapshot of the counters."""
         with self._changed:

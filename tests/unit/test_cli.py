@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -219,3 +220,14 @@ def test_replay_shows_progress_on_a_terminal_only(
     assert re.fullmatch(
         r"replaying: [\d,]+ events, [\d,]+ events/s, event time 2026-03-02 \d\d:\d\d UTC\x1b\[K",
         updates[0])  # fmt: skip
+
+
+def test_a_worker_whose_metrics_port_is_taken_says_so_before_it_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["worker", "--metrics-port", str(port)])
+    assert result.exit_code == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "choose another --metrics-port" in result.stderr

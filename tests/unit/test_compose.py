@@ -40,7 +40,7 @@ APP_SERVICES: Final = {
     "simulator": "simulate",
     "dashboard": "dashboard",
 }
-INFRA_SERVICES: Final = frozenset({"kafka", "clickhouse"})
+INFRA_SERVICES: Final = frozenset({"kafka", "clickhouse", "prometheus", "grafana"})
 # service -> {dependency: condition} that must hold (more dependencies are allowed).
 REQUIRED_DEPENDENCIES: Final = {
     "migrate": {"clickhouse": "service_healthy"},
@@ -461,3 +461,52 @@ def test_the_worker_is_restarted_when_it_exits(services: dict[str, dict[str, Any
     """A bug in a batch ends the worker (exit code 70, the batch unacknowledged): it must come
     back by itself to process that batch."""
     assert services["worker"].get("restart") in ("always", "unless-stopped", "on-failure")
+
+
+# --- operations: Prometheus and Grafana ------------------------------------------------------
+
+
+def _mounted(service: Mapping[str, Any], target: str) -> Path:
+    """The file or folder of this repository that ``service`` mounts at ``target``."""
+    for volume in service.get("volumes", []):
+        source, _, rest = str(volume).partition(":")
+        inside = rest.split(":")[0]
+        if source.startswith("./") and (target == inside or target.startswith(inside + "/")):
+            found = ROOT / source[2:] / target.removeprefix(inside).lstrip("/")
+            assert found.exists(), f"{found} is mounted but missing"
+            return found
+    raise AssertionError(f"nothing is mounted at {target}")
+
+
+def test_prometheus_scrapes_the_workers_metrics_port_and_loads_the_alert_rules(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    flag = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config = yaml.safe_load(_mounted(prometheus, flag.split("=", 1)[1]).read_text())
+    [job] = config["scrape_configs"]
+    [target] = [t for c in job["static_configs"] for t in c["targets"]]
+    env = services["worker"]["environment"]
+    assert target == f"worker:{env['COMPUTEWATCH_WORKER_METRICS_PORT']}"
+    assert env["COMPUTEWATCH_WORKER_METRICS_HOST"] == "0.0.0.0", "reachable from prometheus"
+    [rules] = config["rule_files"]
+    assert _mounted(prometheus, rules) == ROOT / "dashboards" / "prometheus" / "alerts.yml"
+    assert "localhost:9090/-/ready" in healthcheck_text(prometheus)
+
+
+def test_grafana_shows_the_dashboard_on_the_compose_prometheus(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    grafana = services["grafana"]
+    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "computewatch.yml").read_text())[
+        "providers"
+    ]
+    folder = provider["options"]["path"]
+    dashboard = json.loads(_mounted(grafana, f"{folder}/computewatch.json").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {source["uid"]}
+

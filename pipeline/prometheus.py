@@ -1,0 +1,237 @@
+"""Prometheus metrics of the worker and of an emitter's host process (the ``metrics`` extra).
+
+:class:`PrometheusInstruments` records what the worker's hooks report
+(:class:`~pipeline.instruments.Instruments`) and reads its state at every scrape; every metric
+is named ``computewatch_*`` and listed in the README's operations section.
+:func:`serve_instruments` serves them over HTTP (``computewatch worker --metrics-port``).
+
+>>> from prometheus_client import CollectorRegistry, generate_latest
+>>> from pipeline.engine import StepOutput
+>>> registry = CollectorRegistry()
+>>> instruments = PrometheusInstruments(registry)
+>>> instruments.stepped(StepOutput(duplicates=2), records=2, seconds=0.01)
+>>> registry.get_sample_value("computewatch_events_total", {"outcome": "duplicate"})
+2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.alerts import ALERT_KINDS, SEVERITIES
+from pipeline.instruments import Readings
+
+if TYPE_CHECKING:
+    from pipeline.alerts import Alert
+    from pipeline.engine import StepOutput
+    from pipeline.producer.emitter import TelemetryEmitter
+
+NAMESPACE = "computewatch"
+EVENT_OUTCOMES = ("valid", "duplicate", "dead_letter")
+WRITES = ("marks", "step", "flush", "alerts")
+SNAPSHOTS = ("partition", "fleet")
+MESSAGE_BUCKETS = (1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+BYTE_BUCKETS = tuple(float(4**i * 1024) for i in range(1, 12))  # 4 KiB .. 4 GiB
+
+
+class PrometheusInstruments:
+    """The worker's :class:`~pipeline.instruments.Instruments` as Prometheus metrics."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages = Counter(
+            "messages", "Messages read from the events topic.", namespace=NAMESPACE,
+            registry=registry,
+        )  # fmt: skip
+        self.events = Counter(
+            "events", "Messages by what they were: a valid event (stored), a duplicate of one "
+            "already seen, or a dead letter.", ["outcome"], namespace=NAMESPACE,
+            registry=registry,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "dead_letters", "Messages sent to the dead-letter topic, by the rule they broke.",
+            ["rule"], namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.late = Counter(
+            "late_events", "Valid events too late for their metric window (stored, not counted).",
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.step_seconds = Histogram(
+            "step_seconds", "Time stage 1 took to run one partition's batch.",
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.batch_messages = Histogram(
+            "batch_messages", "Messages in one partition's batch.", namespace=NAMESPACE,
+            buckets=MESSAGE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.judge_seconds = Histogram(
+            "fleet_judge_seconds", "Time the fleet stage took to judge one batch of parts.",
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.alerts = Counter(
+            "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"],
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.write_seconds = Histogram(
+            "clickhouse_write_seconds", "Time a write to ClickHouse took, by what it wrote.",
+            ["operation"], namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "clickhouse_retries", "Writes to ClickHouse that failed and were retried.",
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.paused = Counter(
+            "clickhouse_paused_seconds", "Seconds consumption paused, waiting for ClickHouse.",
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        self.snapshot_bytes = Histogram(
+            "snapshot_bytes", "Size of a state snapshot, by stage.", ["stage"],
+            namespace=NAMESPACE, buckets=BYTE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.snapshot_seconds = Histogram(
+            "snapshot_seconds", "Time a state snapshot took to save, by stage.", ["stage"],
+            namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        for outcome in EVENT_OUTCOMES:  # every series exists from the start, at 0
+            self.events.labels(outcome)
+        for kind in ALERT_KINDS:
+            for severity in SEVERITIES:
+                self.alerts.labels(kind, severity)
+        for operation in WRITES:
+            self.write_seconds.labels(operation)
+        for stage in SNAPSHOTS:
+            self.snapshot_bytes.labels(stage)
+            self.snapshot_seconds.labels(stage)
+        ProcessCollector(namespace=NAMESPACE, registry=registry)
+
+    def stepped(self, out: StepOutput, records: int, seconds: float) -> None:
+        self.messages.inc(records)
+        self.events.labels("valid").inc(len(out.events))
+        self.events.labels("duplicate").inc(out.duplicates)
+        self.events.labels("dead_letter").inc(len(out.dead_letters))
+        for dead in out.dead_letters:
+            self.dead_letters.labels(dead.rule).inc()
+        self.late.inc(out.too_late)
+        self.step_seconds.observe(seconds)
+        self.batch_messages.observe(records)
+
+    def judged(self, alerts: Sequence[Alert], seconds: float) -> None:
+        for alert in alerts:
+            self.alerts.labels(alert.kind, alert.severity).inc()
+        self.judge_seconds.observe(seconds)
+
+    def wrote(self, operation: str, seconds: float) -> None:
+        self.write_seconds.labels(operation).observe(seconds)
+
+    def retried(self, paused_s: float) -> None:
+        self.retries.inc()
+        self.paused.inc(paused_s)
+
+    def saved(self, stage: str, size: int, seconds: float) -> None:
+        self.snapshot_bytes.labels(stage).observe(size)
+        self.snapshot_seconds.labels(stage).observe(seconds)
+
+    def watch(self, read: Callable[[], Readings]) -> None:
+        self.registry.register(_ReadingsCollector(read))
+
+
+class _ReadingsCollector(Collector):
+    """The worker's state at each scrape: partitions, detectors' entities, webhook."""
+
+    def __init__(self, read: Callable[[], Readings]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        readings = self.read()
+        lag = GaugeMetricFamily(
+            f"{NAMESPACE}_partition_lag", "Messages of an owned partition not processed yet.",
+            labels=["topic", "partition"],
+        )  # fmt: skip
+        offset = GaugeMetricFamily(
+            f"{NAMESPACE}_partition_offset",
+            "The last offset of an owned partition processed (and, after its batch, committed).",
+            labels=["topic", "partition"],
+        )
+        for p in readings.partitions:
+            offset.add_metric([p.topic, str(p.partition)], float(p.offset))
+            if p.lag is not None:
+                lag.add_metric([p.topic, str(p.partition)], float(p.lag))
+        entities = GaugeMetricFamily(
+            f"{NAMESPACE}_detector_entities", "Entities a detector holds state for, per store.",
+            labels=["detector", "store"],
+        )  # fmt: skip
+        for (detector, store), count in sorted(readings.entities.items()):
+            entities.add_metric([detector, store], float(count))
+        webhook = CounterMetricFamily(
+            f"{NAMESPACE}_webhook_deliveries",
+            "Alerts for the webhook: sent, failed after retries, dropped (queue full), or held "
+            "back (below the minimum severity).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(readings.webhook.items()):
+            webhook.add_metric([outcome], float(count))
+        yield from (lag, offset, entities, webhook)
+
+
+class EmitterCollector(Collector):
+    """A :class:`~pipeline.producer.emitter.TelemetryEmitter`'s queue and counters, for the
+    registry of the process that hosts it.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> from pipeline.config import KafkaSettings
+    >>> from pipeline.events import example_event
+    >>> from pipeline.producer.emitter import TelemetryEmitter
+    >>> def no_broker(options):
+    ...     raise OSError("no broker")
+    >>> emitter = TelemetryEmitter(KafkaSettings(), producer_factory=no_broker)
+    >>> registry = CollectorRegistry()
+    >>> registry.register(EmitterCollector(emitter))
+    >>> emitter.emit(example_event())  # Kafka is down: the event waits
+    True
+    >>> registry.get_sample_value("computewatch_emitter_queue_depth")
+    1.0
+    >>> emitter.close(timeout=0)
+    >>> registry.get_sample_value("computewatch_emitter_events_total", {"outcome": "dropped"})
+    1.0
+    """
+
+    def __init__(self, emitter: TelemetryEmitter) -> None:
+        self.emitter = emitter
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.emitter.stats
+        events = CounterMetricFamily(
+            f"{NAMESPACE}_emitter_events",
+            "Events given to the emitter, by what became of them (pending: not yet acknowledged).",
+            labels=["outcome"],
+        )
+        for outcome in ("sent", "dropped", "failed"):
+            events.add_metric([outcome], float(getattr(stats, outcome)))
+        pending = GaugeMetricFamily(
+            f"{NAMESPACE}_emitter_pending", "Events emitted and not yet sent, failed or dropped."
+        )
+        pending.add_metric([], float(stats.pending))
+        depth = GaugeMetricFamily(
+            f"{NAMESPACE}_emitter_queue_depth", "Events waiting in the emitter's queue."
+        )
+        depth.add_metric([], float(self.emitter.queue_depth))
+        yield from (events, pending, depth)
+
+
+def serve_instruments(port: int, host: str = "127.0.0.1") -> PrometheusInstruments:
+    """Instruments on a registry of their own, served at ``http://host:port/metrics`` from a
+    daemon thread."""
+    registry = CollectorRegistry()
+    start_http_server(port, addr=host, registry=registry)
+    return PrometheusInstruments(registry)
