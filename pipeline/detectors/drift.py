@@ -9,7 +9,9 @@ absorbed into the baseline it is measured against. Besides the 2-minute window, 
 CUSUM of each minute's z-score against the server's own spread (``S <- max(0, S + z - k)``,
 alarm at ``h``, once the server is at least 10 % dearer than usual) adds up a slow ramp that no
 single window shows: a GPU throttling by a few percent a minute is found within minutes of its
-start.
+start; a run that has not become a fault within an hour ends (the server settled a little off
+its old level). A server whose last two minutes already stand out is left out of its peers'
+median, so its incident does not move the reference the others' baselines learn.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -51,6 +53,10 @@ CUSUM_H = 10.0  # ... and the sum at which it alarms
 CUSUM_MIN_RATIO = 1.1  # ... once the server is at least this much dearer than usual
 CUSUM_CLIP = 2.5  # one minute adds at most this many standard deviations (heavy tails)
 CUSUM_MATURE = 120  # minutes a server's baseline has learned before the sequential test runs
+# A run of the sequential test that has not become a fault (the server CUSUM_MIN_RATIO dearer)
+# within this many minutes ends: the server has settled a few percent off its old level, and
+# its baseline, which a run keeps from learning, learns the new one.
+CUSUM_MAX_RUN_S = 60 * 60
 
 
 class _DriftState:
@@ -92,20 +98,45 @@ class EfficiencyDriftDetector:
             per_token = minute.gpu_ms_per_token
             if minute.requests >= self.min_requests and per_token:
                 costs[server] = math.log(per_token)
-        peers: dict[str, list[float]] = defaultdict(list)
-        for server, cost in costs.items():
-            peers[view.model_of_server.get(server, "")].append(cost)
-        medians = {model: statistics.median(v) for model, v in peers.items() if len(v) >= 3}
+        references = self._peer_references(costs, view)
         findings = []
-        for server, cost in costs.items():
-            median = medians.get(view.model_of_server.get(server, ""))
-            if median is None:  # too few busy peers this minute to tell drift from a rollout
-                continue
+        for server, reference in references.items():
             minute = view.entities("server")[server]
-            finding = self._observe(server, cost - median, minute, view)
+            finding = self._observe(server, costs[server] - reference, minute, view)
             if finding is not None:
                 findings.append(finding)
         return findings
+
+    def _peer_references(self, costs: dict[str, float], view: MinuteView) -> dict[str, float]:
+        """Per server, the median cost this minute of the servers running its model. A server
+        that already stands out from it (:meth:`_suspect`) is judged against all of them, as
+        ever, but left out of the others' median: a degrading server must not move the
+        reference its peers are measured against (their baselines would learn the shift, and
+        drift back up from it once the incident is over)."""
+        by_model: dict[str, dict[str, float]] = defaultdict(dict)
+        for server, cost in costs.items():
+            by_model[view.model_of_server.get(server, "")][server] = cost
+        references = {}
+        for servers in by_model.values():
+            if len(servers) < 3:  # too few busy peers this minute to tell drift from a rollout
+                continue
+            plain = statistics.median(servers.values())
+            suspects = {s for s, c in servers.items() if self._suspect(s, c - plain, view)}
+            usual = [c for s, c in servers.items() if s not in suspects]
+            reference = statistics.median(usual) if len(usual) >= 3 else plain
+            for server in servers:
+                references[server] = plain if server in suspects else reference
+        return references
+
+    def _suspect(self, server: str, relative: float, view: MinuteView) -> bool:
+        """Its last two minutes' mean cost relative to its peers is SUSPECT_Z of its own,
+        learned spread above its usual (one noisy minute is not enough to leave it out)."""
+        state = self.states.get(server)
+        if state is None or state.baseline.n < CUSUM_MATURE:  # its spread is not known yet
+            return False
+        recent = state.horizon.peek(view.start, (relative, EntityMinute()))
+        mean_relative = sum(r for _, (r, _) in recent) / len(recent)
+        return state.baseline.score_one(mean_relative) >= SUSPECT_Z
 
     def _observe(
         self, server: str, relative: float, minute: EntityMinute, view: MinuteView
@@ -122,6 +153,9 @@ class EfficiencyDriftDetector:
         sequential = self._sequential(state, base.score_one(relative), view.start)
         if excess < math.log(CUSUM_MIN_RATIO):  # a slow wander of a few percent is not a fault
             sequential = None
+            started = state.cusum_start
+            if started is not None and (view.end - started).total_seconds() > CUSUM_MAX_RUN_S:
+                state.cusum, state.cusum_start = 0.0, None
         windowed = base.warm and score >= threshold and excess >= self.min_log_ratio
         if not windowed and sequential is None:
             if score < SUSPECT_Z and state.cusum < CUSUM_H / 2:

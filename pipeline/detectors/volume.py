@@ -33,7 +33,9 @@ variability, learned from its own history:
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
-adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too.
+adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too. A long
+horizon alarms only while the last 5 minutes are still :data:`STILL_ELEVATED` times what is
+expected: its memory outlasts an incident, and a page would then be about what has stopped.
 The fleet total a share is taken of is winsorised by tenant (:func:`robust_fleet`): each tenant
 counts for at most ``TENANT_CAP`` times the median tenant, so one tenant flooding the stream
 cannot dilute every other entity's share, hide their spikes while it lasts and page on them when
@@ -99,6 +101,10 @@ SLOT_MIN_EXCESS: Final = math.log(1.5)  # a minute this far above share feeds th
 SLOT_MIN_SURPRISE: Final = 2.0  # ... and this surprising to counting noise (decades)
 SLOT_LEARN: Final = 0.5  # how fast the memory of a minute of the hour follows (per hour)
 SLOT_MAX: Final = 20  # minutes of the hour remembered per entity at most
+# A long horizon alarms only while the entity's last few minutes are still this far above what
+# is expected: its memory (an exponentially weighted 15 minutes) outlasts an incident by up to
+# half an hour, and a page then would be about what has stopped.
+STILL_ELEVATED: Final = 1.5
 
 # One minute: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor)
 Sums = tuple[float, float, float, float, float]
@@ -324,7 +330,14 @@ class VolumeDetector:
         judged = [
             (w[0], w[1] * r, w[2], w[3] * r, w[4], w[5]) for w, r in zip(windows, rise, strict=True)
         ]
-        scored = [(self._score(state, i, w), i, w) for i, w in enumerate(judged)]
+        short = len(self.horizons_min)
+        now = judged[short - 1]  # the longest short horizon: what the entity sends now
+        ongoing = (now[0] + 1.0) / (now[1] + 1.0) >= STILL_ELEVATED
+        scored = [
+            (self._score(state, i, w), i, w)
+            for i, w in enumerate(judged)
+            if i < short or ongoing
+        ]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
         ratio = observed / expected if expected > 0 else float("inf")
@@ -347,7 +360,7 @@ class VolumeDetector:
         sent = (
             f"sent {observed:,.0f} requests using {observed_gpu / 1000:,.0f} GPU-s in {minutes} "
             f"min, {ratio:.1f}x its usual share of fleet traffic"
-            if index <= len(self.horizons_min)
+            if index <= short
             else f"kept sending {ratio:.1f}x its usual share of fleet traffic through two thirds "
             f"of the last {minutes} min ({observed:,.0f} requests using "
             f"{observed_gpu / 1000:,.0f} GPU-s in those minutes)"

@@ -10,13 +10,21 @@ from pipeline.detectors import EfficiencyDriftDetector, EntityMinute, MinuteView
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
-def run(slowdown: float, ramp_start: int, minutes: int, seed: int = 3) -> list[int]:
-    """Minutes at which s0 alarmed; from ``ramp_start`` its cost rises by ``slowdown`` a minute."""
+def run(
+    slowdown: float,
+    ramp_start: int,
+    minutes: int,
+    seed: int = 3,
+    settle: tuple[int, float] = (0, 1.0),
+) -> list[int]:
+    """Minutes at which s0 alarmed; from ``ramp_start`` its cost rises by ``slowdown`` a minute
+    (and from minute ``settle[0]`` it costs ``settle[1]`` times as much)."""
     rng = random.Random(seed)
     detector = EfficiencyDriftDetector()
     alarms = []
     for i in range(minutes):
         drift = 1.0 + slowdown * max(0, i - ramp_start)
+        drift *= settle[1] if i >= settle[0] else 1.0
         servers = {
             f"s{j}": EntityMinute(requests=40, token_passes=40_000,
                                   gpu_ms=40_000.0 * rng.lognormvariate(0, 0.04)
@@ -43,3 +51,36 @@ def test_a_slow_throttle_is_found_within_ten_minutes_of_its_start() -> None:
     for seed in range(3):
         alarms = run(0.025, 180, 240, seed)
         assert alarms and 180 < alarms[0] <= 190, alarms[:3]
+
+
+def test_a_peer_s_long_degradation_does_not_page_the_others_once_it_is_over() -> None:
+    """While one of five servers runs 2x dearer for three hours, the plain median of the five
+    moves to the next server's cost; the others' baselines would learn that shift and, once the
+    incident is over, find themselves drifting up from it. The degrading server is left out of
+    its peers' reference."""
+    rng = random.Random(5)
+    detector = EfficiencyDriftDetector()
+    factors = [0.8, 0.9, 1.0, 1.15, 1.3]  # servers differ, steadily
+    paged: dict[str, list[int]] = {}
+    for i in range(10 * 60):
+        servers = {
+            f"s{j}": EntityMinute(requests=40, token_passes=40_000,
+                                  gpu_ms=40_000.0 * factor * rng.lognormvariate(0, 0.04)
+                                  * (2.0 if j == 2 and 180 <= i < 360 else 1.0))
+            for j, factor in enumerate(factors)
+        }  # fmt: skip
+        start = T0 + timedelta(minutes=i)
+        fleet = EntityMinute(gpu_ms=sum(m.gpu_ms for m in servers.values()))
+        view = MinuteView(start, start + timedelta(minutes=1), {"server": servers}, fleet,
+                          model_of_server={s: "m" for s in servers})  # fmt: skip
+        for finding in detector.observe_minute(view):
+            paged.setdefault(finding.entity_id, []).append(i)
+    assert set(paged) == {"s2"} and 180 <= paged["s2"][0] <= 182
+
+
+def test_a_server_that_settles_a_few_percent_dearer_is_not_paged_hours_later() -> None:
+    """A run of the sequential test keeps the server's baseline from learning; a server that
+    settled 3 % dearer (a new driver) would keep its run going for hours, to be paged whenever
+    two noisy minutes happen to reach 10 %. A run that is no fault within an hour ends."""
+    for seed in range(3):
+        assert run(0.0, 0, 24 * 60, seed, settle=(180, 1.03)) == []

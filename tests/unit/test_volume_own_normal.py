@@ -66,6 +66,14 @@ def test_a_smooth_key_is_paged_in_the_first_minute_of_an_8x_spike() -> None:
     assert alarms and alarms[0] == 300
 
 
+def test_a_spike_is_not_paged_once_it_has_stopped() -> None:
+    """The 15-minute horizon remembers a spike for half an hour after it ends; a page then
+    would be about traffic that has stopped (and pages again long after the incident)."""
+    alarms = run(lambda i, rng: poisson(rng, 20 * (8 if 300 <= i < 330 else 1)), 6 * 60)
+    assert alarms and alarms[0] == 300
+    assert max(alarms) < 335
+
+
 def test_a_subtle_lasting_spike_on_a_smooth_key_is_caught() -> None:
     alarms = run(lambda i, rng: poisson(rng, 10 * (2.5 if 300 <= i < 330 else 1)), 6 * 60)
     assert alarms and 300 <= alarms[0] < 315
