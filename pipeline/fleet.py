@@ -10,7 +10,9 @@ a :class:`MinutePart`: the minute's sums per group and, per request detector, pe
 :class:`FleetStage` merges the parts of one due point (a closed minute, or a peek tick) once
 every partition's clock has passed it, and judges the merged minute with every detector, as
 one engine over the whole stream would, with one cooldown gate. So one alert per kind, entity
-and window, however many partitions there are.
+and window, however many partitions there are. It also moves the context norms stage 1 scores
+against: every partition's reports of a tick, pooled once every clock has passed it
+(:mod:`pipeline.detectors.norms`), for every partition to take.
 
 >>> from pipeline.config import Settings
 >>> fleet = FleetStage(Settings(), detectors=[], partitions=2)
