@@ -440,7 +440,11 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
             instruments.judged(out.alerts, time.perf_counter() - started)
             await retrying(partial(stored.store.write_step, out), "storing alerts", "alerts")
             for alert in out.alerts:
-                await alerts_topic.send(key=alert.entity_id.encode(), value=encode_alert(alert))
+                await alerts_topic.send(
+                    key=alert.entity_id.encode(),
+                    value=encode_alert(alert),
+                    headers=[("alert_id", alert.alert_id.encode())],  # the same if sent again
+                )
                 webhook.notify(alert)
             for value in encode_norms(norms):
                 await norms_out.send(value=value, partition=0)

@@ -27,7 +27,7 @@ from pipeline.alerts import Alert, Severity, at_least
 
 log = logging.getLogger(__name__)
 
-Post = Callable[[str, bytes], None]
+Post = Callable[[str, bytes, str], None]  # (url, body, idempotency key)
 
 
 def slack_payload(alert: Alert) -> bytes:
@@ -37,10 +37,11 @@ def slack_payload(alert: Alert) -> bytes:
     return json.dumps(body).encode()
 
 
-def _http_post(url: str, body: bytes) -> None:
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
+def _http_post(url: str, body: bytes, key: str) -> None:
+    """POST ``body`` with ``Idempotency-Key: key``: an alert sent again (a retry, or raised
+    again after a worker's restart) carries the same key, its ``alert_id``."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
@@ -104,7 +105,7 @@ class WebhookNotifier:
         body = slack_payload(alert)
         for attempt in range(self.retries):
             try:
-                self.post(self.url, body)
+                self.post(self.url, body, alert.alert_id)
                 self.sent += 1
                 return
             except OSError as exc:

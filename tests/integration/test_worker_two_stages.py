@@ -1,11 +1,17 @@
 """The worker's two stages on the real broker: a server's slowdown, spread over the events
 topic's four partitions, is alerted once, when and as the in-process topology alerts it, even
-when the worker is killed with SIGKILL in the middle and its fleet stage restored."""
+when the worker is killed with SIGKILL in the middle and its fleet stage restored. An alert
+raised again after the restart reaches the webhook and the alerts topic under the same
+idempotency key (its ``alert_id``), so a receiver can drop the repeat."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +36,37 @@ pytestmark = pytest.mark.kafka
 ALERTS = "COMPUTEWATCH_KAFKA_ALERTS_TOPIC"
 
 
+class Webhook:
+    """A real HTTP endpoint on loopback that keeps every alert posted to it, with its key."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str | None, dict[str, Any]]] = []
+        received = self.posted
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append((self.headers.get("Idempotency-Key"), body["alert"]))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
 def test_a_fleet_incident_is_alerted_once_through_a_crash(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, webhook: Webhook
 ) -> None:
     # long enough that the worker, taking 20,000-event batches, is killed a few commits in
     config = FleetConfig(tenants=8, rate=30.0, hours=2.5, seed=7, start=T0)
@@ -49,6 +84,7 @@ def test_a_fleet_incident_is_alerted_once_through_a_crash(
     assert [entity for entity, _ in expected] and {e for e, _ in expected} == {server}
 
     env, topic, group = fresh_worker_env(kafka_bootstrap, tmp_path)
+    env["COMPUTEWATCH_WORKER_WEBHOOK_URL"] = webhook.url
     log = tmp_path / "worker.log"
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
     minutes = Settings(kafka={"consumer_group": group}).kafka.minutes_topic
@@ -85,3 +121,15 @@ def test_a_fleet_incident_is_alerted_once_through_a_crash(
         if a["kind"] == "efficiency_degradation"
     }
     assert slow_on_topic == set(expected)
+
+    # a repeat, if any, carries the key of the alert it repeats
+    ids = {row[0] for row in query(env, "SELECT alert_id FROM alerts FINAL")}
+    paged = {
+        row[0]
+        for row in query(env, "SELECT alert_id FROM alerts FINAL WHERE severity != 'low'")
+    }
+    headers = [dict(m.headers) for m in consume_all(kafka_bootstrap, env[ALERTS])]
+    assert [h["alert_id"].decode() for h in headers] == [a["alert_id"] for a in on_topic]
+    assert {a["alert_id"] for a in on_topic} == ids
+    assert [key for key, _ in webhook.posted] == [a["alert_id"] for _, a in webhook.posted]
+    assert {key for key, _ in webhook.posted} == paged

@@ -20,7 +20,7 @@ def alert(severity: str) -> Alert:
 
 def test_the_webhook_sends_medium_and_above_by_default() -> None:
     posted: list[bytes] = []
-    notifier = WebhookNotifier("http://hook", post=lambda url, body: posted.append(body))
+    notifier = WebhookNotifier("http://hook", post=lambda url, body, key: posted.append(body))
     assert WorkerSettings().webhook_min_severity == notifier.min_severity == "medium"
     for severity in ("low", "medium", "high", "critical", "low"):
         notifier.notify(alert(severity))
@@ -31,7 +31,7 @@ def test_the_webhook_sends_medium_and_above_by_default() -> None:
 
 def test_the_webhook_threshold_is_a_setting() -> None:
     posted: list[bytes] = []
-    notifier = WebhookNotifier("http://hook", post=lambda url, body: posted.append(body),
+    notifier = WebhookNotifier("http://hook", post=lambda url, body, key: posted.append(body),
                                min_severity="low")  # fmt: skip
     notifier.notify(alert("low"))
     notifier.close()
