@@ -10,8 +10,8 @@ CUSUM of each minute's z-score against the server's own spread (``S <- max(0, S 
 alarm at ``h``, once the server is at least 10 % dearer than usual) adds up a slow ramp that no
 single window shows: a GPU throttling by a few percent a minute is found within minutes of its
 start; a run that has not become a fault within an hour ends (the server settled a little off
-its old level). A server whose last two minutes already stand out is left out of its peers'
-median, so its incident does not move the reference the others' baselines learn.
+its old level). While a server's last two minutes stand out, its peers' baselines do not learn:
+the median they are measured against has moved with it.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -57,19 +57,22 @@ CUSUM_MATURE = 120  # minutes a server's baseline has learned before the sequent
 # within this many minutes ends: the server has settled a few percent off its old level, and
 # its baseline, which a run keeps from learning, learns the new one.
 CUSUM_MAX_RUN_S = 60 * 60
+SUSPECT_MAX_S = 6 * 60 * 60  # a server standing out from its peers holds their learning this long
 
 
 class _DriftState:
-    __slots__ = ("baseline", "cusum", "cusum_start", "horizon")
+    __slots__ = ("baseline", "cusum", "cusum_start", "horizon", "suspect_since")
 
     def __init__(self, minutes: int, min_sd: float) -> None:
         self.horizon = Horizon[tuple[float, EntityMinute]](minutes)
         self.baseline = EWBaseline(fading=0.01, min_sd=min_sd, warm_up=30)
         self.cusum = 0.0
         self.cusum_start: datetime | None = None
+        self.suspect_since: datetime | None = None  # standing out from its peers since
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         self.cusum, self.cusum_start = 0.0, None  # absent from snapshots taken before it
+        self.suspect_since = None
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -98,49 +101,46 @@ class EfficiencyDriftDetector:
             per_token = minute.gpu_ms_per_token
             if minute.requests >= self.min_requests and per_token:
                 costs[server] = math.log(per_token)
-        references = self._peer_references(costs, view)
-        findings = []
-        for server, reference in references.items():
-            minute = view.entities("server")[server]
-            finding = self._observe(server, costs[server] - reference, minute, view)
-            if finding is not None:
-                findings.append(finding)
-        return findings
-
-    def _peer_references(self, costs: dict[str, float], view: MinuteView) -> dict[str, float]:
-        """Per server, the median cost this minute of the servers running its model. A server
-        that already stands out from it (:meth:`_suspect`) is judged against all of them, as
-        ever, but left out of the others' median: a degrading server must not move the
-        reference its peers are measured against (their baselines would learn the shift, and
-        drift back up from it once the incident is over)."""
-        by_model: dict[str, dict[str, float]] = defaultdict(dict)
+        peers: dict[str, dict[str, float]] = defaultdict(dict)
         for server, cost in costs.items():
-            by_model[view.model_of_server.get(server, "")][server] = cost
-        references = {}
-        for servers in by_model.values():
+            peers[view.model_of_server.get(server, "")][server] = cost
+        findings = []
+        for servers in peers.values():
             if len(servers) < 3:  # too few busy peers this minute to tell drift from a rollout
                 continue
-            plain = statistics.median(servers.values())
-            suspects = {s for s, c in servers.items() if self._suspect(s, c - plain, view)}
-            usual = [c for s, c in servers.items() if s not in suspects]
-            reference = statistics.median(usual) if len(usual) >= 3 else plain
-            for server in servers:
-                references[server] = plain if server in suspects else reference
-        return references
+            median = statistics.median(servers.values())
+            suspects = {s for s, c in servers.items() if self._suspect(s, c - median, view)}
+            for server, cost in servers.items():
+                minute = view.entities("server")[server]
+                learn = not suspects - {server}
+                finding = self._observe(server, cost - median, minute, view, learn=learn)
+                if finding is not None:
+                    findings.append(finding)
+        return findings
 
     def _suspect(self, server: str, relative: float, view: MinuteView) -> bool:
         """Its last two minutes' mean cost relative to its peers is SUSPECT_Z of its own,
-        learned spread above its usual (one noisy minute is not enough to leave it out)."""
+        learned spread above its usual, for less than six hours: while it lasts, its peers'
+        baselines do not learn, since the median they are measured against has moved with it
+        (they would learn the shift, and drift back up from it once the incident is over). A
+        server that stays apart longer is not holding its peers' learning back for good."""
         state = self.states.get(server)
         if state is None or state.baseline.n < CUSUM_MATURE:  # its spread is not known yet
             return False
         recent = state.horizon.peek(view.start, (relative, EntityMinute()))
         mean_relative = sum(r for _, (r, _) in recent) / len(recent)
-        return state.baseline.score_one(mean_relative) >= SUSPECT_Z
+        if state.baseline.score_one(mean_relative) < SUSPECT_Z:
+            state.suspect_since = None
+            return False
+        if state.suspect_since is None:
+            state.suspect_since = view.start
+        return (view.start - state.suspect_since).total_seconds() < SUSPECT_MAX_S
 
     def _observe(
-        self, server: str, relative: float, minute: EntityMinute, view: MinuteView
+        self, server: str, relative: float, minute: EntityMinute, view: MinuteView, *, learn: bool
     ) -> Finding | None:
+        """Judge one server's cost relative to its peers; its baseline learns it if ``learn``
+        (no peer stands out) and it is ordinary."""
         state = self.states.get_or_create(server, lambda: _DriftState(self.horizon_minutes, 0.03))
         recent = state.horizon.push(view.start, (relative, minute))
         mean_relative = sum(r for r, _ in recent) / len(recent)
@@ -158,7 +158,7 @@ class EfficiencyDriftDetector:
                 state.cusum, state.cusum_start = 0.0, None
         windowed = base.warm and score >= threshold and excess >= self.min_log_ratio
         if not windowed and sequential is None:
-            if score < SUSPECT_Z and state.cusum < CUSUM_H / 2:
+            if learn and score < SUSPECT_Z and state.cusum < CUSUM_H / 2:
                 base.learn_one(relative)  # a drifting server must not teach its baseline
             return None
         if sequential is not None and not windowed:

@@ -54,10 +54,9 @@ def test_a_slow_throttle_is_found_within_ten_minutes_of_its_start() -> None:
 
 
 def test_a_peer_s_long_degradation_does_not_page_the_others_once_it_is_over() -> None:
-    """While one of five servers runs 2x dearer for three hours, the plain median of the five
-    moves to the next server's cost; the others' baselines would learn that shift and, once the
-    incident is over, find themselves drifting up from it. The degrading server is left out of
-    its peers' reference."""
+    """While one of five servers runs 2x dearer for three hours, the median of the five moves
+    to the next server's cost; the others' baselines would learn that shift and, once the
+    incident is over, find themselves drifting up from it. They do not learn while it lasts."""
     rng = random.Random(5)
     detector = EfficiencyDriftDetector()
     factors = [0.8, 0.9, 1.0, 1.15, 1.3]  # servers differ, steadily
