@@ -17,6 +17,7 @@ is named ``computewatch_*`` and listed in the README's operations section.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -50,59 +51,49 @@ class PrometheusInstruments:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.messages = Counter(
-            "messages", "Messages read from the events topic.", namespace=NAMESPACE,
-            registry=registry,
-        )  # fmt: skip
-        self.events = Counter(
+        counter = partial(Counter, namespace=NAMESPACE, registry=registry)
+        histogram = partial(Histogram, namespace=NAMESPACE, registry=registry)
+        self.messages = counter("messages", "Messages read from the events topic.")
+        self.events = counter(
             "events", "Messages by what they were: a valid event (stored), a duplicate of one "
-            "already seen, or a dead letter.", ["outcome"], namespace=NAMESPACE,
-            registry=registry,
+            "already seen, or a dead letter.", ["outcome"],
         )  # fmt: skip
-        self.dead_letters = Counter(
+        self.dead_letters = counter(
             "dead_letters", "Messages sent to the dead-letter topic, by the rule they broke.",
-            ["rule"], namespace=NAMESPACE, registry=registry,
+            ["rule"],
         )  # fmt: skip
-        self.late = Counter(
-            "late_events", "Valid events too late for their metric window (stored, not counted).",
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.step_seconds = Histogram(
-            "step_seconds", "Time stage 1 took to run one partition's batch.",
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.batch_messages = Histogram(
-            "batch_messages", "Messages in one partition's batch.", namespace=NAMESPACE,
-            buckets=MESSAGE_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.judge_seconds = Histogram(
-            "fleet_judge_seconds", "Time the fleet stage took to judge one batch of parts.",
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.alerts = Counter(
-            "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"],
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.write_seconds = Histogram(
+        self.late = counter(
+            "late_events", "Valid events too late for their metric window (stored, not counted)."
+        )
+        self.step_seconds = histogram(
+            "step_seconds", "Time stage 1 took to run one partition's batch."
+        )
+        self.batch_messages = histogram(
+            "batch_messages", "Messages in one partition's batch.", buckets=MESSAGE_BUCKETS
+        )
+        self.judge_seconds = histogram(
+            "fleet_judge_seconds", "Time the fleet stage took to judge one batch of parts."
+        )
+        self.alerts = counter(
+            "alerts", "Alerts raised, by kind and severity.", ["kind", "severity"]
+        )
+        self.write_seconds = histogram(
             "clickhouse_write_seconds", "Time a write to ClickHouse took, by what it wrote.",
-            ["operation"], namespace=NAMESPACE, registry=registry,
+            ["operation"],
         )  # fmt: skip
-        self.retries = Counter(
-            "clickhouse_retries", "Writes to ClickHouse that failed and were retried.",
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.paused = Counter(
-            "clickhouse_paused_seconds", "Seconds consumption paused, waiting for ClickHouse.",
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
-        self.snapshot_bytes = Histogram(
+        self.retries = counter(
+            "clickhouse_retries", "Writes to ClickHouse that failed and were retried."
+        )
+        self.paused = counter(
+            "clickhouse_paused_seconds", "Seconds consumption paused, waiting for ClickHouse."
+        )
+        self.snapshot_bytes = histogram(
             "snapshot_bytes", "Size of a state snapshot, by stage.", ["stage"],
-            namespace=NAMESPACE, buckets=BYTE_BUCKETS, registry=registry,
+            buckets=BYTE_BUCKETS,
         )  # fmt: skip
-        self.snapshot_seconds = Histogram(
-            "snapshot_seconds", "Time a state snapshot took to save, by stage.", ["stage"],
-            namespace=NAMESPACE, registry=registry,
-        )  # fmt: skip
+        self.snapshot_seconds = histogram(
+            "snapshot_seconds", "Time a state snapshot took to save, by stage.", ["stage"]
+        )
         for outcome in EVENT_OUTCOMES:  # every series exists from the start, at 0
             self.events.labels(outcome)
         for kind in ALERT_KINDS:
