@@ -518,6 +518,7 @@ def worker(
         clickhouse__url=clickhouse_url,
         worker__metrics_port=metrics_port,
     )
+    reachable_kafka(settings)
     worker_settings = settings.worker
     instruments = None
     if worker_settings.metrics_port is not None:
@@ -534,6 +535,20 @@ def worker(
         typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
     note_new_store(settings)
     run_worker(settings, loglevel=loglevel, instruments=instruments)
+
+
+def reachable_kafka(settings: Settings) -> None:
+    """Fail in one line unless Kafka answers as the settings say (TCP, and TLS verified with the
+    configured CA): exit 2 for settings no client could use, 1 for a broker not reached."""
+    from pipeline.kafka_check import KafkaUnreachable, check_reachable
+    from pipeline.kafka_options import KafkaConfigError
+
+    try:
+        check_reachable(settings.kafka)
+    except KafkaConfigError as exc:
+        fail(str(exc))
+    except KafkaUnreachable as exc:
+        fail(str(exc), code=1)
 
 
 Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")]
