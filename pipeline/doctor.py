@@ -143,7 +143,10 @@ def topic_findings(
         subject = f"topic {name}"
         if described["error_code"] != 0:
             create = f"create it with {_count(want, 'partition')}"
-            fix = f"start `computewatch worker` once (it creates its topics), or {create}"
+            if name == kafka.events_topic:  # producers write it; a broker may make it with
+                fix = f"{create} (COMPUTEWATCH_KAFKA_PARTITIONS)"  # its own partition count
+            else:
+                fix = f"start `computewatch worker` once (it creates the topic), or {create}"
             yield Finding("fail", subject, f"missing ({role}): {fix}")
             continue
         ids = sorted(p["partition_index"] for p in described["partitions"])

@@ -191,7 +191,7 @@ def test_a_missing_topic_fails_its_line_only(
     failed = [line for line in lines if not line.startswith("ok ")]
     assert failed == [
         f"fail  topic {norms}: missing (from the fleet stage): start `computewatch worker` once "
-        "(it creates its topics), or create it with 1 partition"
+        "(it creates the topic), or create it with 1 partition"
     ]
     assert norms not in deployment.admin.list_topics(), "the doctor created the topic it checked"
 
@@ -305,3 +305,21 @@ def test_doctor_checks_the_broker_over_sasl_ssl_with_the_configured_ca(
     assert lines[0].startswith("fail  kafka: the broker accepts connections but no Kafka "
                                "session opened within 2 s")  # fmt: skip
     assert "COMPUTEWATCH_KAFKA_SASL_*" in lines[0] and "wrong" not in lines[0]
+
+
+def test_a_webhook_that_does_not_answer_fails_without_showing_its_path(
+    deployment: Deployment, clickhouse_client: Client, clickhouse_settings: ClickHouseSettings
+) -> None:
+    deployment.create_topics()
+    deployment.commit_to_end(deployment.kafka.events_topic, deployment.kafka.minutes_topic)
+    hook = closed_port()
+    env = deployment.env | store_env(clickhouse_settings)
+    env["COMPUTEWATCH_WORKER_WEBHOOK_URL"] = f"http://{hook}/services/T0/B0/secret-token"
+
+    result, lines, _ = doctor(env, "--timeout", "1")
+
+    assert result.exit_code == 1, result.output
+    assert [line for line in lines if not line.startswith("ok ")] == [
+        f"fail  webhook http://{hook}: does not answer ([Errno 111] Connection refused): check "
+        "COMPUTEWATCH_WORKER_WEBHOOK_URL"
+    ]
