@@ -177,7 +177,8 @@ def lag_finding(
     max_lag: int,
     timeout_s: float,
 ) -> Finding:
-    """The consumer group's lag on ``topic`` (messages not yet committed), and its members."""
+    """The consumer group's lag on ``topic`` (messages not yet committed), its members, and
+    whether they were given every partition of it."""
     group = kafka.consumer_group
     subject = f"consumer group {group} on {topic}"
     tps = [TopicPartition(topic, p) for p in partitions]
@@ -188,18 +189,33 @@ def lag_finding(
     end = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
     done = {tp: committed[tp].offset for tp in tps if tp in committed}
     lag = sum(end[tp].offset - done.get(tp, start[tp].offset) for tp in tps)
-    members = len(admin.describe_groups([group])[group]["members"])
+    members = admin.describe_groups([group])[group]["members"]
+    assigned = _assigned(members, topic)
     said = f"lag {lag:,} messages over {_count(len(tps), 'partition')}"
-    said += f", {_count(members, 'member')}"
-    start_one = "start `computewatch worker`"
-    if not done:
-        return Finding("warn", subject, f"{said}; nothing committed here yet: {start_one}")
-    if lag > 0 and members == 0:
-        return Finding("warn", subject, f"{said}: no worker is consuming; {start_one}")
+    said += f", {_count(len(members), 'member')}"
+    if members and len(assigned) < len(tps):
+        fix = "restart the workers (one started before the topic existed never reads it)"
+        given = f"{len(assigned)} of {len(tps)} partitions assigned"
+        return Finding("warn", subject, f"{said}, {given}: {fix}")
+    if lag > 0 and not members:
+        fix = "no worker is consuming; start `computewatch worker`"
+        return Finding("warn", subject, f"{said}: {fix}")
     if lag > max_lag:
         fix = "add workers (up to one per partition) or see their logs"
         return Finding("warn", subject, f"{said}, over {max_lag:,}: {fix}")
     return Finding("ok", subject, said)
+
+
+def _assigned(members: list[dict[str, Any]], topic: str) -> set[int]:
+    """The partitions of ``topic`` the group's members were given at its last rebalance."""
+    partitions: set[int] = set()
+    for member in members:
+        assignment = member.get("member_assignment")
+        if isinstance(assignment, dict):
+            for part in assignment.get("assigned_partitions", []):
+                if part.get("topic") == topic:
+                    partitions.update(part.get("partitions", []))
+    return partitions
 
 
 def _committed(admin: KafkaAdminClient, group: str, timeout_s: float) -> dict[Any, Any] | None:

@@ -323,3 +323,29 @@ def test_a_webhook_that_does_not_answer_fails_without_showing_its_path(
         f"fail  webhook http://{hook}: does not answer ([Errno 111] Connection refused): check "
         "COMPUTEWATCH_WORKER_WEBHOOK_URL"
     ]
+
+
+def test_a_member_that_was_not_given_the_events_topic_is_a_warning(
+    deployment: Deployment, clickhouse_client: Client, clickhouse_settings: ClickHouseSettings
+) -> None:
+    """A worker started before its events topic existed is in the group without reading it."""
+    kafka = deployment.kafka
+    deployment.create_topics()
+    deployment.produce(kafka.events_topic, 12)
+    member = KafkaConsumer(
+        kafka.minutes_topic, bootstrap_servers=deployment.bootstrap, group_id=kafka.consumer_group
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(timeout_ms=200)
+        result, lines, _ = doctor(deployment.env | store_env(clickhouse_settings))
+    finally:
+        member.close()
+
+    assert result.exit_code == 0, result.output
+    assert [line for line in lines if not line.startswith("ok ")] == [
+        f"warn  consumer group {kafka.consumer_group} on {kafka.events_topic}: lag 12 messages "
+        "over 4 partitions, 1 member, 0 of 4 partitions assigned: restart the workers (one "
+        "started before the topic existed never reads it)"
+    ]
