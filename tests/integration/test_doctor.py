@@ -8,8 +8,11 @@ one thing and expects exactly that line to fail.
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -349,3 +352,22 @@ def test_a_member_that_was_not_given_the_events_topic_is_a_warning(
         "over 4 partitions, 1 member, 0 of 4 partitions assigned: restart the workers (one "
         "started before the topic existed never reads it)"
     ]
+
+
+def test_an_embedded_store_held_by_another_process_is_a_warning(
+    clickhouse_client: Client, clickhouse_settings: ClickHouseSettings
+) -> None:
+    """This test process holds the session's chDB path, as a running worker holds its store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTEWATCH_")}
+    env |= store_env(clickhouse_settings) | {"COMPUTEWATCH_KAFKA_BOOTSTRAP": closed_port()}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "doctor", "--timeout", "1"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and lines[0].startswith("fail  kafka: cannot reach"), done
+    assert lines[1] == (
+        f"warn  clickhouse {clickhouse_settings.url}: another process (a running worker?) holds "
+        "this embedded store, so its schema was not checked: run doctor while it is stopped, or "
+        "use a ClickHouse server"
+    )
