@@ -518,7 +518,6 @@ def worker(
         clickhouse__url=clickhouse_url,
         worker__metrics_port=metrics_port,
     )
-    reachable_kafka(settings)
     worker_settings = settings.worker
     instruments = None
     if worker_settings.metrics_port is not None:
@@ -533,6 +532,7 @@ def worker(
             fail(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
                  "--metrics-port")  # fmt: skip
         typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
+    reachable_kafka(settings)
     note_new_store(settings)
     run_worker(settings, loglevel=loglevel, instruments=instruments)
 
