@@ -532,8 +532,23 @@ def worker(
             fail(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
                  "--metrics-port")  # fmt: skip
         typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
+    reachable_kafka(settings)
     note_new_store(settings)
     run_worker(settings, loglevel=loglevel, instruments=instruments)
+
+
+def reachable_kafka(settings: Settings) -> None:
+    """Fail in one line unless Kafka answers as the settings say (TCP, and TLS verified with the
+    configured CA): exit 2 for settings no client could use, 1 for a broker not reached."""
+    from pipeline.kafka_check import KafkaUnreachable, check_reachable
+    from pipeline.kafka_options import KafkaConfigError
+
+    try:
+        check_reachable(settings.kafka)
+    except KafkaConfigError as exc:
+        fail(str(exc))
+    except KafkaUnreachable as exc:
+        fail(str(exc), code=1)
 
 
 Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")]
@@ -753,6 +768,49 @@ def ingest_otlp(
     except OSError as exc:
         fail(f"cannot listen on {ingest.host}:{ingest.port} ({exc.strerror}): choose another "
              "--port or --host")  # fmt: skip
+
+
+@app.command()
+def doctor(
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(metavar="HOST:PORT", help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP."),
+    ] = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(min=0.1, metavar="SECONDS",
+                     help="Longest wait for each connection, handshake or request."),
+    ] = 5.0,
+    max_lag: Annotated[
+        int,
+        typer.Option(min=0, metavar="N",
+                     help="Warn when the consumer group is more than N messages behind."),
+    ] = 10_000,
+) -> None:
+    """Check a deployment's settings end to end, one line per finding (ok, warn, fail).
+
+    The broker with the configured security (TLS, SASL); the events, alerts, dead-letter,
+    minutes and norms topics and their partitions; the consumer group's lag; ClickHouse and
+    its schema version; the webhook, if one is set (an HTTP GET: no alert is sent). Nothing is
+    created or changed. Exits 1 when a check fails (a warning alone exits 0).
+    """
+    from collections import Counter
+
+    from pipeline.doctor import diagnose
+
+    settings = load_settings(kafka__bootstrap=kafka_bootstrap, clickhouse__url=clickhouse_url)
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # its retries would fill the report
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    counts: Counter[str] = Counter()
+    for finding in diagnose(settings, timeout_s=timeout, max_lag=max_lag):
+        typer.echo(finding.line())
+        counts[finding.status] += 1
+    typer.echo(f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail", err=True)
+    if counts["fail"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,13 +1,10 @@
-"""Kafka client options from :class:`~pipeline.config.KafkaSettings`, in one place.
+r"""Kafka client options from :class:`~pipeline.config.KafkaSettings`, in one place.
 
 The settings name the connection once (bootstrap, security protocol, SASL, CA file); these helpers
 turn them into the keyword arguments of kafka-python (the producer SDK) and aiokafka, and into
 Faust's ``broker_credentials``. Secrets leave their ``SecretStr`` only here.
 
 >>> from pipeline.config import KafkaSettings
-
-if TYPE_CHECKING:
-    from faust.types.auth import CredentialsT
 >>> kafka_python_options(KafkaSettings(bootstrap="k1:9092, k2:9092"))
 {'bootstrap_servers': ['k1:9092', 'k2:9092'], 'security_protocol': 'PLAINTEXT'}
 >>> sasl = KafkaSettings(security_protocol="sasl_plaintext", sasl_mechanism="SCRAM-SHA-256",
@@ -19,6 +16,12 @@ if TYPE_CHECKING:
 ... except KafkaConfigError as exc:
 ...     print(exc)
 SASL_SSL needs sasl_mechanism, sasl_username, sasl_password
+>>> try:
+...     ssl_context(KafkaSettings(security_protocol="SSL", ssl_cafile="/nonexistent/ca.pem"))
+... except KafkaConfigError as exc:
+...     print(str(exc).replace("; ", ";\n"))
+COMPUTEWATCH_KAFKA_SSL_CAFILE: cannot read /nonexistent/ca.pem (No such file or directory);
+name the PEM file of the CA that signed the broker's certificate
 """
 
 from __future__ import annotations
@@ -74,6 +77,26 @@ def _sasl(kafka: KafkaSettings, protocol: str) -> dict[str, Any]:
     }
 
 
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context every client verifies the broker with: the CA file's certificates (the
+    system's when none is set), the broker's host name checked against its certificate.
+
+    A CA file that cannot be read or holds no PEM certificate is a :class:`KafkaConfigError`.
+    """
+    cafile = kafka.ssl_cafile
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            reason = f"no PEM certificate in it: {exc.reason or exc}"
+        else:
+            reason = exc.strerror or str(exc)
+        raise KafkaConfigError(
+            f"COMPUTEWATCH_KAFKA_SSL_CAFILE: cannot read {cafile} ({reason}); name the PEM file "
+            "of the CA that signed the broker's certificate"
+        ) from None
+
+
 def bootstrap_servers(kafka: KafkaSettings) -> list[str]:
     """The comma-separated bootstrap setting as a list of ``host:port``."""
     servers = [part.strip() for part in kafka.bootstrap.split(",") if part.strip()]
@@ -85,7 +108,8 @@ def bootstrap_servers(kafka: KafkaSettings) -> list[str]:
 def kafka_python_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Connection keyword arguments for kafka-python clients (producer, consumer, admin).
 
-    SASL fields are used only with a ``SASL_*`` protocol and the CA file only with ``*SSL``.
+    SASL fields are used only with a ``SASL_*`` protocol and the CA file only with ``*SSL``
+    (read here once, so an unusable file is refused before a client starts).
     """
     protocol = _protocol(kafka)
     options: dict[str, Any] = {
@@ -95,6 +119,7 @@ def kafka_python_options(kafka: KafkaSettings) -> dict[str, Any]:
     if protocol.startswith("SASL_"):
         options.update(_sasl(kafka, protocol))
     if protocol.endswith("SSL") and kafka.ssl_cafile:
+        ssl_context(kafka)
         options["ssl_cafile"] = kafka.ssl_cafile
     return options
 
@@ -144,7 +169,7 @@ def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
     if protocol.startswith("SASL_"):
         options.update(_sasl(kafka, protocol))
     if protocol.endswith("SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=kafka.ssl_cafile)
+        options["ssl_context"] = ssl_context(kafka)
     return options
 
 

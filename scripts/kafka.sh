@@ -24,7 +24,8 @@ The first start assembles Kafka from Maven Central into .cache/kafka/<version>/l
 later starts use the cache and need only Java 17+.
 
 Commands:
-  start [--sasl] [--dir DIR]  format a fresh broker in .cache/kafka/run-<port>/ (or DIR), start it
+  start [--sasl] [--ssl] [--dir DIR]
+                              format a fresh broker in .cache/kafka/run-<port>/ (or DIR), start it
                               in the background and wait until it serves metadata; prints
                                 COMPUTEWATCH_KAFKA_BOOTSTRAP=127.0.0.1:<port>
                               With --sasl also a SASL_PLAINTEXT listener (SCRAM-SHA-256; the user
@@ -33,6 +34,11 @@ Commands:
                                 COMPUTEWATCH_KAFKA_SASL_MECHANISM=SCRAM-SHA-256
                                 COMPUTEWATCH_KAFKA_SASL_USERNAME=$SASL_USER
                                 COMPUTEWATCH_KAFKA_SASL_PASSWORD=<random, dev only>
+                              With --ssl (implies --sasl) also a SASL_SSL listener (the same
+                              user) whose certificate, for 127.0.0.1 and localhost, is signed by
+                              a CA made with openssl at format time; prints
+                                COMPUTEWATCH_KAFKA_SSL_BOOTSTRAP=127.0.0.1:<port>
+                                COMPUTEWATCH_KAFKA_SSL_CAFILE=<run dir>/tls/ca.pem
                               A DIR that already holds a stopped broker is started again as is
                               (same data, same ports).
   stop [--keep] [--dir DIR]   SIGTERM the broker (SIGKILL after ${STOP_TIMEOUT}s) and delete its run
@@ -53,7 +59,8 @@ Examples:
 Environment: JAVA_HOME (else java on PATH), KAFKA_SH_VERSION (default $VERSION),
 KAFKA_SH_HEAP (default $HEAP), KAFKA_SH_CACHE (default .cache/kafka),
 KAFKA_SH_START_TIMEOUT / KAFKA_SH_STOP_TIMEOUT (seconds, defaults $START_TIMEOUT / $STOP_TIMEOUT).
-Files in the run dir: broker.env (the variables), broker.pid, server.properties, logs/server.log.
+Files in the run dir: broker.env (the variables), broker.pid, server.properties, logs/server.log,
+and with --ssl tls/ca.pem (the CA to trust) and tls/broker.pem (the broker's key and certificate).
 EOF
 }
 
@@ -151,9 +158,9 @@ rootLogger.appenderRef.file.ref = FILE
 EOF
 }
 
-# write_config RUN PORT CONTROLLER_PORT [SASL_PORT]
+# write_config RUN PORT CONTROLLER_PORT [SASL_PORT [SSL_PORT]]
 write_config() {
-  local run="$1" port="$2" cport="$3" sport="${4:-}"
+  local run="$1" port="$2" cport="$3" sport="${4:-}" tport="${5:-}"
   local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
   local advertised="PLAINTEXT://127.0.0.1:$port"
   local protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
@@ -161,6 +168,11 @@ write_config() {
     listeners+=",SASL_PLAINTEXT://127.0.0.1:$sport"
     advertised+=",SASL_PLAINTEXT://127.0.0.1:$sport"
     protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+  fi
+  if [[ -n "$tport" ]]; then
+    listeners+=",SASL_SSL://127.0.0.1:$tport"
+    advertised+=",SASL_SSL://127.0.0.1:$tport"
+    protocols+=",SASL_SSL:SASL_SSL"
   fi
   cat >"$run/server.properties" <<EOF
 # Written by scripts/kafka.sh: one KRaft node that is both broker and controller.
@@ -193,6 +205,39 @@ sasl.enabled.mechanisms=SCRAM-SHA-256
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
   fi
+  if [[ -n "$tport" ]]; then
+    cat >>"$run/server.properties" <<EOF
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$run/tls/broker.pem
+EOF
+  fi
+}
+
+# make_tls RUN: in RUN/tls, a CA (ca.pem, to trust) and a certificate for 127.0.0.1 and
+# localhost signed by it, with its key (broker.pem, the broker's PEM keystore); EC P-256, 30
+# days. The CA's key is deleted once it has signed: nothing else is signed with it.
+make_tls() {
+  local tls="$1/tls"
+  command -v openssl >/dev/null 2>&1 \
+    || die "--ssl needs openssl to make the certificates (apt-get install openssl)"
+  mkdir -p "$tls"
+  (  # chained with &&: set -e does not apply in a subshell tested by ||
+    umask 077 && cd "$tls" &&
+    openssl req -x509 -new -noenc -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 30 \
+      -subj "/CN=computewatch dev CA" -keyout ca.key -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" &&
+    openssl req -new -noenc -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr &&
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+      "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" >broker.ext &&
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -days 30 -extfile broker.ext \
+      -out broker.crt &&
+    cat broker.key broker.crt >broker.pem &&
+    rm -f ca.key broker.key broker.csr broker.ext broker.crt &&
+    chmod 644 ca.pem
+  ) >"$1/logs/tls.log" 2>&1 || die "making the TLS certificates failed (see $1/logs/tls.log)"
 }
 
 java_tool() {  # java_tool MAIN_CLASS ARGS... (short-lived JVM on the Kafka classpath)
@@ -200,12 +245,14 @@ java_tool() {  # java_tool MAIN_CLASS ARGS... (short-lived JVM on the Kafka clas
     -Dlog4j2.configurationFile="$RUN/log4j2.properties" -cp "$LIBS/*" "$@"
 }
 
-# format_new RUN SASL(0|1): pick ports, write config and format storage (with the SCRAM user).
+# format_new RUN SASL(0|1) SSL(0|1): pick ports, write config (with SSL, the certificates too)
+# and format storage (with the SCRAM user).
 format_new() {
-  local run="$1" sasl="$2" ports port cport sport="" cluster password=""
-  mapfile -t ports < <("$PY" "$PROBE" free-ports 3)
+  local run="$1" sasl="$2" ssl="$3" ports port cport sport="" tport="" cluster password=""
+  mapfile -t ports < <("$PY" "$PROBE" free-ports 4)
   port="${ports[0]}" cport="${ports[1]}"
   [[ "$sasl" == 1 ]] && sport="${ports[2]}"
+  [[ "$ssl" == 1 ]] && tport="${ports[3]}"
   if [[ -z "$run" ]]; then
     run="$CACHE/run-$port"
     rm -rf "$run"
@@ -215,7 +262,8 @@ format_new() {
   mkdir -p "$run/logs" "$run/data"
   RUN="$(cd "$run" && pwd)"
   write_log4j "$RUN"
-  write_config "$RUN" "$port" "$cport" "$sport"
+  write_config "$RUN" "$port" "$cport" "$sport" "$tport"
+  [[ -z "$tport" ]] || make_tls "$RUN"
   cluster="$("$PY" "$PROBE" cluster-id)"
   local scram=()
   if [[ "$sasl" == 1 ]]; then
@@ -224,11 +272,11 @@ format_new() {
   fi
   java_tool kafka.tools.StorageTool format -t "$cluster" -c "$RUN/server.properties" "${scram[@]}" \
     >"$RUN/logs/format.log" 2>&1 || die "formatting storage failed (see $RUN/logs/format.log)"
-  write_env "$RUN" "$port" "$sport" "$password"
+  write_env "$RUN" "$port" "$sport" "$password" "$tport"
 }
 
 write_env() {
-  local run="$1" port="$2" sport="$3" password="$4"
+  local run="$1" port="$2" sport="$3" password="$4" tport="${5:-}"
   (
     umask 077
     {
@@ -238,6 +286,10 @@ write_env() {
         echo "COMPUTEWATCH_KAFKA_SASL_MECHANISM=SCRAM-SHA-256"
         echo "COMPUTEWATCH_KAFKA_SASL_USERNAME=$SASL_USER"
         echo "COMPUTEWATCH_KAFKA_SASL_PASSWORD=$password"
+      fi
+      if [[ -n "$tport" ]]; then
+        echo "COMPUTEWATCH_KAFKA_SSL_BOOTSTRAP=127.0.0.1:$tport"
+        echo "COMPUTEWATCH_KAFKA_SSL_CAFILE=$run/tls/ca.pem"
       fi
     } >"$run/broker.env"
   )
@@ -258,7 +310,7 @@ broker_pid() {  # print the PID of RUN's broker if it is alive and really ours
 }
 
 launch() {
-  local pid bootstrap sasl_bootstrap
+  local pid bootstrap sasl_bootstrap ssl_bootstrap
   pid="$("$PY" "$PROBE" launch --log "$RUN/logs/stdout.log" -- \
     "$JAVA" -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true -Dkafka.logs.dir="$RUN/logs" \
@@ -270,12 +322,20 @@ launch() {
   fi
   bootstrap="$(env_value "$RUN" COMPUTEWATCH_KAFKA_BOOTSTRAP)"
   sasl_bootstrap="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_BOOTSTRAP)"
+  ssl_bootstrap="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SSL_BOOTSTRAP)"
   wait_ready "$pid" "$bootstrap" "$START_TIMEOUT"
   if [[ -n "$sasl_bootstrap" ]]; then
     "$PY" "$PROBE" wait --bootstrap "$sasl_bootstrap" --pid "$pid" --timeout 30 \
       --sasl-user "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
       --sasl-password "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
       || fail_start "$pid" "the SASL/SCRAM listener at $sasl_bootstrap did not authenticate"
+  fi
+  if [[ -n "$ssl_bootstrap" ]]; then
+    "$PY" "$PROBE" wait --bootstrap "$ssl_bootstrap" --pid "$pid" --timeout 30 \
+      --sasl-user "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
+      --sasl-password "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
+      --ssl-cafile "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SSL_CAFILE)" \
+      || fail_start "$pid" "the SASL_SSL listener at $ssl_bootstrap did not authenticate"
   fi
   note "Kafka $VERSION up at $bootstrap (pid $pid, dir $RUN)"
   cat "$RUN/broker.env"
@@ -316,13 +376,15 @@ cmd_start() {
     VERSION="$(cat "$RUN/version")"
     [[ "$SASL" == 0 || -n "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_BOOTSTRAP)" ]] \
       || die "$RUN was formatted without --sasl; start a fresh broker for SASL"
+    [[ "$SSL" == 0 || -n "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SSL_BOOTSTRAP)" ]] \
+      || die "$RUN was formatted without --ssl; start a fresh broker for SSL"
     find_java
     assemble
     note "starting the existing broker in $RUN"
   else
     find_java
     assemble
-    format_new "${DIR:-}" "$SASL"
+    format_new "${DIR:-}" "$SASL" "$SSL"
   fi
   launch
 }
@@ -361,7 +423,7 @@ cmd_restart() {
   [[ -n "$RUN" && -f "$RUN/data/meta.properties" ]] \
     || die "no broker to restart (start one with 'scripts/kafka.sh start')"
   KEEP=1 DIR="$RUN" cmd_stop
-  DIR="$RUN" SASL=0 cmd_start
+  DIR="$RUN" SASL=0 SSL=0 cmd_start
 }
 
 cmd_status() {
@@ -383,10 +445,11 @@ cmd_status() {
 main() {
   local command="${1:-}"
   [[ $# -gt 0 ]] && shift
-  SASL=0 KEEP=0 DIR=""
+  SASL=0 SSL=0 KEEP=0 DIR=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --sasl) SASL=1 ;;
+      --ssl) SSL=1 SASL=1 ;;
       --keep) KEEP=1 ;;
       --dir) [[ $# -ge 2 ]] || die "--dir needs a directory"; DIR="$2"; shift ;;
       --dir=*) DIR="${1#--dir=}" ;;

@@ -6,6 +6,8 @@ it, ``wait`` falls back to checking that the port accepts TCP connections.
     python scripts/kafka_probe.py free-ports 2
     python scripts/kafka_probe.py cluster-id
     python scripts/kafka_probe.py wait --bootstrap 127.0.0.1:9092 --pid 1234 --timeout 90
+    python scripts/kafka_probe.py wait --bootstrap 127.0.0.1:9094 --sasl-user u --sasl-password p \
+        --ssl-cafile ca.pem
     python scripts/kafka_probe.py launch --log out.log -- java -cp 'libs/*' kafka.Kafka x.properties
 """
 
@@ -61,8 +63,11 @@ def _tcp_answers(bootstrap: str) -> bool:
     return False
 
 
-def _metadata_answers(bootstrap: str, user: str | None, password: str | None) -> bool:
-    """True when the broker serves cluster metadata (through SASL/SCRAM when a user is given)."""
+def _metadata_answers(
+    bootstrap: str, user: str | None, password: str | None, cafile: str | None
+) -> bool:
+    """True when the broker serves cluster metadata (through SASL/SCRAM when a user is given,
+    over TLS verified with ``cafile`` when one is given)."""
     try:
         from kafka import KafkaAdminClient
     except ImportError:  # no kafka-python: settle for an open port
@@ -70,11 +75,18 @@ def _metadata_answers(bootstrap: str, user: str | None, password: str | None) ->
     options: dict[str, object] = {"bootstrap_servers": bootstrap, "bootstrap_timeout_ms": 3000}
     if user is not None:
         options.update(
-            security_protocol="SASL_PLAINTEXT",
             sasl_mechanism="SCRAM-SHA-256",
             sasl_plain_username=user,
             sasl_plain_password=password,
         )
+    if cafile is not None:
+        options["ssl_cafile"] = cafile
+    options["security_protocol"] = {
+        (False, False): "PLAINTEXT",
+        (True, False): "SASL_PLAINTEXT",
+        (False, True): "SSL",
+        (True, True): "SASL_SSL",
+    }[(user is not None, cafile is not None)]
     try:
         admin = KafkaAdminClient(**options)
     except Exception:
@@ -88,7 +100,12 @@ def _metadata_answers(bootstrap: str, user: str | None, password: str | None) ->
 
 
 def wait(
-    bootstrap: str, pid: int | None, timeout: float, user: str | None, password: str | None
+    bootstrap: str,
+    pid: int | None,
+    timeout: float,
+    user: str | None,
+    password: str | None,
+    cafile: str | None = None,
 ) -> int:
     """Poll until the broker answers (exit 0), its process dies (exit 2) or time runs out (1)."""
     deadline = time.monotonic() + timeout
@@ -96,7 +113,7 @@ def wait(
         if not _pid_alive(pid):
             print(f"broker process {pid} exited before answering", file=sys.stderr)
             return 2
-        if _tcp_answers(bootstrap) and _metadata_answers(bootstrap, user, password):
+        if _tcp_answers(bootstrap) and _metadata_answers(bootstrap, user, password, cafile):
             return 0
         time.sleep(0.3)
     print(f"broker at {bootstrap} did not answer within {timeout:.0f}s", file=sys.stderr)
@@ -129,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     waiter.add_argument("--timeout", type=float, default=90.0)
     waiter.add_argument("--sasl-user")
     waiter.add_argument("--sasl-password")
+    waiter.add_argument("--ssl-cafile", help="connect over TLS, trusting this CA")
     launcher = sub.add_parser("launch", help="start a command detached and print its PID")
     launcher.add_argument("--log", required=True)
     launcher.add_argument("argv", nargs=argparse.REMAINDER)
@@ -143,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "launch":
         argv_ = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         return launch(argv_, args.log)
-    return wait(args.bootstrap, args.pid, args.timeout, args.sasl_user, args.sasl_password)
+    return wait(
+        args.bootstrap, args.pid, args.timeout, args.sasl_user, args.sasl_password,
+        args.ssl_cafile,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need, starts a real local Kafka
-# broker (KRaft, with a SASL listener), runs ruff, mypy and the whole pytest suite, and stops
-# the broker again. Extra arguments go to pytest, e.g. `scripts/test.sh -m "not kafka" -x`.
+# broker (KRaft, with SASL_PLAINTEXT and SASL_SSL listeners), runs ruff, mypy and the whole
+# pytest suite, and stops the broker again. Extra arguments go to pytest, e.g.
+# `scripts/test.sh -m "not kafka" -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 say "Kafka broker"
-broker_env=$(scripts/kafka.sh start --sasl)
+broker_env=$(scripts/kafka.sh start --ssl)  # SASL_PLAINTEXT and SASL_SSL listeners too
 trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
 set -a
 eval "$broker_env"

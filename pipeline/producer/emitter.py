@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from pipeline.config import KafkaSettings
 from pipeline.events import AllocationEvent, InvalidEvent, parse_event
+from pipeline.kafka_check import KafkaUnreachable, check_reachable
 from pipeline.kafka_options import kafka_python_producer_options
 from pipeline.producer.record import RequestRecord, status_for
 from pipeline.producer.transport import DropCallback, Producer, ProducerFactory, kafka_producer
@@ -96,6 +97,7 @@ class TelemetryEmitter:
             client_id=client_id,
         )
         self._options = {**options, **(extra_options or {})}
+        self._kafka = kafka
         self._topic = topic or kafka.events_topic
         self._message_key = kafka.message_key
         self._factory: ProducerFactory = producer_factory or kafka_producer
@@ -255,10 +257,12 @@ class TelemetryEmitter:
             try:
                 producer = self._factory(dict(self._options))
             except Exception as exc:
-                log.warning(
+                tls_reason = self._tls_failure()
+                log.log(
+                    logging.WARNING if tls_reason is None else logging.ERROR,
                     "Kafka not reachable at %s (%s); buffering, retry in %.1fs",
                     self._options["bootstrap_servers"],
-                    exc,
+                    tls_reason or exc,
                     delay,
                 )
                 self._closing.wait(delay)
@@ -266,6 +270,18 @@ class TelemetryEmitter:
             else:
                 log.info("telemetry emitter connected to Kafka; topic %s", self._topic)
                 return producer
+        return None
+
+    def _tls_failure(self) -> str | None:
+        """Why a TLS connection fails, in one line that says what to do (a CA that does not
+        verify the broker, a listener that does not speak TLS), which kafka-python only calls
+        "Unable to bootstrap"; ``None`` when not on TLS or the handshake works."""
+        if not self._kafka.security_protocol.strip().upper().endswith("SSL"):
+            return None
+        try:
+            check_reachable(self._kafka, timeout_s=5.0)
+        except KafkaUnreachable as exc:
+            return str(exc)
         return None
 
     def _pump(self, producer: Producer) -> None:
