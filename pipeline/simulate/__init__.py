@@ -52,7 +52,13 @@ from pipeline.simulate.scenarios import (
     labels_for,
     make_scenario,
 )
-from pipeline.simulate.suite import BENIGN, VARIANTS, HorizonTooShort, default_suite
+from pipeline.simulate.suite import (
+    BENIGN,
+    VARIANTS,
+    HorizonTooShort,
+    default_suite,
+    planted_misrouting,
+)
 
 __all__ = [
     "ALL_ENTITIES",
@@ -97,6 +103,7 @@ __all__ = [
     "load_labels",
     "make_scenario",
     "paced",
+    "planted_misrouting",
     "save_labels",
     "simulate",
     "write_jsonl",
