@@ -51,12 +51,11 @@ def allocation_advice(
         raise ValueError(f"empty period: --to {date_to} must be after --from {date_from}")
     start = datetime.combine(date_from, time(), UTC)
     end = datetime.combine(date_to, time(), UTC)
-    (requests, without, first, last), = client.query(
-        *queries.allocation_span(start, end, models=models)
-    ).result_rows
-    span = Span(int(requests), int(without), first if requests else None,
-                last if requests else None)  # fmt: skip
-    bucket_s = block_seconds(last - first if requests else timedelta(0))
+    found = client.query(*queries.allocation_span(start, end, models=models)).result_rows
+    span, bucket_s = Span(0, 0, None, None), block_seconds(timedelta(0))
+    if found:
+        requests, without, first, last = found[0]
+        span, bucket_s = Span(int(requests), int(without), first, last), block_seconds(last - first)
     bands = _columns(client, queries.allocation_bands(start, end, bands=options.bands,
                                                       models=models))  # fmt: skip
     cells = _columns(client, queries.allocation_cells(

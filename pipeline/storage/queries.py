@@ -136,8 +136,9 @@ def _where(conditions: Sequence[str]) -> str:
 
 
 def _bin(bins: int, params: dict[str, Any]) -> str:
-    """The difficulty bin (0 .. bins - 1) of an event, in integer millionths so that a bin edge
-    such as 0.35 falls in the bin it starts; difficulty 1 joins the last bin."""
+    """The difficulty bin (0 .. bins - 1) of an event, cut in whole millionths so that a value
+    computed a hair below an edge (0.3 - 0.1 = 0.19999999999999998) falls in the bin whose
+    edge it names; difficulty 1 joins the last bin."""
     if bins < 1 or DIFFICULTY_SCALE % bins:
         raise ValueError(f"difficulty bins must divide {DIFFICULTY_SCALE}, got {bins}")
     params["bin_width"], params["last_bin"] = DIFFICULTY_SCALE // bins, bins - 1
@@ -501,7 +502,8 @@ ORDER BY model, stratum, route, bucket"""
 def allocation_span(
     start: datetime, end: datetime, *, models: Sequence[str] | None = None
 ) -> Query:
-    """One row over [start, end): requests, those without a difficulty, first and last ``ts``."""
+    """Over [start, end): requests, those without a difficulty, first and last ``ts``; one row,
+    or none when no event matched."""
     params: dict[str, Any] = {}
     where = [_range("ts", start, end, params), *_in("model", "models", models, params)]
     sql = f"""SELECT
@@ -510,5 +512,6 @@ def allocation_span(
     min(ts) AS first_ts,
     max(ts) AS last_ts
 FROM events FINAL
-{_where(where)}"""
+{_where(where)}
+HAVING requests > 0"""
     return sql, params
