@@ -43,23 +43,24 @@ def allocation_advice(
     date_to: date,
     *,
     models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
     options: Options = DEFAULT_OPTIONS,
 ) -> Advice:
-    """Advice on the events of days [date_from, date_to) (of ``models``, or all), read through
-    ``client`` (connected to the computewatch database)."""
+    """Advice on the events of days [date_from, date_to) (of ``models`` and ``tenants``, or
+    all), read through ``client`` (connected to the computewatch database)."""
     if date_to <= date_from:
         raise ValueError(f"empty period: --to {date_to} must be after --from {date_from}")
     start = datetime.combine(date_from, time(), UTC)
     end = datetime.combine(date_to, time(), UTC)
-    found = client.query(*queries.allocation_span(start, end, models=models)).result_rows
+    scope: dict[str, Any] = {"models": models, "tenants": tenants}
+    found = client.query(*queries.allocation_span(start, end, **scope)).result_rows
     span, bucket_s = Span(0, 0, None, None), block_seconds(timedelta(0))
     if found:
         requests, without, first, last = found[0]
         span, bucket_s = Span(int(requests), int(without), first, last), block_seconds(last - first)
-    bands = _columns(client, queries.allocation_bands(start, end, bands=options.bands,
-                                                      models=models))  # fmt: skip
+    bands = _columns(client, queries.allocation_bands(start, end, bands=options.bands, **scope))
     cells = _columns(client, queries.allocation_cells(
-        start, end, bins=options.bands * options.strata, bucket_s=bucket_s, models=models))
+        start, end, bins=options.bands * options.strata, bucket_s=bucket_s, **scope))
     return advise(span, bands, cells, bucket_s=bucket_s, options=options)
 
 

@@ -446,17 +446,27 @@ ORDER BY dead_letters DESC, rule"""
 # -- allocation ---------------------------------------------------------------------------------
 
 def _allocation_where(
-    start: datetime, end: datetime, models: Sequence[str] | None, params: dict[str, Any]
+    start: datetime,
+    end: datetime,
+    models: Sequence[str] | None,
+    tenants: Sequence[str] | None,
+    params: dict[str, Any],
 ) -> list[str]:
-    where = [_range("ts", start, end, params), "difficulty IS NOT NULL"]
-    return where + _in("model", "models", models, params)
+    where = [_range("ts", start, end, params), *_in("tenant_id", "tenants", tenants, params)]
+    return [*where, "difficulty IS NOT NULL", *_in("model", "models", models, params)]
 
 
 def allocation_bands(
-    start: datetime, end: datetime, *, bands: int = 5, models: Sequence[str] | None = None
+    start: datetime,
+    end: datetime,
+    *,
+    bands: int = 5,
+    models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> Query:
     """Per model, difficulty band (``band`` = 0 .. bands - 1, equal widths) and route over
-    [start, end): requests, GPU-ms, cost, confidence sums, truncations and latency p95.
+    [start, end) (of ``models`` and ``tenants`` when given): requests, GPU-ms, cost, confidence
+    sums, truncations and latency p95.
 
     >>> from datetime import UTC
     >>> sql, params = allocation_bands(datetime(2026, 3, 2, tzinfo=UTC),
@@ -470,7 +480,7 @@ def allocation_bands(
     model, {band} AS band, route,{_ALLOCATION_SUMS},
     quantileExact(0.95)(latency_ms) AS latency_p95_ms
 FROM events FINAL
-{_where(_allocation_where(start, end, models, params))}
+{_where(_allocation_where(start, end, models, tenants, params))}
 GROUP BY model, band, route
 ORDER BY model, band, route"""
     return sql, params
@@ -483,6 +493,7 @@ def allocation_cells(
     bins: int = 20,
     bucket_s: int = 60,
     models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> Query:
     """The sums of :func:`allocation_bands` per model, fine difficulty bin (``bins`` equal
     widths), route and time bucket (``bucket`` = unix seconds // ``bucket_s``): what the advisor
@@ -493,19 +504,24 @@ def allocation_cells(
     model, {stratum} AS stratum, route,
     intDiv(toUnixTimestamp(ts), {{bucket_s:UInt32}}) AS bucket,{_ALLOCATION_SUMS}
 FROM events FINAL
-{_where(_allocation_where(start, end, models, params))}
+{_where(_allocation_where(start, end, models, tenants, params))}
 GROUP BY model, stratum, route, bucket
 ORDER BY model, stratum, route, bucket"""
     return sql, params
 
 
 def allocation_span(
-    start: datetime, end: datetime, *, models: Sequence[str] | None = None
+    start: datetime,
+    end: datetime,
+    *,
+    models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
 ) -> Query:
     """Over [start, end): requests, those without a difficulty, first and last ``ts``; one row,
     or none when no event matched."""
     params: dict[str, Any] = {}
-    where = [_range("ts", start, end, params), *_in("model", "models", models, params)]
+    where = [_range("ts", start, end, params), *_in("tenant_id", "tenants", tenants, params),
+             *_in("model", "models", models, params)]
     sql = f"""SELECT
     count() AS requests,
     countIf(difficulty IS NULL) AS without_difficulty,

@@ -242,6 +242,11 @@ def test_allocation_queries_agree_with_the_raw_events(
     assert (span["first_ts"], span["last_ts"]) == (min(e.ts for e in events),
                                                    max(e.ts for e in events))
     assert run(stored, q.allocation_span(START, END, models=["no-such-model"])) == []
+    (acme,) = run(stored, q.allocation_span(START, END, tenants=["acme"]))
+    assert acme["requests"] == sum(e.tenant_id == "acme" for e in events)
+    acme_bands = run(stored, q.allocation_bands(START, END, tenants=["acme"]))
+    assert sum(r["requests"] for r in acme_bands) == sum(
+        e.tenant_id == "acme" and e.difficulty is not None for e in events)
 
 
 def test_alerts_feed_filters_and_triage_on_the_engine(stored: Client) -> None:
