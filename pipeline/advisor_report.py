@@ -25,10 +25,11 @@ import msgspec
 
 from pipeline.advisor import Advice, Estimate, Recommendation, RouteRow, Step
 
-__all__ = ["explanation", "summary", "to_json", "to_markdown"]
+__all__ = ["band_label", "explanation", "no_recommendation", "summary", "to_json", "to_markdown"]
 
 
-def _band(band: tuple[float, float]) -> str:
+def band_label(band: tuple[float, float]) -> str:
+    """``0.4-0.6``: a difficulty band as the report names it."""
     digits = 1 if all(float(round(b * 10, 6)).is_integer() for b in band) else 2
     return f"{band[0]:.{digits}f}-{band[1]:.{digits}f}"
 
@@ -55,7 +56,7 @@ def _with_ci(e: Estimate, digits: int = 3) -> str:
 def summary(rec: Recommendation) -> str:
     """One sentence: the band, what the dearer route costs and buys, and what to do."""
     s = rec.step
-    where = f"difficulty {_band(s.band)} on {s.model}"
+    where = f"difficulty {band_label(s.band)} on {s.model}"
     gain = f"{_signed(s.confidence_gain.value)} confidence (95 % CI {_ci(s.confidence_gain)})"
     if rec.action == "cap":
         return (
@@ -99,16 +100,21 @@ def _header(advice: Advice, period: tuple[date, date]) -> list[str]:
     ]
 
 
+def no_recommendation(advice: Advice) -> str:
+    """Why the advice recommends nothing."""
+    why = (
+        f"no dearer route is within {advice.options.tolerance:g} confidence of a cheaper one, "
+        "and none surely buys more"
+        if advice.steps
+        else "no band has two routes serving the same difficulties"
+    )
+    return f"None: {why}."
+
+
 def _recommendations(advice: Advice) -> list[str]:
     lines = ["", "## Recommendations", ""]
     if not advice.recommendations:
-        why = (
-            f"no dearer route is within {advice.options.tolerance:g} confidence of a cheaper "
-            "one, and none surely buys more"
-            if advice.steps
-            else "no band has two routes serving the same difficulties"
-        )
-        return [*lines, f"None: {why}."]
+        return [*lines, no_recommendation(advice)]
     for i, rec in enumerate(advice.recommendations, 1):
         lines += [f"{i}. {summary(rec)}.", f"   {explanation(rec)}."]
     return lines
@@ -123,7 +129,7 @@ def _steps(steps: list[Step]) -> list[str]:
     ]  # fmt: skip
     for s in steps:
         lines.append(
-            f"| {s.model} | {_band(s.band)} | `{s.cheap}` -> `{s.dear}` | "
+            f"| {s.model} | {band_label(s.band)} | `{s.cheap}` -> `{s.dear}` | "
             f"{s.cheap_requests:,} / {s.requests:,} | {s.gpu_ratio.value:.1f}x | "
             f"{_signed(s.confidence_gain.value)} ({_ci(s.confidence_gain)}) | "
             f"{_with_ci(s.confidence_per_gpu_s, 4)} | "
@@ -141,7 +147,7 @@ def _rows(rows: list[RouteRow]) -> list[str]:
     ]  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {r.model} | {_band(r.band)} | `{r.route}` | {r.requests:,} | "
+            f"| {r.model} | {band_label(r.band)} | `{r.route}` | {r.requests:,} | "
             f"{_with_ci(r.gpu_s_per_request, 2)} | {_usd(r.cost_usd)} | {_with_ci(r.confidence)} "
             f"| {r.truncation_rate:.1%} | {r.latency_p95_ms / 1000:.1f} s |"
         )
