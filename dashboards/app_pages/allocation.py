@@ -83,15 +83,16 @@ def steps(advice: Advice) -> None:
         return
     st.dataframe(frames.allocation_steps(advice), hide_index=True, column_config={
         "model": "Model", "difficulty": "Difficulty", "step": "Step",
-        "requests": st.column_config.NumberColumn("Requests compared", format="localized"),
+        "requests": st.column_config.NumberColumn("Compared", format="localized",
+                                                  help="Requests on both routes compared."),
         "gpu_ratio": st.column_config.NumberColumn("GPU time", format="%.1fx"),
         "confidence_gain": st.column_config.NumberColumn("Confidence gain", format="%+.3f"),
-        "confidence_gain_ci": "95 % interval",
-        "confidence_per_gpu_s": st.column_config.NumberColumn("Confidence per extra GPU-s",
-                                                              format="%.4f"),
-        "confidence_per_gpu_s_ci": "95 % interval ",
-        "cost_cheap_usd": st.column_config.NumberColumn("Cost/request, cheaper", format="$%.6f"),
-        "cost_dear_usd": st.column_config.NumberColumn("Cost/request, dearer", format="$%.6f"),
+        "confidence_gain_ci": "95 % CI",
+        "confidence_per_gpu_s": st.column_config.NumberColumn(
+            "Per extra GPU-s", format="%.4f", help="Confidence gained per extra GPU-second."),
+        "confidence_per_gpu_s_ci": "95 % CI ",
+        "cost_cheap_usd": st.column_config.NumberColumn("$/request from", format="$%.6f"),
+        "cost_dear_usd": st.column_config.NumberColumn("$/request to", format="$%.6f"),
     })
 
 
@@ -102,12 +103,14 @@ def table(advice: Advice) -> None:
         "model": "Model", "difficulty": "Difficulty", "route": "Route",
         "requests": st.column_config.NumberColumn("Requests", format="localized"),
         "gpu_s_per_request": st.column_config.NumberColumn("GPU-s/request", format="%.2f"),
-        "gpu_s_ci": "95 % interval",
-        "cost_usd": st.column_config.NumberColumn("Cost (USD)", format="$%.2f"),
-        "confidence": st.column_config.NumberColumn("Mean confidence", format="%.3f"),
-        "confidence_ci": "95 % interval ",
+        "gpu_s_ci": "95 % CI",
+        "cost_usd": st.column_config.NumberColumn("Cost", format="$%.2f"),
+        "confidence": st.column_config.NumberColumn("Confidence", format="%.3f",
+                                                    help="Mean confidence of the answers."),
+        "confidence_ci": "95 % CI ",
         "truncation_rate": st.column_config.NumberColumn("Truncated", format="percent"),
-        "latency_p95_s": st.column_config.NumberColumn("Latency p95 (s)", format="%.1f"),
+        "latency_p95_s": st.column_config.NumberColumn("p95 (s)", format="%.1f",
+                                                       help="Latency, 95th percentile."),
     })
 
 
