@@ -12,7 +12,8 @@ time bucket); this module only resamples and compares those sums.
   stratum, and then the advisor claims nothing about that pair.
 * **Intervals.** A block bootstrap: the time buckets are drawn with replacement, all groups
   together, ``replicates`` times (seeded); an interval runs from the 2.5th to the 97.5th
-  percentile of the replicates.
+  percentile of the replicates. Fewer than ``min_blocks`` buckets give no interval (and so no
+  recommendation): a few minutes of traffic cannot say how much the numbers vary.
 * **Steps.** In a band the routes are ordered by GPU-seconds per request; each is compared with
   the nearest cheaper route that shares strata with it: GPU time ratio, confidence gain, and
   the marginal confidence per extra GPU-second.
@@ -72,6 +73,7 @@ class Options:
     seed: int = 0
     min_stratum: int = 20
     min_compared: int = 100
+    min_blocks: int = 10
 
     def __post_init__(self) -> None:
         if not 0 <= self.tolerance < 1:
@@ -195,6 +197,8 @@ class _Resampled:
                                     return_inverse=True)  # fmt: skip
         weights = block_weights(len(buckets), options.replicates,
                                 np.random.default_rng(options.seed))  # fmt: skip
+        if len(buckets) < options.min_blocks:
+            weights[1:] = np.nan
         flat, size = bucket * len(groups) + group, len(buckets) * len(groups)
         self.sums = {
             m: weights @ np.bincount(flat, np.asarray(cells[m], dtype=np.float64), size)
