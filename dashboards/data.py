@@ -27,8 +27,10 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 import frames
+from pipeline.advisor import Advice, Options
 from pipeline.config import Settings
 from pipeline.storage import check_schema, connect, describe_url, is_embedded, queries
+from pipeline.storage.allocation import allocation_advice as build_allocation_advice
 from pipeline.storage.triage import record_triage
 from pipeline.storage.usage import usage_report as build_usage_report
 
@@ -287,6 +289,23 @@ def usage_hourly(start: datetime, end: datetime, tenants: Tenants = None) -> pd.
     for column in ("gpu_ms", "cost_usd"):
         df[column] = df[column].astype(float)
     return df
+
+
+# -- allocation ---------------------------------------------------------------------------------
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def allocation_advice(
+    date_from: date, date_to: date, tolerance: float, models: tuple[str, ...] | None = None,
+    tenants: Tenants = None,
+) -> Advice:
+    """The allocation advice for days [date_from, date_to): what ``computewatch advise``
+    reports (same function, :func:`pipeline.storage.allocation.allocation_advice`)."""
+    db = database()
+    with db.lock:
+        return build_allocation_advice(
+            db.client, date_from, date_to, models=models, tenants=tenants,
+            options=Options(tolerance=tolerance),
+        )
 
 
 # -- pipeline health ----------------------------------------------------------------------------

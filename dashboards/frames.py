@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.advisor import Advice, Estimate
+from pipeline.advisor_report import band_label
 from pipeline.storage.queries import latency_percentiles
 from pipeline.storage.usage import write_usage
 
@@ -198,3 +200,58 @@ def usage_trend(df: pd.DataFrame, per: str = "hour", top: int = 8) -> pd.DataFra
     order = {t: i for i, t in enumerate([*named, others])}
     return out.sort_values(["tenant_id", "period"], key=lambda c: c.map(order)
                            if c.name == "tenant_id" else c, ignore_index=True)
+
+
+# -- allocation ---------------------------------------------------------------------------------
+
+ALLOCATION_COLUMNS: Final = (
+    "model", "difficulty", "route", "requests", "gpu_s_per_request", "gpu_s_ci", "cost_usd",
+    "confidence", "confidence_ci", "truncation_rate", "latency_p95_s",
+)
+STEP_COLUMNS: Final = (
+    "model", "difficulty", "step", "requests", "gpu_ratio", "confidence_gain",
+    "confidence_gain_ci", "confidence_per_gpu_s", "confidence_per_gpu_s_ci", "cost_cheap_usd",
+    "cost_dear_usd",
+)
+
+
+def interval(e: Estimate, digits: int = 3) -> str:
+    """A 95 % interval as ``0.012 to 0.034`` (a dash when undefined).
+
+    >>> interval(Estimate(0.02, 0.012, 0.034)), interval(Estimate(1.0, float("nan"), 2.0), 1)
+    ('0.012 to 0.034', '-')
+    """
+    if pd.isna(e.low) or pd.isna(e.high):
+        return "-"
+    return f"{e.low:.{digits}f} to {e.high:.{digits}f}"
+
+
+def allocation_rows(advice: Advice) -> pd.DataFrame:
+    """The advisor's table: one row per model, difficulty band and route."""
+    return pd.DataFrame(
+        [{
+            "model": r.model, "difficulty": band_label(r.band), "route": r.route,
+            "requests": r.requests, "gpu_s_per_request": r.gpu_s_per_request.value,
+            "gpu_s_ci": interval(r.gpu_s_per_request, 2), "cost_usd": r.cost_usd,
+            "confidence": r.confidence.value, "confidence_ci": interval(r.confidence),
+            "truncation_rate": r.truncation_rate, "latency_p95_s": r.latency_p95_ms / 1000,
+        } for r in advice.rows],
+        columns=list(ALLOCATION_COLUMNS),
+    )  # fmt: skip
+
+
+def allocation_steps(advice: Advice) -> pd.DataFrame:
+    """Each compared step from a cheaper route to a dearer one, with its intervals."""
+    return pd.DataFrame(
+        [{
+            "model": s.model, "difficulty": band_label(s.band), "step": f"{s.cheap} -> {s.dear}",
+            "requests": s.cheap_requests + s.requests, "gpu_ratio": s.gpu_ratio.value,
+            "confidence_gain": s.confidence_gain.value,
+            "confidence_gain_ci": interval(s.confidence_gain),
+            "confidence_per_gpu_s": s.confidence_per_gpu_s.value,
+            "confidence_per_gpu_s_ci": interval(s.confidence_per_gpu_s, 4),
+            "cost_cheap_usd": s.cost_usd[0], "cost_dear_usd": s.cost_usd[1],
+        } for s in advice.steps],
+        columns=list(STEP_COLUMNS),
+    )  # fmt: skip
+

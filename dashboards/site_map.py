@@ -4,7 +4,7 @@ The overview is the app's root URL; every role page has a fixed path, so a bookm
 link from an alert e-mail keeps working whichever pages a viewer's roles allow.
 
 >>> [p.url_path for p in ROLE_PAGES]
-['alerts', 'efficiency', 'usage', 'health']
+['alerts', 'efficiency', 'allocation', 'usage', 'health']
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ ROLE_PAGES: Final = (
              "security", "Compute anomalies with their evidence; acknowledge and resolve."),
     PageSpec("app_pages/efficiency.py", "Efficiency", ":material/speed:", "efficiency",
              "engineering", "GPU time per token, reasoning, latency and failures, drilled down."),
+    PageSpec("app_pages/allocation.py", "Allocation", ":material/alt_route:", "allocation",
+             "engineering", "Where a deeper route's compute buys confidence, and where a cheaper "
+             "route would do."),
     PageSpec("app_pages/usage.py", "Usage & cost", ":material/payments:", "usage", "finance",
              "Per-tenant usage and cost for any period, with CSV and Parquet exports."),
     PageSpec("app_pages/health.py", "Pipeline health", ":material/monitor_heart:", "health",

@@ -1,11 +1,11 @@
-"""computewatch dashboard: alerts for security, efficiency for engineers, usage and cost for
-finance, and the pipeline's health, read from ClickHouse.
+"""computewatch dashboard: alerts for security, efficiency and allocation for engineers, usage
+and cost for finance, and the pipeline's health, read from ClickHouse.
 
 Run with ``computewatch dashboard`` (or ``streamlit run dashboards/streamlit_app.py``); the
 settings come from ``COMPUTEWATCH_*`` (see :mod:`pipeline.config`). Nobody gets past
 :func:`access.sign_in` without signing in when sign-in is configured (see :mod:`access`). The
-overview is at ``/``; the other pages at ``/alerts``, ``/efficiency``, ``/usage`` and
-``/health`` (see :mod:`site_map`); the menu lists the pages the viewer's roles allow.
+overview is at ``/``; the other pages at ``/alerts``, ``/efficiency``, ``/allocation``,
+``/usage`` and ``/health`` (see :mod:`site_map`); the menu lists the pages the viewer's roles allow.
 """
 
 import streamlit as st

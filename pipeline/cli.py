@@ -319,6 +319,13 @@ def simulate(
     incidents: Annotated[
         bool, typer.Option(help="Inject the default suite of attacks, faults and benign shifts.")
     ] = True,
+    misrouting: Annotated[
+        bool,
+        typer.Option(
+            help="With --out: also plant a labelled misrouting for `computewatch advise` to find "
+            "(half of the first model's difficulty 0.4-0.6 requests routed deep for nothing)."
+        ),
+    ] = False,
     fast_forward: Annotated[
         bool, typer.Option(help="To Kafka: send as fast as possible instead of in real time.")
     ] = False,
@@ -336,7 +343,7 @@ def simulate(
 ) -> None:
     """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
     from pipeline.feeds import simulate_to_files, simulate_to_kafka
-    from pipeline.simulate import HorizonTooShort
+    from pipeline.simulate import HorizonTooShort, planted_misrouting
 
     names = [workload] if arrivals is None or workload != "default" else []
     (chosen,) = choose_workloads(names, arrivals)
@@ -346,7 +353,9 @@ def simulate(
     if out is not None:
         try:
             with removed_on_failure(writable(out, labels)), progress_line() as progress:
-                count = simulate_to_files(config, out, labels, incidents, chosen, progress)
+                planted = [planted_misrouting(config)] if misrouting else []
+                count = simulate_to_files(config, out, labels, incidents, chosen, progress,
+                                          planted)  # fmt: skip
         except HorizonTooShort:
             fail(f"{too_short(config)}, or --no-incidents")
         typer.echo(
@@ -356,6 +365,8 @@ def simulate(
         return
     if labels is not None:
         fail("--labels needs --out (labels describe a file of events)")
+    if misrouting:
+        fail("--misrouting needs --out")
     if start is not None and not fast_forward:
         fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
@@ -488,6 +499,60 @@ def usage(
         typer.echo(
             f"nothing matched: no usage by {who} from {start} to {end} (exclusive)", err=True
         )
+
+
+@app.command()
+def advise(
+    from_: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD.")],
+    to: Annotated[str, typer.Option(help="Day after the last, YYYY-MM-DD (exclusive).")],
+    model: Annotated[
+        list[str] | None, typer.Option(metavar="M", help="Only this model (repeat for several).")
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Confidence a cheaper route may lose and still be recommended (0 to 1): a band "
+            "is capped when the 95 % interval of what the dearer route adds stays below it."
+        ),
+    ] = 0.01,
+    format: Annotated[str, typer.Option(help="markdown or json.")] = "markdown",
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """Where routing compute buys confidence and where a cheaper route would do, per model,
+    difficulty band and route, with the money per day each change saves or costs."""
+    from datetime import date
+
+    from pipeline.advisor import Options
+    from pipeline.advisor_report import to_json, to_markdown
+    from pipeline.storage.allocation import advise_store
+
+    try:
+        start, end = date.fromisoformat(from_), date.fromisoformat(to)
+    except ValueError as exc:
+        fail(f"dates must be YYYY-MM-DD: {exc}")
+    if end <= start:
+        fail("--to must be after --from (it is exclusive)")
+    if format not in ("markdown", "json"):
+        fail(f"--format must be markdown or json, not {format!r}")
+    if not 0 <= tolerance < 1:
+        fail(f"--tolerance must be at least 0 and below 1, not {tolerance:g}")
+    settings = load_settings(clickhouse__url=clickhouse_url)
+    period = (start, end)
+    with storage_errors(), removed_on_failure(writable(output)):
+        advice = advise_store(settings, start, end, models=model,
+                              options=Options(tolerance=tolerance))  # fmt: skip
+        data = to_json(advice, period) if format == "json" else to_markdown(advice, period).encode()
+        if output is None:
+            sys.stdout.buffer.write(data)
+        else:
+            output.write_bytes(data)
+    if advice.span.requests == 0:
+        which = f"model {', '.join(model)}" if model else "any model"
+        typer.echo(f"nothing matched: no events of {which} from {start} to {end} (exclusive)",
+                   err=True)  # fmt: skip
 
 
 @app.command()

@@ -10,7 +10,7 @@ import math
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,11 +71,18 @@ def scenarios_for(
 
 
 def simulate_batches(
-    config: FleetConfig, incidents: bool = True, workload: Workload = DEFAULT_WORKLOAD
+    config: FleetConfig,
+    incidents: bool = True,
+    workload: Workload = DEFAULT_WORKLOAD,
+    planted: Sequence[Scenario] = (),
 ) -> tuple[Iterator[EventBatch], list[Incident]]:
-    """The ``workload``'s traffic on ``config``'s fleet with the default suite (or none)."""
+    """The ``workload``'s traffic on ``config``'s fleet with the default suite (or none) and the
+    ``planted`` scenarios (such as :func:`~pipeline.simulate.planted_misrouting`)."""
     fleet = build_fleet(config)
     suite, labels = scenarios_for(config, incidents, fleet)
+    if planted:
+        suite = [*suite, *planted]
+        labels = labels_for(suite, fleet)
     arrivals = workload.arrivals(fleet)
     return simulate(config, suite, fleet=fleet, arrivals=arrivals), labels
 
@@ -99,15 +106,17 @@ def simulate_to_files(
     incidents: bool = True,
     workload: Workload = DEFAULT_WORKLOAD,
     progress: ProgressFn | None = None,
+    planted: Sequence[Scenario] = (),
 ) -> int:
     """Fast-forward ``config`` to a JSONL file (and the labels file); return the event count.
 
-    ``progress`` hears of each batch written (stage ``simulating``).
+    ``progress`` hears of each batch written (stage ``simulating``); ``planted`` scenarios join
+    the suite (see :func:`simulate_batches`).
     """
     log.info("simulating %s for %g h from %s: %d tenants, %g req/s, seed %d", workload.name,
              config.hours, f"{config.start:%Y-%m-%d %H:%M:%S %Z}", config.tenants, config.rate,
              config.seed)  # fmt: skip
-    batches, incident_labels = simulate_batches(config, incidents, workload)
+    batches, incident_labels = simulate_batches(config, incidents, workload, planted)
     count = write_jsonl(out, batches if progress is None else _reported(batches, progress))
     if labels is not None:
         save_labels(labels, incident_labels)

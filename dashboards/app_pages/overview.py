@@ -29,6 +29,14 @@ viewer = access.current_viewer()
 def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
     """One sentence of current numbers for a page."""
     end = components.data_end(status)
+    if spec.url_path == "allocation":
+        advice = data.allocation_advice(end.date() - timedelta(days=6),
+                                        end.date() + timedelta(days=1), 0.01, None,
+                                        viewer.tenants)  # fmt: skip
+        caps = [r for r in advice.recommendations if r.action == "cap"]
+        saved = Decimal(repr(sum(r.usd_per_day for r in caps)))
+        return (f"{len(caps)} routing caps found, saving {components.money(saved)}/day, over "
+                "the last 7 days of data.")
     if spec.role == "security":
         fresh = data.alerts(end - DAY, end, statuses=("new",), tenants=viewer.tenants)
         return f"{len(fresh)} new alerts in the {LAST_DAY}."
@@ -48,7 +56,7 @@ def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
 
 def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
     """The page's last 24 hours in one chart: alerts by severity, GPU time per 1k tokens, or
-    spend per hour (the pipeline's card has its numbers only)."""
+    spend per hour (the pipeline's and the allocation's cards have their numbers only)."""
     end = components.data_end(status)
     day = (end - DAY, end)
     if spec.role == "security":
@@ -61,7 +69,7 @@ def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
             bucket_s=3600, title=f"Alerts per hour by severity, {LAST_DAY}", y_title="alerts",
             height=220, domain=day, whole=True, palette=SEVERITY_COLOURS,
         ))
-    elif spec.role == "engineering":
+    elif spec.url_path == "efficiency":
         series = data.efficiency_series(*day, 900, None, viewer.tenants)
         st.altair_chart(charts.over_time(
             series, "gpu_ms_per_1k_tokens", title=f"GPU-ms per 1k tokens, {LAST_DAY}",

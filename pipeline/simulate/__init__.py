@@ -41,16 +41,24 @@ from pipeline.simulate.scenarios import (
     EfficiencyDegradation,
     FleetRollout,
     HarderProblems,
+    Misrouting,
     NewTenant,
     PassExplosion,
     ReasoningInflation,
+    RouteTrial,
     RunawayGeneration,
     Scenario,
     VolumeSpike,
     labels_for,
     make_scenario,
 )
-from pipeline.simulate.suite import BENIGN, VARIANTS, HorizonTooShort, default_suite
+from pipeline.simulate.suite import (
+    BENIGN,
+    VARIANTS,
+    HorizonTooShort,
+    default_suite,
+    planted_misrouting,
+)
 
 __all__ = [
     "ALL_ENTITIES",
@@ -71,11 +79,13 @@ __all__ = [
     "HarderProblems",
     "HorizonTooShort",
     "Incident",
+    "Misrouting",
     "ModelSpec",
     "NewTenant",
     "PassExplosion",
     "ReasoningInflation",
     "Route",
+    "RouteTrial",
     "Router",
     "RunawayGeneration",
     "Scenario",
@@ -93,6 +103,7 @@ __all__ = [
     "load_labels",
     "make_scenario",
     "paced",
+    "planted_misrouting",
     "save_labels",
     "simulate",
     "write_jsonl",

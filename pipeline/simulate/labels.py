@@ -7,6 +7,11 @@ a benign shift (``harder_problems``, ``new_tenant``, ``fleet_rollout``, ``daily_
 ``end`` are RFC 3339 UTC; ``end`` is exclusive. ``tenant_id`` is set when the entity belongs to
 one tenant (api keys, tenants).
 
+``misrouting`` (opt-in, never in the default suite) is a finding for the allocation advisor, not
+for the detectors: it is labelled benign, so it leaves recall untouched, and it names the
+difficulty ``band`` ``[low, high)`` of its model and the ``routes`` ``(from, to)`` it moved
+requests between (both fields are left out of other labels).
+
 >>> from datetime import UTC, datetime
 >>> inc = Incident(kind="volume_spike", benign=False, entity_type="api_key", entity_id="ak-1",
 ...                tenant_id="tenant-01", start=datetime(2026, 3, 2, 6, tzinfo=UTC),
@@ -48,6 +53,8 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     end: Annotated[datetime, Meta(tz=True)]
     intensity: float
     variant: Variant
+    band: tuple[float, float] | None = None
+    routes: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.end <= self.start:

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.simulate.fleet import Fleet, IntArray
 from pipeline.simulate.labels import ALL_ENTITIES, EntityType, Incident, Variant
 from pipeline.simulate.router import Router
-from pipeline.simulate.workload import TIMEOUT, TRUNCATED, U_KEEP, Block, Stage
+from pipeline.simulate.workload import TIMEOUT, TRUNCATED, U_KEEP, U_PASSES, Block, Stage
 
 Mask = NDArray[np.bool_]
 _COLUMN = {"api_key": "key", "tenant": "tenant", "server": "server", "model": "model"}
@@ -300,12 +301,75 @@ class DailyPeak(Scenario):
     entity_id: str = ALL_ENTITIES
 
 
+@dataclass(frozen=True, kw_only=True)
+class Misrouting(Scenario):
+    """Opt-in, for the allocation advisor: a share ``intensity`` of one model's requests with
+    difficulty in ``[low, high)`` that the router sends to ``from_route`` go to ``to_route``
+    instead (its budget and passes), and the extra compute buys nothing: the answer is the one
+    ``from_route`` would have given (confidence follows the reasoning its budget allowed and its
+    passes). Labelled benign: a steady routing policy is not an anomaly for the detectors.
+    """
+
+    kind: ClassVar[str] = "misrouting"
+    benign: ClassVar[bool] = True
+    helps: ClassVar[bool] = False
+    entity_types: ClassVar[tuple[EntityType, ...]] = ("model",)
+    entity_type: EntityType = "model"
+    low: float
+    high: float
+    from_route: str
+    to_route: str
+
+    def _routes(self, ctx: Context) -> tuple[int, int]:
+        names = ctx.router.names
+        if self.from_route not in names or self.to_route not in names:
+            raise ValueError(f"{self.kind}: routes must be among {names}")
+        return names.index(self.from_route), names.index(self.to_route)
+
+    def _band(self, block: Block, ctx: Context) -> Mask:
+        natural = ctx.router.route(block.difficulty) == self._routes(ctx)[0]
+        inside = (block.difficulty >= self.low) & (block.difficulty < self.high)
+        return self.rows(block, ctx.fleet) & inside & natural
+
+    def apply(self, stage: Stage, block: Block, ctx: Context) -> None:
+        if stage == "plan":
+            to = self._routes(ctx)[1]
+            moved = _sample(self._band(block, ctx), self.intensity, ctx.rng)
+            block.route = np.where(moved, to, block.route)
+            block.budget = np.where(moved, ctx.router.budget[to], block.budget)
+            passes = ctx.router.passes(block.route, block.difficulty, block.u[U_PASSES])
+            block.passes = np.where(moved, passes, block.passes)
+            if self.helps:
+                block.eff_passes = np.where(moved, passes, block.eff_passes)
+        elif stage == "tokens" and not self.helps:
+            moved = self._band(block, ctx) & (block.route == self._routes(ctx)[1])
+            natural = ctx.router.budget[ctx.router.route(block.difficulty)]
+            wasted = np.floor(block.reasoning * natural / block.budget)
+            block.eff_reasoning = np.where(moved, wasted, block.eff_reasoning)
+
+    def incident(self, fleet: Fleet | None = None) -> Incident:
+        """The label, with the difficulty band and the ``(from, to)`` routes."""
+        label = super().incident(fleet)
+        return msgspec.structs.replace(
+            label, band=(self.low, self.high), routes=(self.from_route, self.to_route)
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteTrial(Misrouting):
+    """Opt-in, the advisor's benign twin of :class:`Misrouting`: the same share of the band goes
+    to ``to_route`` and its extra compute helps the answer as that route's always does."""
+
+    kind: ClassVar[str] = "route_trial"
+    helps: ClassVar[bool] = True
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.kind: cls
     for cls in (
         ReasoningInflation, RunawayGeneration, PassExplosion, VolumeSpike,
         EfficiencyDegradation, ConfidenceCollapse,
-        HarderProblems, NewTenant, FleetRollout, DailyPeak,
+        HarderProblems, NewTenant, FleetRollout, DailyPeak, Misrouting, RouteTrial,
     )
 }  # fmt: skip
 """Scenario classes by kind."""

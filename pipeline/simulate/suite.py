@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline.simulate.fleet import Fleet, FleetConfig, build_fleet
 from pipeline.simulate.labels import Variant
-from pipeline.simulate.scenarios import DailyPeak, Scenario, make_scenario
+from pipeline.simulate.scenarios import DailyPeak, Misrouting, Scenario, make_scenario
 
 VARIANTS: Final[dict[str, dict[Variant, dict[str, float]]]] = {
     "reasoning_inflation": {
@@ -129,6 +129,21 @@ def default_suite(
         entity = picker.pick(kind, variant, start, stop)
         placed.append(_scenario(kind, variant, params, entity, start, stop))
     return sorted(placed, key=lambda s: (s.start, s.kind))
+
+
+def planted_misrouting(config: FleetConfig, share: float = 0.5) -> Misrouting:
+    """What ``computewatch simulate --misrouting`` plants: for the whole period, ``share`` of
+    the first model's requests of difficulty 0.4-0.6 go to ``deep`` instead of ``standard``,
+    whose extra compute buys nothing (:class:`~pipeline.simulate.scenarios.Misrouting`).
+
+    >>> planted_misrouting(FleetConfig(hours=2.0)).incident().routes
+    ('standard', 'deep')
+    """
+    return Misrouting(
+        entity_id=config.models[0].name, start=config.start,
+        end=config.start + timedelta(hours=config.hours), intensity=share, low=0.4, high=0.6,
+        from_route="standard", to_route="deep",
+    )  # fmt: skip
 
 
 def _scenario(

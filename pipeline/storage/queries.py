@@ -21,6 +21,7 @@ from typing import Any, Final
 from pipeline.sketch import quantile_of
 
 __all__ = [
+    "DIFFICULTY_SCALE",
     "ENTITY_COLUMNS",
     "GROUP_BY_COLUMNS",
     "USAGE_GROUPS",
@@ -28,6 +29,9 @@ __all__ = [
     "alert_events",
     "alert_triage_history",
     "alerts_feed",
+    "allocation_bands",
+    "allocation_cells",
+    "allocation_span",
     "confidence_vs_compute",
     "dead_letters_by_reason",
     "efficiency_breakdown",
@@ -88,6 +92,14 @@ _RATIOS: Final = """
     timeouts / nullIf(requests, 0) AS timeout_rate,
     errors / nullIf(requests, 0) AS error_rate,
     latency_ms_sum / nullIf(requests, 0) AS latency_mean_ms"""
+_ALLOCATION_SUMS: Final = """
+    count() AS requests,
+    sum(gpu_ms) AS gpu_ms,
+    toFloat64(sum(cost_usd)) AS cost_usd,
+    sum(ifNull(confidence, 0)) AS confidence_sum,
+    count(confidence) AS confidence_count,
+    countIf(status = 'truncated') AS truncated"""
+DIFFICULTY_SCALE: Final = 1_000_000
 _EVENT_FIELDS: Final = (
     "event_id, ts, tenant_id, api_key_id, model, server_id, route, difficulty, prompt_tokens, "
     "completion_tokens, reasoning_tokens, passes, budget_tokens, gpu_ms, latency_ms, ttft_ms, "
@@ -121,6 +133,19 @@ def _column(table: Mapping[Any, str | None], key: Any, what: str) -> str | None:
 
 def _where(conditions: Sequence[str]) -> str:
     return "WHERE " + "\n  AND ".join(conditions)
+
+
+def _bin(bins: int, params: dict[str, Any]) -> str:
+    """The difficulty bin (0 .. bins - 1) of an event, cut in whole millionths so that a value
+    computed a hair below an edge (0.3 - 0.1 = 0.19999999999999998) falls in the bin whose
+    edge it names; difficulty 1 joins the last bin."""
+    if bins < 1 or DIFFICULTY_SCALE % bins:
+        raise ValueError(f"difficulty bins must divide {DIFFICULTY_SCALE}, got {bins}")
+    params["bin_width"], params["last_bin"] = DIFFICULTY_SCALE // bins, bins - 1
+    return (
+        f"least(intDiv(toUInt64(round(difficulty * {DIFFICULTY_SCALE})), {{bin_width:UInt64}}),"
+        " {last_bin:UInt64})"
+    )
 
 
 # -- alerts -------------------------------------------------------------------------------------
@@ -415,4 +440,94 @@ FROM dead_letters
 {_where([_range("received_at", start, end, params)])}
 GROUP BY rule
 ORDER BY dead_letters DESC, rule"""
+    return sql, params
+
+
+# -- allocation ---------------------------------------------------------------------------------
+
+def _allocation_where(
+    start: datetime,
+    end: datetime,
+    models: Sequence[str] | None,
+    tenants: Sequence[str] | None,
+    params: dict[str, Any],
+) -> list[str]:
+    where = [_range("ts", start, end, params), *_in("tenant_id", "tenants", tenants, params)]
+    return [*where, "difficulty IS NOT NULL", *_in("model", "models", models, params)]
+
+
+def allocation_bands(
+    start: datetime,
+    end: datetime,
+    *,
+    bands: int = 5,
+    models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+) -> Query:
+    """Per model, difficulty band (``band`` = 0 .. bands - 1, equal widths) and route over
+    [start, end) (of ``models`` and ``tenants`` when given): requests, GPU-ms, cost, confidence
+    sums, truncations and latency p95.
+
+    >>> from datetime import UTC
+    >>> sql, params = allocation_bands(datetime(2026, 3, 2, tzinfo=UTC),
+    ...                                datetime(2026, 3, 3, tzinfo=UTC), models=["m"])
+    >>> params["bin_width"], params["models"], "GROUP BY model, band, route" in sql
+    (200000, ['m'], True)
+    """
+    params: dict[str, Any] = {}
+    band = _bin(bands, params)
+    sql = f"""SELECT
+    model, {band} AS band, route,{_ALLOCATION_SUMS},
+    quantileExact(0.95)(latency_ms) AS latency_p95_ms
+FROM events FINAL
+{_where(_allocation_where(start, end, models, tenants, params))}
+GROUP BY model, band, route
+ORDER BY model, band, route"""
+    return sql, params
+
+
+def allocation_cells(
+    start: datetime,
+    end: datetime,
+    *,
+    bins: int = 20,
+    bucket_s: int = 60,
+    models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+) -> Query:
+    """The sums of :func:`allocation_bands` per model, fine difficulty bin (``bins`` equal
+    widths), route and time bucket (``bucket`` = unix seconds // ``bucket_s``): what the advisor
+    resamples for its intervals and compares routes on like for like."""
+    params: dict[str, Any] = {"bucket_s": int(bucket_s)}
+    stratum = _bin(bins, params)
+    sql = f"""SELECT
+    model, {stratum} AS stratum, route,
+    intDiv(toUnixTimestamp(ts), {{bucket_s:UInt32}}) AS bucket,{_ALLOCATION_SUMS}
+FROM events FINAL
+{_where(_allocation_where(start, end, models, tenants, params))}
+GROUP BY model, stratum, route, bucket
+ORDER BY model, stratum, route, bucket"""
+    return sql, params
+
+
+def allocation_span(
+    start: datetime,
+    end: datetime,
+    *,
+    models: Sequence[str] | None = None,
+    tenants: Sequence[str] | None = None,
+) -> Query:
+    """Over [start, end): requests, those without a difficulty, first and last ``ts``; one row,
+    or none when no event matched."""
+    params: dict[str, Any] = {}
+    where = [_range("ts", start, end, params), *_in("tenant_id", "tenants", tenants, params),
+             *_in("model", "models", models, params)]
+    sql = f"""SELECT
+    count() AS requests,
+    countIf(difficulty IS NULL) AS without_difficulty,
+    min(ts) AS first_ts,
+    max(ts) AS last_ts
+FROM events FINAL
+{_where(where)}
+HAVING requests > 0"""
     return sql, params

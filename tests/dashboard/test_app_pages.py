@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
-from pipeline.storage import export_usage, migrate_database, usage_report
+from pipeline.storage import connect, export_usage, migrate, migrate_database, usage_report
 from pipeline.storage.client import quote_database
 from tests.dashboard.harness import (
     DASHBOARDS,
@@ -29,9 +32,11 @@ from tests.dashboard.harness import (
     texts,
 )
 from tests.dashboard.seeding import PERIOD
+from tests.integration.test_advisor import MISROUTED
+from tests.integration.test_advisor import store as store_events
 
-ALERTS, EFFICIENCY, USAGE, HEALTH = (f"app_pages/{p}.py" for p in
-                                     ("alerts", "efficiency", "usage", "health"))
+ALERTS, EFFICIENCY, ALLOCATION, USAGE, HEALTH = (
+    f"app_pages/{p}.py" for p in ("alerts", "efficiency", "allocation", "usage", "health"))
 
 
 def dollars(value: Decimal) -> str:
@@ -50,12 +55,14 @@ def open_alerts(store: SeededStore) -> int:
 def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None:
     at = open_page()
     assert at.title[0].value == "computewatch"
-    assert page_links(at) == ["Alerts", "Efficiency", "Usage & cost", "Pipeline health"]
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+                              "Pipeline health"]
     lines = "\n".join(texts(at, "markdown"))
     assert f"{open_alerts(store)} new alerts in the last 24 hours of data." in lines
     cost = usage_report(store.client, store.settings, *PERIOD).column("cost_usd")
     assert f"{dollars(sum(cost.to_pylist(), Decimal(0)))} spent since March 1." in lines
     assert f"{store.seeded.events:,} events stored" in lines
+    assert "0 routing caps found, saving $0.00/day, over the last 7 days of data." in lines
 
 
 # -- alerts -------------------------------------------------------------------------------------
@@ -203,6 +210,62 @@ def test_efficiency_drills_down_into_one_route(store: SeededStore) -> None:
     table = at.dataframe[0].value
     assert list(table["route"]) == ["deep"] and list(table["requests"]) == [requests]
     assert "GPU-ms per 1k tokens by route" in chart_titles(at)
+
+
+# -- allocation ---------------------------------------------------------------------------------
+
+def bands_in_events(store: SeededStore, tenant: str | None = None) -> tuple[int, int, set[Any]]:
+    """Requests, those with a difficulty, and the (model, band, route) groups, from the raw
+    events (bands 0.2 wide, 1.0 in the last)."""
+    rows = store.client.query(
+        "SELECT model, difficulty, route FROM events FINAL"
+        " WHERE {tenant:String} = '' OR tenant_id = {tenant:String}",
+        parameters={"tenant": tenant or ""}).result_rows
+    rated = [(m, d, r) for m, d, r in rows if d is not None]
+    groups = {(m, f"{min(int(d * 5), 4) / 5:.1f}-{min(int(d * 5), 4) / 5 + 0.2:.1f}", r)
+              for m, d, r in rated}
+    return len(rows), len(rated), groups
+
+
+def test_allocation_page_tabulates_every_model_band_and_route(store: SeededStore) -> None:
+    requests, rated, groups = bands_in_events(store)
+    at = open_page(ALLOCATION)
+    assert at.title[0].value == "Allocation"
+    assert metric(at, "Requests") == f"{requests:,}"
+    table = at.dataframe[0].value
+    assert {(r["model"], r["difficulty"], r["route"]) for _, r in table.iterrows()} == groups
+    assert table["requests"].sum() == rated and len(table) == len(groups)
+    # the simulator's router splits every band cleanly by difficulty: nothing like for like
+    assert texts(at, "info")[:2] == [
+        "None: no band has two routes serving the same difficulties.",
+        "No band has two routes serving the same difficulties."]
+    assert metric(at, "Savings found") == "$0.00/day"
+    assert "computewatch advise --from" in at.code[0].value
+
+
+def test_allocation_page_names_the_planted_misrouting_and_follows_the_tolerance(
+    chdb_path: Path,
+) -> None:
+    settings = new_database(chdb_path, "cw_allocation")
+    client = connect(settings.clickhouse, create_database=True)
+    try:
+        migrate(client, settings.clickhouse)
+        store_events(client, settings, [MISROUTED])
+        with serving(settings):
+            at = open_page(ALLOCATION)
+            at.date_input(key="alloc_from").set_value(date(2026, 3, 2)).run()
+            lines = texts(at, "markdown")
+            assert any(line.startswith("1. difficulty 0.4-0.6 on reasoner-large routed `deep`: ")
+                       and "capping it at `standard` saves $" in line for line in lines), lines
+            assert metric(at, "Savings found") != "$0.00/day"
+            steps = at.dataframe[0].value
+            assert list(steps["step"]) == ["standard -> deep"]
+            at.number_input(key="alloc_tolerance").set_value(0.0).run()
+            assert not at.exception
+            assert texts(at, "info")[0].startswith("None: no dearer route is within 0 confidence")
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {quote_database(settings.clickhouse.database)}")
+        client.close()
 
 
 # -- usage & cost -------------------------------------------------------------------------------
@@ -357,3 +420,23 @@ def test_roles_decide_the_pages_and_tenants_scope_the_data(
     assert metric(at, "Cost") == dollars(report[0]["cost_usd"])
     assert at.multiselect(key="usage_tenants").options == ["tenant-03"]
     assert set(at.dataframe[0].value["tenant_id"]) == {"tenant-03", "Total"}
+
+
+def test_a_tenant_scoped_engineer_gets_the_allocation_of_their_tenants_only(
+    store: SeededStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(DASHBOARDS))
+    import access
+
+    viewer = access.Viewer("eng", frozenset({"engineering"}), ("tenant-03",))
+    monkeypatch.setattr(access, "current_viewer", lambda: viewer)
+    at = open_page()
+    assert page_links(at) == ["Efficiency", "Allocation"]
+    at.switch_page(ALLOCATION).run()
+    assert not at.exception
+    requests, rated, groups = bands_in_events(store, "tenant-03")
+    assert metric(at, "Requests") == f"{requests:,}" and requests < store.seeded.events
+    table = at.dataframe[0].value
+    assert {(r["model"], r["difficulty"], r["route"]) for _, r in table.iterrows()} == groups
+    assert table["requests"].sum() == rated
+    assert not at.code  # the command line reads every tenant: not offered

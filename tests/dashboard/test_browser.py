@@ -128,6 +128,7 @@ PAGES = (
     PageCheck("alerts", "alerts", "Alerts", "Alerts shown"),
     PageCheck("efficiency", "efficiency", "Compute efficiency", "GPU-ms per 1k tokens",
               (("p95 latency", "Latency percentiles"),)),
+    PageCheck("allocation", "allocation", "Allocation", "Savings found"),
     PageCheck("usage", "usage", "Usage & cost", "Download CSV"),
     PageCheck("health", "health", "Pipeline health", "Events stored"),
 )

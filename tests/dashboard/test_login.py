@@ -295,7 +295,8 @@ def test_a_security_user_of_one_tenant_sees_only_its_alerts(
 
 def test_an_admin_sees_every_page(with_users: Path) -> None:
     at = sign_in(app().run(), "root", PASSWORDS["root"])
-    assert page_links(at) == ["Alerts", "Efficiency", "Usage & cost", "Pipeline health"]
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+                              "Pipeline health"]
     at.switch_page(HEALTH).run()
     assert not at.exception and at.title[0].value == "Pipeline health"
 
@@ -307,7 +308,7 @@ def test_removing_a_user_ends_their_session(
     path.write_bytes(users_file.read_bytes())
     with configured(COMPUTEWATCH_DASHBOARD_USERS_FILE=str(path)):
         at = sign_in(app().run(), "eng", PASSWORDS["eng"])
-        assert page_links(at) == ["Efficiency"]
+        assert page_links(at) == ["Efficiency", "Allocation"]
         rewritten = tmp_path / "new.toml"
         for entry in users.load_users(path).values():
             if entry.name != "eng":
@@ -368,7 +369,8 @@ def test_signed_out_oidc_never_falls_back_to_the_open_mode(with_users: Path) -> 
 def test_the_open_mode_says_so_in_the_sidebar(store: SeededStore) -> None:
     with configured():
         at = app().run()
-    assert page_links(at) == ["Alerts", "Efficiency", "Usage & cost", "Pipeline health"]
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+                              "Pipeline health"]
     [warning] = [str(w.value) for w in at.sidebar.warning]
     assert warning.startswith("**No sign-in.** Anyone who can open this address is the local "
                               "operator, with every role.")

@@ -4,6 +4,8 @@ queries run on the embedded engine over a small stored data set."""
 from __future__ import annotations
 
 import re
+import uuid
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -13,6 +15,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline.alerts import Alert, Evidence, alert_id_for
 from pipeline.config import Settings
 from pipeline.engine import DeadLetter
+from pipeline.events import example_event
 from pipeline.metrics import WindowAggregator
 from pipeline.pricing import PriceTable
 from pipeline.storage import queries as q
@@ -101,6 +104,25 @@ def test_alert_events_picks_the_entity_column_from_a_whitelist() -> None:
         q.alert_events("tenant_id; DROP TABLE events", "x", START, END)
 
 
+def test_allocation_cells_sql_and_params() -> None:
+    sql, params = q.allocation_cells(START, END, bins=20, bucket_s=300, models=["m1"])
+    assert params == {"bucket_s": 300, "bin_width": 50_000, "last_bin": 19, "start": START,
+                      "end": END, "models": ["m1"]}
+    assert norm(sql) == norm("""SELECT
+        model, least(intDiv(toUInt64(round(difficulty * 1000000)), {bin_width:UInt64}),
+        {last_bin:UInt64}) AS stratum, route,
+        intDiv(toUnixTimestamp(ts), {bucket_s:UInt32}) AS bucket,
+        count() AS requests, sum(gpu_ms) AS gpu_ms, toFloat64(sum(cost_usd)) AS cost_usd,
+        sum(ifNull(confidence, 0)) AS confidence_sum, count(confidence) AS confidence_count,
+        countIf(status = 'truncated') AS truncated
+        FROM events FINAL
+        WHERE ts >= {start:DateTime64(6, 'UTC')} AND ts < {end:DateTime64(6, 'UTC')}
+          AND difficulty IS NOT NULL AND model IN {models:Array(String)}
+        GROUP BY model, stratum, route, bucket ORDER BY model, stratum, route, bucket""")
+    with pytest.raises(ValueError, match="difficulty bins must divide"):
+        q.allocation_bands(START, END, bands=7)
+
+
 @pytest.mark.parametrize("value", INJECTIONS)
 def test_user_values_never_reach_the_sql_text(value: str) -> None:
     builders = [
@@ -164,6 +186,67 @@ def stored(clickhouse_client: Client, storage_settings: Settings) -> Client:
 def run(client: Client, query: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
     result = client.query(query[0], parameters=query[1])
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+
+def test_difficulty_bins_are_cut_in_millionths(
+    clickhouse_client: Client, storage_settings: Settings
+) -> None:
+    sink = ClickHouseSink.from_settings(clickhouse_client, storage_settings)
+    for i, difficulty in enumerate([0.3 - 0.1, 1.0, 0.0, 0.2 - 1e-5]):
+        sink.add(example_event(event_id=str(uuid.UUID(int=i + 1, version=4)), difficulty=difficulty,
+                               ts=T0 + timedelta(minutes=i)))  # fmt: skip
+    sink.flush()
+    strata = run(clickhouse_client, q.allocation_cells(START, END, bins=20))
+    assert [c["stratum"] for c in sorted(strata, key=lambda c: c["bucket"])] == [4, 19, 0, 3]
+    bands = run(clickhouse_client, q.allocation_bands(START, END, bands=5))
+    assert {b["band"]: b["requests"] for b in bands} == {0: 2, 1: 1, 4: 1}
+
+
+def test_allocation_queries_agree_with_the_raw_events(
+    stored: Client, storage_settings: Settings
+) -> None:
+    """Bands (5) and strata (20) of difficulty, 1.0 in the last; the strata and time buckets add
+    up to the bands; events without a difficulty are counted apart."""
+    events = synthetic_events(3000, seed=11)
+    prices = PriceTable(storage_settings.prices, storage_settings.default_price)
+    rated = [e for e in events if e.difficulty is not None]
+    expected: dict[tuple[str, int, str], list[Any]] = {}
+    for e in rated:
+        assert e.difficulty is not None
+        band = min(round(e.difficulty * 1_000_000) // 200_000, 4)
+        expected.setdefault((e.model, band, e.route), []).append(e)
+    bands = run(stored, q.allocation_bands(START, END))
+    assert {(r["model"], r["band"], r["route"]) for r in bands} == set(expected)
+    for r in bands:
+        group = expected[(r["model"], r["band"], r["route"])]
+        answered = [e.confidence for e in group if e.confidence is not None]
+        latencies = sorted(e.latency_ms for e in group)
+        assert (r["requests"], r["confidence_count"], r["truncated"]) == (
+            len(group), len(answered), sum(e.status == "truncated" for e in group))
+        assert r["gpu_ms"] == pytest.approx(sum(e.gpu_ms for e in group))
+        assert r["cost_usd"] == pytest.approx(sum(prices.event_cost(e) for e in group))
+        assert r["confidence_sum"] == pytest.approx(sum(answered))
+        assert latencies[0] <= r["latency_p95_ms"] <= latencies[-1]
+    cells = run(stored, q.allocation_cells(START, END, bins=20, bucket_s=3600))
+    per_stratum: Counter[tuple[str, int, str]] = Counter()
+    for c in cells:
+        per_stratum[(c["model"], c["stratum"], c["route"])] += c["requests"]
+    assert per_stratum == Counter(
+        (e.model, min(round(e.difficulty * 1_000_000) // 50_000, 19), e.route)
+        for e in rated if e.difficulty is not None
+    )
+    assert {c["stratum"] // 4 for c in cells} == {r["band"] for r in bands}
+    assert {c["bucket"] for c in cells} == {int(e.ts.timestamp()) // 3600 for e in rated}
+    (span,) = run(stored, q.allocation_span(START, END))
+    assert (span["requests"], span["without_difficulty"]) == (3000, 3000 - len(rated))
+    assert (span["first_ts"], span["last_ts"]) == (min(e.ts for e in events),
+                                                   max(e.ts for e in events))
+    assert run(stored, q.allocation_span(START, END, models=["no-such-model"])) == []
+    (acme,) = run(stored, q.allocation_span(START, END, tenants=["acme"]))
+    assert acme["requests"] == sum(e.tenant_id == "acme" for e in events)
+    acme_bands = run(stored, q.allocation_bands(START, END, tenants=["acme"]))
+    assert sum(r["requests"] for r in acme_bands) == sum(
+        e.tenant_id == "acme" and e.difficulty is not None for e in events)
 
 
 def test_alerts_feed_filters_and_triage_on_the_engine(stored: Client) -> None:

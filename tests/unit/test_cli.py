@@ -25,7 +25,7 @@ from pipeline.progress import progress_line
 from pipeline.simulate import FleetConfig, HorizonTooShort, default_suite
 
 COMMANDS = ("replay", "simulate", "evaluate", "migrate", "usage", "worker", "dashboard", "demo",
-            "bench")
+            "bench", "advise")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -195,6 +195,45 @@ def test_usage_does_not_create_a_missing_store(tmp_path: Path) -> None:
     assert line.endswith("run `computewatch migrate`, or `computewatch replay --events FILE "
                          "--store` to load events, first")
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--to", "2026-03-02"], "error: --to must be after --from (it is exclusive)"),
+        (["--format", "csv"], "error: --format must be markdown or json, not 'csv'"),
+        (["--tolerance", "1"], "error: --tolerance must be at least 0 and below 1, not 1"),
+        (["--from", "March"], "error: dates must be YYYY-MM-DD: Invalid isoformat string: 'March'"),
+    ],
+)
+def test_advise_refuses_bad_flags_in_one_line_before_opening_a_store(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    store = tmp_path / "store"
+    args = ["advise", "--from", "2026-03-02", "--to", "2026-03-03", *flags]
+    assert one_line_error(run(*args, "--clickhouse-url", f"chdb://{store}"), 2) == said
+    assert not store.exists()
+
+
+def test_advise_does_not_create_a_missing_store_nor_its_output(tmp_path: Path) -> None:
+    store, out = tmp_path / "store", tmp_path / "advice.md"
+    line = one_line_error(
+        run("advise", "--from", "2026-03-02", "--to", "2026-03-03", "--output", str(out),
+            "--clickhouse-url", f"chdb://{store}"), 2)  # fmt: skip
+    assert line.startswith(f"error: no embedded store at {store} ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_plants_a_labelled_misrouting_only_when_asked(tmp_path: Path) -> None:
+    out, labels = tmp_path / "e.jsonl", tmp_path / "l.json"
+    result = run("simulate", "--hours", "1", "--rate", "1", "--no-incidents", "--misrouting",
+                 "--out", str(out), "--labels", str(labels))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (label,) = json.loads(labels.read_bytes())
+    assert (label["kind"], label["entity_id"], label["band"], label["routes"]) == (
+        "misrouting", "reasoner-large", [0.4, 0.6], ["standard", "deep"]
+    )
+    assert one_line_error(run("simulate", "--misrouting"), 2) == "error: --misrouting needs --out"
 
 
 # --- progress ----------------------------------------------------------------------------------
