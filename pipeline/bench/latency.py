@@ -47,6 +47,7 @@ from pipeline.bench.kafka import PRODUCER_OPTIONS, Broker, bench_name, produce_s
 from pipeline.bench.processes import WorkerEnv, start_worker
 from pipeline.bench.traffic import Wire, fleet_wire
 from pipeline.bench.worker import stop_all
+from pipeline.config import KafkaSettings
 from pipeline.engine import DETECTION_GRACE_S
 from pipeline.metrics import WINDOW_S
 from pipeline.simulate import FleetConfig, VolumeSpike, build_fleet
@@ -210,7 +211,7 @@ async def live_phase(
     timeout: float,
 ) -> LiveRun:
     """Produce ``wire`` in real time while watching the alerts topic; wait for the worker to
-    drain."""
+    drain, both stages."""
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, **PRODUCER_OPTIONS)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=broker.bootstrap,
@@ -229,10 +230,12 @@ async def live_phase(
         sent, late = await send_paced(
             producer, env.events_topic, wire, origin_ms, time.time() + 0.2
         )
-        ends = await asyncio.to_thread(broker.end_offsets, env.events_topic)
-        await asyncio.to_thread(
-            broker.wait_committed, env.group, env.events_topic, ends, alive, timeout
-        )
+        # stage 1 has sent its minutes when it commits the events; the fleet stage has sent
+        # its alerts when it commits the minutes
+        minutes = KafkaSettings(consumer_group=env.group).minutes_topic
+        for topic in (env.events_topic, minutes):
+            ends = await asyncio.to_thread(broker.end_offsets, topic)
+            await asyncio.to_thread(broker.wait_committed, env.group, topic, ends, alive, timeout)
         drained = time.time() - float(sent[-1])
         await asyncio.sleep(1.0)
         stop.set()
