@@ -370,14 +370,17 @@ def simulate(
     if start is not None and not fast_forward:
         fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
-    sent = simulate_to_kafka(
-        config,
-        settings,
-        realtime=not fast_forward,
-        incidents=incidents,
-        progress=lambda n: typer.echo(f"sent {n} events", err=True),
-        workload=chosen,
-    )
+    try:
+        sent = simulate_to_kafka(
+            config,
+            settings,
+            realtime=not fast_forward,
+            incidents=incidents,
+            progress=lambda n: typer.echo(f"sent {n} events", err=True),
+            workload=chosen,
+        )
+    except HorizonTooShort:
+        fail(f"{too_short(config)}, or --no-incidents")
     typer.echo(f"sent {sent} events to {settings.kafka.events_topic}")
 
 

@@ -135,9 +135,9 @@ def _reported(batches: Iterable[EventBatch], progress: ProgressFn) -> Iterator[E
 def simulated_events(
     config: FleetConfig, incidents: bool = True, workload: Workload = DEFAULT_WORKLOAD
 ) -> Iterator[AllocationEvent]:
+    """The simulated events, lazily; the suite is built (and a too short horizon refused) now."""
     batches, _ = simulate_batches(config, incidents, workload)
-    for batch in batches:
-        yield from batch.to_events()
+    return (event for batch in batches for event in batch.to_events())
 
 
 def simulate_to_kafka(

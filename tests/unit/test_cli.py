@@ -112,6 +112,10 @@ def test_a_too_short_horizon_names_the_fewest_hours_that_work(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
     line = one_line_error(run("evaluate", "--hours", "3"), 2)
     assert line.endswith(f"use --hours {least:g} or more")
+    # to Kafka: refused before connecting (nothing listens on port 1)
+    line = one_line_error(run("simulate", "--hours", "3", "--fast-forward", "--kafka-bootstrap",
+                              "127.0.0.1:1"), 2)  # fmt: skip
+    assert line.endswith(f"use --hours {least:g} or more, or --no-incidents")
 
 
 def test_simulate_prints_its_time_span_and_starts_where_asked(tmp_path: Path) -> None:
