@@ -601,6 +601,7 @@ def worker(
                  "--metrics-port")  # fmt: skip
         typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
     reachable_kafka(settings)
+    created_topics(settings)
     note_new_store(settings)
     run_worker(settings, loglevel=loglevel, instruments=instruments)
 
@@ -617,6 +618,19 @@ def reachable_kafka(settings: Settings) -> None:
         fail(str(exc))
     except KafkaUnreachable as exc:
         fail(str(exc), code=1)
+
+
+def created_topics(settings: Settings) -> None:
+    """Create the worker's missing topics before it joins its group (one created later is not
+    read until a restart); fail in one line when the broker refuses."""
+    from pipeline.topics import TopicsUnavailable, create_missing
+
+    try:
+        created = create_missing(settings.kafka)
+    except TopicsUnavailable as exc:
+        fail(str(exc), code=1)
+    for name in created:
+        typer.echo(f"created topic {name}", err=True)
 
 
 Port = Annotated[int | None, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")]

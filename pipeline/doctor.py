@@ -34,6 +34,7 @@ from kafka.errors import CoordinatorNotAvailableError, KafkaError
 from pipeline.config import ClickHouseSettings, KafkaSettings, Settings
 from pipeline.kafka_check import KafkaUnreachable, check_reachable
 from pipeline.kafka_options import KafkaConfigError, kafka_python_options
+from pipeline.topics import expected_partitions
 
 __all__ = ["Finding", "Status", "diagnose"]
 
@@ -120,17 +121,6 @@ def _no_session(kafka: KafkaSettings, exc: KafkaError, timeout_s: float) -> str:
     )
 
 
-def expected_partitions(kafka: KafkaSettings) -> dict[str, tuple[str, int]]:
-    """Topic -> (its role, the partitions it should have)."""
-    return {
-        kafka.events_topic: ("events", kafka.partitions),
-        kafka.alerts_topic: ("alerts", kafka.partitions),
-        kafka.dlq_topic: ("dead letters", kafka.partitions),
-        kafka.minutes_topic: ("to the fleet stage", 1),
-        kafka.norms_topic: ("from the fleet stage", 1),
-    }
-
-
 def topic_findings(
     admin: KafkaAdminClient, kafka: KafkaSettings
 ) -> Generator[Finding, None, dict[str, list[int]]]:
@@ -143,10 +133,7 @@ def topic_findings(
         subject = f"topic {name}"
         if described["error_code"] != 0:
             create = f"create it with {_count(want, 'partition')}"
-            if name == kafka.events_topic:  # producers write it; a broker may make it with
-                fix = f"{create} (COMPUTEWATCH_KAFKA_PARTITIONS)"  # its own partition count
-            else:
-                fix = f"start `computewatch worker` once (it creates the topic), or {create}"
+            fix = f"start `computewatch worker` once (it creates the topic), or {create}"
             yield Finding("fail", subject, f"missing ({role}): {fix}")
             continue
         ids = sorted(p["partition_index"] for p in described["partitions"])

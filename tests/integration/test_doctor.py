@@ -26,9 +26,9 @@ from typer.testing import CliRunner, Result
 
 from pipeline.cli import app
 from pipeline.config import ClickHouseSettings, KafkaSettings
-from pipeline.doctor import expected_partitions
 from pipeline.storage import connect
 from pipeline.storage.migrations import SCHEMA_DIR, migrate
+from pipeline.topics import expected_partitions
 from tests.fixtures.kafka import unique_topic_name
 from tests.integration.test_tls_kafka import make_ca
 

@@ -188,3 +188,35 @@ def test_worker_end_to_end_with_restart(kafka_bootstrap: str, tmp_path: Path) ->
     dlq = consume_all(kafka_bootstrap, env["COMPUTEWATCH_KAFKA_DLQ_TOPIC"])
     assert sorted(m.value for m in dlq) == sorted(INVALID)
     assert all(dict(m.headers)["reason"] for m in dlq)
+
+
+def test_a_worker_started_before_its_topics_exist_reads_what_is_sent_after(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Faust reads only the topics present when it joins its group: the worker creates them
+    first (before, it ignored a missing events topic until restarted)."""
+    events_topic = unique_topic_name("events")
+    env = worker_env(kafka_bootstrap, tmp_path, events_topic, unique_topic_name("group"))
+    group = env["COMPUTEWATCH_KAFKA_CONSUMER_GROUP"]
+    log = tmp_path / "worker.log"
+    config = FleetConfig(tenants=3, rate=5.0, hours=0.1, seed=2, start=T0)
+    events = [e for batch in simulate(config, []) for e in batch.to_events()]
+    worker = start_worker(env, log)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        deadline = time.monotonic() + 60
+        while events_topic not in admin.list_topics() and time.monotonic() < deadline:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        [described] = admin.describe_topics([events_topic])
+        admin.close()
+        assert len(described["partitions"]) == 4
+        wire = [(e.tenant_id.encode(), encode_event(e)) for e in events]
+        produce(kafka_bootstrap, events_topic, wire)
+        wait_consumed(worker, kafka_bootstrap, group, events_topic)
+    finally:
+        stop_worker(worker, log)
+
+    assert f"created topic {events_topic}" in log.read_text()
+    [[rows]] = query(env, "SELECT count() FROM events")
+    assert rows == len(events) > 1_000
