@@ -31,30 +31,38 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 NORM_FADING = 0.01  # how fast a context's norm follows its requests (per request)
+OUTLIER_FADING = 0.0005  # how fast its outlier rate follows its scored requests (per request)
 PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scored) follows
 Context = tuple[str, str, int]  # (model, route, difficulty band)
 MAX_UNMERGED = 64  # ticks a partition re-learns on top of a late fleet norm (16 minutes)
 
 
 class NormState(msgspec.Struct, frozen=True, array_like=True):
-    """A context norm's learned state, as the fleet stage hands it to the partitions."""
+    """A context norm's learned state, as the fleet stage hands it to the partitions; with
+    exponentially weighted counts of its scored requests and of those that were outliers
+    (their ratio is the context's own outlier rate)."""
 
     mean: float
     var: float
     n: int
     peer_z: float
+    outliers: float = 0.0
+    scored: float = 0.0
 
 
 class Learned(msgspec.Struct, array_like=True):
     """What a context's requests taught since the last tick: how many there were, the sums of
-    their (winsorised, log) values and of their squares, and for the requests that feed the
-    sequential test, how many and the sum of their clipped z-scores."""
+    their (winsorised, log) values and of their squares; for the requests that feed the
+    sequential test, how many and the sum of their clipped z-scores; and how many requests
+    were scored against a warm norm, and how many of those were outliers."""
 
     n: int = 0
     x_sum: float = 0.0
     x_sq: float = 0.0
     peer_n: int = 0
     peer_sum: float = 0.0
+    scored: int = 0
+    outliers: int = 0
 
     def add_value(self, x: float) -> None:
         self.n += 1
@@ -67,6 +75,8 @@ class Learned(msgspec.Struct, array_like=True):
         self.x_sq += other.x_sq
         self.peer_n += other.peer_n
         self.peer_sum += other.peer_sum
+        self.scored += other.scored
+        self.outliers += other.outliers
 
 
 class NormReport(msgspec.Struct, frozen=True, array_like=True):
@@ -95,7 +105,7 @@ def learn(norm: NormState | None, learned: Learned) -> NormState:
     >>> for x in (4.0, 6.0):
     ...     taught.add_value(x)
     >>> learn(None, taught)
-    NormState(mean=5.0, var=1.0, n=2, peer_z=0.0)
+    NormState(mean=5.0, var=1.0, n=2, peer_z=0.0, outliers=0, scored=0)
     >>> learn(NormState(mean=5.0, var=1.0, n=2, peer_z=0.0), Learned()).n
     2
     """
@@ -109,15 +119,20 @@ def learn(norm: NormState | None, learned: Learned) -> NormState:
             var=max(0.0, learned.x_sq / learned.n - x_mean * x_mean),
             n=learned.n,
             peer_z=peer_mean,
+            outliers=learned.outliers,
+            scored=learned.scored,
         )
     keep = (1.0 - NORM_FADING) ** learned.n
     spread = learned.x_sq / learned.n - 2.0 * norm.mean * x_mean + norm.mean * norm.mean
     peer_keep = (1.0 - PEER_FADING) ** learned.peer_n
+    outlier_keep = (1.0 - OUTLIER_FADING) ** learned.scored
     return NormState(
         mean=keep * norm.mean + (1.0 - keep) * x_mean,
         var=keep * norm.var + (1.0 - keep) * (1.0 - NORM_FADING) * max(0.0, spread),
         n=norm.n + learned.n,
         peer_z=peer_keep * norm.peer_z + (1.0 - peer_keep) * peer_mean,
+        outliers=outlier_keep * norm.outliers + learned.outliers,
+        scored=outlier_keep * norm.scored + learned.scored,
     )
 
 

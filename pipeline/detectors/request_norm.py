@@ -53,6 +53,9 @@ R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it 
 # young context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
 OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
+# Scored requests (exponentially weighted) a context has seen before its own outlier rate is
+# used; until then, and wherever its tails are lighter, a Gaussian context's rate is.
+OUTLIER_MATURE = 200.0
 
 
 class ContextNorm:
@@ -64,18 +67,39 @@ class ContextNorm:
     fleet stage). Learning winsorises at 4 standard deviations, so an attack barely moves the
     norm while a genuine fleet-wide shift is still followed. (Plain float arithmetic rather
     than river's ``EWMean``/``EWVar``: this runs twice per event on the hot path.)
+
+    It also learns how often its requests score ``flag_z`` or more (:attr:`outlier_rate`): real
+    token counts have heavier tails than a Gaussian, about 1 % beyond 3 standard deviations
+    rather than 0.13 %, and how many outliers a key's requests may show by chance is the
+    context's own rate.
     """
 
-    __slots__ = ("learned", "mean", "min_sd", "n", "peer_z", "sd", "unmerged", "var", "warm_up")
+    __slots__ = (
+        "flag_z",
+        "learned",
+        "mean",
+        "min_sd",
+        "n",
+        "outliers",
+        "peer_z",
+        "scored",
+        "sd",
+        "unmerged",
+        "var",
+        "warm_up",
+    )
 
-    def __init__(self, min_sd: float = 0.1, warm_up: int = 30) -> None:
+    def __init__(self, min_sd: float = 0.1, warm_up: int = 30, flag_z: float = 3.0) -> None:
         self.mean = 0.0
         self.var = 0.0
         self.sd = min_sd
         self.min_sd = min_sd
         self.warm_up = warm_up
+        self.flag_z = flag_z
         self.n = 0
         self.peer_z = 0.0  # recent mean (clipped) z of the context's requests
+        self.outliers = 0.0  # exponentially weighted: requests scoring flag_z or more ...
+        self.scored = 0.0  # ... of those scored against a warm norm
         self.learned = Learned()  # since the last tick
         # reported at these ticks, not yet in a fleet norm taken (a worker's fleet stage
         # answers a little later): learned again on top of it
@@ -88,7 +112,14 @@ class ContextNorm:
                 setattr(self, name, value)
 
     def state(self) -> NormState:
-        return NormState(mean=self.mean, var=self.var, n=self.n, peer_z=self.peer_z)
+        return NormState(
+            mean=self.mean,
+            var=self.var,
+            n=self.n,
+            peer_z=self.peer_z,
+            outliers=self.outliers,
+            scored=self.scored,
+        )
 
     def settle(self) -> Learned:
         """Move the norm by what it learned since the last tick; return that."""
@@ -115,7 +146,15 @@ class ContextNorm:
 
     def _set(self, state: NormState) -> None:
         self.mean, self.var, self.n, self.peer_z = state.mean, state.var, state.n, state.peer_z
+        self.outliers, self.scored = state.outliers, state.scored
         self.sd = max(self.min_sd, math.sqrt(self.var))
+
+    def outlier_rate(self, floor: float) -> float:
+        """The share of its requests that score ``flag_z`` or more, at least ``floor`` (and
+        ``floor`` until it has scored :data:`OUTLIER_MATURE` requests)."""
+        if self.scored < OUTLIER_MATURE:
+            return floor
+        return max(floor, self.outliers / self.scored)
 
     @property
     def expected(self) -> float:
@@ -138,7 +177,10 @@ class ContextNorm:
             return 0.0
         z = (x - self.mean) / self.sd
         bound = 4 * self.sd
-        self.learned.add_value(min(max(x, self.mean - bound), self.mean + bound))
+        learned = self.learned
+        learned.add_value(min(max(x, self.mean - bound), self.mean + bound))
+        learned.scored += 1
+        learned.outliers += z >= self.flag_z
         return z
 
     def residual(self, clipped_z: float) -> float:
@@ -161,6 +203,7 @@ class KeyMinute:
     r_n: int = 0  # requests with a residual for the sequential test (informative contexts)
     r_sum: float = 0.0
     r_sq: float = 0.0
+    flags_expected: float = 0.0  # outliers its requests' contexts give by chance
 
     def __getstate__(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -225,7 +268,8 @@ class RequestNormDetector:
         self.contexts: BoundedStore[tuple[str, str, int], ContextNorm] = BoundedStore(
             max_entries=50_000
         )
-        self._new_norm = partial(ContextNorm, min_sd=min_sd)
+        self._new_norm = partial(ContextNorm, min_sd=min_sd, flag_z=flag_z)
+        self.gaussian_rate = 1.0 - NormalDist().cdf(flag_z)  # a request's, in a Gaussian context
         self.horizons: BoundedStore[str, Horizon[KeyMinute]] = BoundedStore(max_entities)
         self.offsets: BoundedStore[str, KeyOffset] = BoundedStore(max_entities)
         self._pending: dict[tuple[int, str], KeyMinute] = {}
@@ -238,6 +282,7 @@ class RequestNormDetector:
     def __setstate__(self, state: dict[str, object]) -> None:
         self.cusum = None  # absent from snapshots taken before it existed
         self.__dict__.update(state)
+        self.gaussian_rate = 1.0 - NormalDist().cdf(self.flag_z)  # ... as was this
 
     def observe_event(self, e: AllocationEvent) -> None:
         value = float(getattr(e, self.feature))
@@ -259,6 +304,8 @@ class RequestNormDetector:
             acc.r_sum += r
             acc.r_sq += r * r
         acc.flagged += z >= self.flag_z
+        if warm:
+            acc.flags_expected += norm.outlier_rate(self.gaussian_rate)
         acc.value_sum += value
         acc.expected_sum += expected
         if e.confidence is not None:
@@ -382,13 +429,13 @@ class RequestNormDetector:
 
     def _alarming(self, score: float, window: list[KeyMinute]) -> bool:
         """A high enough score, with ``min_flagged`` outliers or more, and more of them than
-        chance gives in that many requests (a busy key's 3 outliers in 200 requests are not
-        several; in 20 they are)."""
+        chance gives in that many requests at their contexts' own outlier rates (a busy key's
+        3 outliers in 200 requests are not several; in 20 they are)."""
         flagged = sum(m.flagged for m in window)
         if score < self.threshold.value or flagged < self.min_flagged:
             return False
         requests = sum(m.requests for m in window)
-        by_chance = 1.0 - NormalDist().cdf(self.flag_z)  # a request's, in a Gaussian context
+        by_chance = sum(m.flags_expected for m in window) / requests
         return binomial_surprise(flagged, requests, by_chance) >= OUTLIER_SURPRISE
 
     def _finding(

@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from statistics import NormalDist
 from typing import cast
 
 import pytest
@@ -28,7 +29,8 @@ from pipeline.detectors import (
     WindowDetector,
     default_detectors,
 )
-from pipeline.detectors.request_norm import KeyMinute
+from pipeline.detectors.norms import Learned, learn
+from pipeline.detectors.request_norm import ContextNorm, KeyMinute
 from pipeline.engine import Engine
 from pipeline.minute_view import build_minute_view, groups_of
 from tests.unit import streams
@@ -312,6 +314,46 @@ def test_the_sequential_test_is_deterministic_and_resumes_from_a_snapshot() -> N
     b = copy.process_events(events[half:]).alerts + copy.finish().alerts
     assert a == b and any("sequential_test" in x.evidence for x in a)
     assert a == run(_reasoning_detector(), _subtle_inflation(), seed=5)[-len(a) :]
+
+
+def test_a_context_learns_its_own_outlier_rate_the_same_however_its_requests_are_split() -> None:
+    """Token counts have heavier tails than a Gaussian: here 1 % of requests think 5x longer,
+    so about 1.1 % score 3 standard deviations or more, not 0.13 %."""
+    rng = random.Random(3)
+    whole, parts = ContextNorm(), [ContextNorm(), ContextNorm()]
+    fleet = None
+    for tick in range(400):
+        reports = [Learned(), Learned()]
+        for i in range(50):
+            value = rng.lognormvariate(7.0, 0.3) * (5.0 if rng.random() < 0.01 else 1.0)
+            whole.learn_one(value)
+            parts[i % 2].learn_one(value)
+        whole.settle()
+        for part, report in zip(parts, reports, strict=True):
+            report.add(part.settle())
+        pooled = Learned()
+        for report in reports:
+            pooled.add(report)
+        fleet = learn(fleet, pooled)  # what the fleet stage does
+        for part in parts:
+            part.take(fleet, through_s=float(tick))
+    gaussian = 1.0 - NormalDist().cdf(3.0)
+    assert 0.007 < whole.outlier_rate(gaussian) < 0.02
+    assert parts[0].outlier_rate(gaussian) == pytest.approx(whole.outlier_rate(gaussian))
+    assert ContextNorm().outlier_rate(gaussian) == gaussian  # too few scored: a Gaussian's
+
+
+def test_outliers_are_counted_against_their_contexts_own_rate() -> None:
+    """3 outliers in a key's 14 requests are 1 in 100,000 where 0.13 % of requests are
+    outliers, and about 1 in 1,000 where 1 % are: an everyday sight among thousands of keys."""
+    detector = _reasoning_detector()
+    gaussian = detector.gaussian_rate
+    window = [KeyMinute(requests=14, flagged=3, flags_expected=14 * gaussian)]
+    assert detector._alarming(detector.threshold.value, window)
+    window = [KeyMinute(requests=14, flagged=3, flags_expected=14 * 0.01)]
+    assert not detector._alarming(detector.threshold.value, window)
+    window = [KeyMinute(requests=14, flagged=6, flags_expected=14 * 0.01)]  # 6 are several
+    assert detector._alarming(detector.threshold.value, window)
 
 
 @pytest.mark.parametrize(
