@@ -2,8 +2,10 @@
 confidence (``confidence_collapse``).
 
 Efficiency is measured *relative to the server's peers*: each minute, a server's log GPU-ms per
-token minus the median of the servers running the same model. A fleet-wide rollout that makes a
-model dearer everywhere moves the median with it and alerts nobody; one throttled GPU stands out.
+token minus the shift its model's servers share that minute (the median, over them, of each
+one's cost against its own usual level). A fleet-wide rollout that makes a model dearer
+everywhere moves that shift with it and alerts nobody; one throttled GPU stands out, and, unlike
+against the median cost, it does not hide half its rise by overtaking a peer.
 Baselines learn slowly and skip minutes more than 3 standard deviations out, so a ramp is not
 absorbed into the baseline it is measured against. Besides the 2-minute window, a one-sided
 CUSUM of each minute's z-score against the server's own spread (``S <- max(0, S + z - k)``,
@@ -108,15 +110,30 @@ class EfficiencyDriftDetector:
         for servers in peers.values():
             if len(servers) < 3:  # too few busy peers this minute to tell drift from a rollout
                 continue
-            median = statistics.median(servers.values())
-            suspects = {s for s, c in servers.items() if self._suspect(s, c - median, view)}
+            shared = self._shared_shift(servers)
+            suspects = {s for s, c in servers.items() if self._suspect(s, c - shared, view)}
             for server, cost in servers.items():
                 minute = view.entities("server")[server]
                 learn = not suspects - {server}
-                finding = self._observe(server, cost - median, minute, view, learn=learn)
+                finding = self._observe(server, cost - shared, minute, view, learn=learn)
                 if finding is not None:
                     findings.append(finding)
         return findings
+
+    def _shared_shift(self, costs: dict[str, float]) -> float:
+        """How far the peers' costs moved together this minute: the median, over the servers,
+        of each one's log cost less its own usual level relative to its peers (the plain
+        median cost stands in for a server whose baseline is not warm yet). A server that
+        moves alone barely moves it; and unlike the median cost itself, it does not jump when
+        one server's move reorders the others (a 5 % gap between two servers would otherwise
+        move every peer's relative cost by 5 % for as long as the incident lasts, and back)."""
+        median = statistics.median(costs.values())
+        moved = []
+        for server, cost in costs.items():
+            state = self.states.get(server)
+            base = state.baseline if state is not None else None
+            moved.append(cost - base.level if base is not None and base.warm else median)
+        return statistics.median(moved)
 
     def _suspect(self, server: str, relative: float, view: MinuteView) -> bool:
         """Its last two minutes' mean cost relative to its peers is SUSPECT_Z of its own,

@@ -83,3 +83,30 @@ def test_a_server_that_settles_a_few_percent_dearer_is_not_paged_hours_later() -
     two noisy minutes happen to reach 10 %. A run that is no fault within an hour ends."""
     for seed in range(3):
         assert run(0.0, 0, 24 * 60, seed, settle=(180, 1.03)) == []
+
+
+def test_a_server_that_overtakes_its_peers_is_measured_against_their_shared_shift() -> None:
+    """Five servers of different hardware (1.0x to 1.4x); s1 (1.1x) throttles by 15 % over 20
+    minutes and passes s2. The median cost moves up with it, hiding half its rise; the shift
+    the peers share (each one's cost against its own level) does not, and s1 is found within
+    20 minutes of its ramp's start (the median found it after 25, 28 and 18 minutes)."""
+    hardware = [1.0, 1.1, 1.2, 1.3, 1.4]
+    for seed in (1, 2, 3):
+        rng = random.Random(seed)
+        detector = EfficiencyDriftDetector()
+        found: list[tuple[str, int]] = []
+        for i in range(330):
+            throttle = 1.0 + 0.15 * min(1.0, max(0, i - 240) / 20)
+            servers = {
+                f"s{j}": EntityMinute(requests=50, token_passes=50_000,
+                                      gpu_ms=50_000.0 * hardware[j] * rng.lognormvariate(0, 0.03)
+                                      * (throttle if j == 1 else 1.0))
+                for j in range(5)
+            }  # fmt: skip
+            start = T0 + timedelta(minutes=i)
+            models = dict.fromkeys(servers, "m")
+            view = MinuteView(start, start + timedelta(minutes=1), {"server": servers},
+                              EntityMinute(), model_of_server=models)  # fmt: skip
+            found += [(f.entity_id, i) for f in detector.observe_minute(view)]
+        assert {server for server, _ in found} == {"s1"}
+        assert 240 < found[0][1] <= 260, found[:3]
