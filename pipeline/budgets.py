@@ -96,9 +96,10 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
 
 def format_amount(value: Decimal | float, unit: str) -> str:
     """``$1,234.50``, ``$0.0025`` or ``12.5 GPU-hours``."""
+    number = float(value)
     if unit == "usd":
-        return f"${float(value):,.2f}" if abs(value) >= 1 else f"${float(value):.4g}"
-    return f"{float(value):,.4g} GPU-hours"
+        return f"${number:,.2f}" if abs(number) >= 1 else f"${number:.4g}"
+    return f"{number:,.4g} GPU-hours"
 
 
 def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:
@@ -126,12 +127,13 @@ def parse_budgets(text: str, source: str = "budgets") -> list[Budget]:
     """Budgets from TOML: one ``[[budget]]`` table each, with ``tenant`` or ``api_key``,
     ``period`` (day, week, month) and ``usd`` or ``gpu_hours``.
 
-    >>> parse_budgets('[[budget]]\\ntenant = "acme"\\nperiod = "month"\\nusd = 250')
-    [Budget(entity_type='tenant', entity_id='acme', period='month', unit='usd', amount=Decimal('250'))]
+    >>> [(b.entity_id, b.period, b.unit, b.amount) for b in parse_budgets(
+    ...     '[[budget]]\\ntenant = "acme"\\nperiod = "month"\\nusd = 250')]
+    [('acme', 'month', 'usd', Decimal('250'))]
     >>> parse_budgets('[[budget]]\\ntenant = "acme"\\nperiod = "year"\\nusd = 1', "b.toml")
     Traceback (most recent call last):
     ...
-    pipeline.budgets.BudgetFileError: b.toml: budget 1: period must be day, week or month, not 'year'
+    pipeline.budgets.BudgetFileError: b.toml: budget 1: period must be day, week or month, ...
     """
     try:
         data = tomllib.loads(text)
@@ -161,7 +163,9 @@ def _budget(table: object, where: str) -> Budget:
     entities = [k for k in ("tenant", "api_key") if k in table]
     units = [k for k in UNITS if k in table]
     if len(entities) != 1 or len(units) != 1:
-        raise BudgetFileError(f"{where}: give one of tenant or api_key, and one of usd or gpu_hours")
+        raise BudgetFileError(
+            f"{where}: give one of tenant or api_key, and one of usd or gpu_hours"
+        )
     entity_id, period, raw = table[entities[0]], table.get("period"), table[units[0]]
     if not isinstance(entity_id, str) or not 1 <= len(entity_id) <= 128:
         raise BudgetFileError(f"{where}: {entities[0]} must be 1 to 128 characters")

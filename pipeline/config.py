@@ -154,7 +154,9 @@ class BudgetSettings(BaseModel):
     @model_validator(mode="after")
     def _thresholds_sorted(self) -> Self:
         if not self.thresholds or any(not 0 < t <= 10 for t in self.thresholds):
-            raise ValueError("COMPUTEWATCH_BUDGETS_THRESHOLDS: fractions in (0, 10], e.g. [0.5, 0.8, 1.0]")
+            raise ValueError(
+                "COMPUTEWATCH_BUDGETS_THRESHOLDS: fractions in (0, 10], e.g. [0.5, 0.8, 1.0]"
+            )
         self.thresholds = sorted(set(self.thresholds))
         return self
 
