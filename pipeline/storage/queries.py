@@ -32,11 +32,14 @@ __all__ = [
     "allocation_bands",
     "allocation_cells",
     "allocation_span",
+    "budget_keys",
+    "budgets",
     "confidence_vs_compute",
     "dead_letters_by_reason",
     "efficiency_breakdown",
     "efficiency_series",
     "events_per_minute",
+    "hourly_spend",
     "latency_percentiles",
     "pipeline_status",
     "usage",
@@ -399,6 +402,45 @@ FROM {source}
 {_where(where)}
 GROUP BY {keys}
 ORDER BY {keys}"""
+    return sql, params
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+def budgets(tenants: Sequence[str] | None = None) -> Query:
+    """The budgets in force: the latest version of each, unless it removed the budget; with
+    ``tenants``, only theirs (a key's budget is its tenant's when the key sent events of it)."""
+    params: dict[str, Any] = {}
+    where = ["deleted = 0"]
+    if tenants is not None:
+        params["tenants"] = list(tenants)
+        where.append(
+            "((entity_type = 'tenant' AND entity_id IN {tenants:Array(String)}) OR "
+            "(entity_type = 'api_key' AND entity_id IN (SELECT DISTINCT api_key_id FROM "
+            "usage_daily WHERE tenant_id IN {tenants:Array(String)})))"
+        )
+    sql = f"""SELECT entity_type, entity_id, period, unit, toString(amount) AS amount
+FROM budgets FINAL
+{_where(where)}
+ORDER BY entity_type, entity_id, period, unit"""
+    return sql, params
+
+
+def budget_keys() -> Query:
+    """Every (entity_type, entity_id, period, unit) the budgets table has had."""
+    return "SELECT DISTINCT entity_type, entity_id, period, unit FROM budgets", {}
+
+
+def hourly_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
+    """A tenant's or api key's exact cost and GPU microseconds per hour in [start, end)."""
+    column = _column({"tenant": "tenant_id", "api_key": "api_key_id"}, entity_type, "entity")
+    params: dict[str, Any] = {"entity": entity_id}
+    where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
+    sql = f"""SELECT hour, toString(sum(cost_usd)) AS cost_usd, sum(gpu_us) AS gpu_us
+FROM usage_hourly
+{_where(where)}
+GROUP BY hour
+ORDER BY hour"""
     return sql, params
 
 

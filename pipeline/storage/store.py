@@ -19,9 +19,11 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from pipeline.budgets import budgets_from_settings
 from pipeline.config import Settings
 from pipeline.engine import StepOutput
 from pipeline.events import AllocationEvent
+from pipeline.storage.budgets import seed_budgets
 from pipeline.storage.client import connect, describe_url
 from pipeline.storage.errors import SinkBackpressure
 from pipeline.storage.migrations import Migration, check_schema, migrate
@@ -150,10 +152,13 @@ def open_store(
 
 
 def migrate_database(settings: Settings) -> list[Migration]:
-    """Apply pending migrations to ``settings.clickhouse``; return those applied (may be [])."""
+    """Apply pending migrations to ``settings.clickhouse`` and seed the budgets from
+    ``COMPUTEWATCH_BUDGETS_FILE``; return the migrations applied (may be [])."""
     client = connect(settings.clickhouse, create_database=True)
     try:
-        return migrate(client, settings.clickhouse)
+        applied = migrate(client, settings.clickhouse)
+        seed_budgets(client, budgets_from_settings(settings))
+        return applied
     finally:
         client.close()
 
