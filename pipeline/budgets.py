@@ -196,6 +196,32 @@ def load_budgets(path: Path) -> list[Budget]:
     return parse_budgets(text, str(path))
 
 
+def format_budgets(budgets: Sequence[Budget]) -> str:
+    """Budgets as the TOML :func:`parse_budgets` reads.
+
+    >>> b = Budget(entity_type="api_key", entity_id="k1", period="day", unit="gpu_hours",
+    ...            amount=Decimal("2.5"))
+    >>> print(format_budgets([b]), end="")
+    [[budget]]
+    api_key = "k1"
+    period = "day"
+    gpu_hours = 2.5
+    >>> parse_budgets(format_budgets([b])) == [b]
+    True
+    """
+    tables = [
+        f"[[budget]]\n{b.entity_type} = {_toml_string(b.entity_id)}\nperiod = \"{b.period}\"\n"
+        f"{b.unit} = {format(b.amount, 'f')}\n"
+        for b in budgets
+    ]
+    return "\n".join(tables)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return msgspec.json.encode(text).decode()
+
+
 def budgets_from_settings(settings: Settings) -> list[Budget]:
     """The budgets of ``COMPUTEWATCH_BUDGETS_FILE`` (none when it is unset)."""
     path = settings.budgets.file

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up 
     from pipeline.embedded import OutputHandler
     from pipeline.ingest.mapping import SpanMapping
     from pipeline.simulate import FleetConfig
+    from pipeline.simulate.labels import Incident
     from pipeline.simulate.workloads import Workload
 
 app = typer.Typer(
@@ -326,6 +327,21 @@ def simulate(
             "(half of the first model's difficulty 0.4-0.6 requests routed deep for nothing)."
         ),
     ] = False,
+    budget_burn: Annotated[
+        bool,
+        typer.Option(
+            help="With --out and --budgets-out: also plant a tenant burning through its weekly "
+            "budget (3x its traffic from the first midnight after 3 days; needs 5 days of "
+            "--hours), labelled budget_burn with its budget and when it ran out."
+        ),
+    ] = False,
+    budgets_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --budget-burn: write every tenant's weekly budget here (TOML, for "
+            "COMPUTEWATCH_BUDGETS_FILE): its usual spend x 7 x 1.25, the burning tenant's x 1.2."
+        ),
+    ] = None,
     fast_forward: Annotated[
         bool, typer.Option(help="To Kafka: send as fast as possible instead of in real time.")
     ] = False,
@@ -343,19 +359,28 @@ def simulate(
 ) -> None:
     """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
     from pipeline.feeds import simulate_to_files, simulate_to_kafka
-    from pipeline.simulate import HorizonTooShort, planted_misrouting
+    from pipeline.simulate import HorizonTooShort, planted_budget_burn, planted_misrouting
 
     names = [workload] if arrivals is None or workload != "default" else []
     (chosen,) = choose_workloads(names, arrivals)
     config = workload_config(chosen, hours, rate, seed, tenants)
     start_at = start_time(start, config.hours)
     config = config if start_at is None else replace(config, start=start_at)
+    if budget_burn != (budgets_out is not None):
+        fail("--budget-burn and --budgets-out go together")
     if out is not None:
         try:
-            with removed_on_failure(writable(out, labels)), progress_line() as progress:
+            burn = [planted_budget_burn(config)] if budget_burn else []
+        except HorizonTooShort as exc:
+            fail(str(exc))
+        outputs = writable(out, labels, budgets_out)
+        try:
+            with removed_on_failure(outputs), progress_line() as progress:
                 planted = [planted_misrouting(config)] if misrouting else []
                 count = simulate_to_files(config, out, labels, incidents, chosen, progress,
-                                          planted)  # fmt: skip
+                                          [*planted, *burn])  # fmt: skip
+                if budgets_out is not None:
+                    plant_budgets(out, labels, budgets_out, burn[0].incident())
         except HorizonTooShort:
             fail(f"{too_short(config)}, or --no-incidents")
         typer.echo(
@@ -365,8 +390,8 @@ def simulate(
         return
     if labels is not None:
         fail("--labels needs --out (labels describe a file of events)")
-    if misrouting:
-        fail("--misrouting needs --out")
+    if misrouting or budget_burn:
+        fail("--misrouting and --budget-burn need --out")
     if start is not None and not fast_forward:
         fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
@@ -382,6 +407,22 @@ def simulate(
     except HorizonTooShort:
         fail(f"{too_short(config)}, or --no-incidents")
     typer.echo(f"sent {sent} events to {settings.kafka.events_topic}")
+
+
+def plant_budgets(events: Path, labels: Path | None, budgets_out: Path, burn: Incident) -> None:
+    """Set the budgets of a planted budget burn from the events written; fill in its label."""
+    from pipeline.budgets import format_budgets
+    from pipeline.pricing import PriceTable
+    from pipeline.simulate.budgets import planted_budgets
+    from pipeline.simulate.labels import load_labels, save_labels
+
+    settings = load_settings()
+    incidents = load_labels(labels) if labels is not None else [burn]
+    prices = PriceTable(settings.prices, settings.default_price)
+    incidents, budgets = planted_budgets(events, incidents, prices)
+    budgets_out.write_text(format_budgets(budgets), encoding="utf-8")
+    if labels is not None:
+        save_labels(labels, incidents)
 
 
 @app.command()
