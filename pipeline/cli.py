@@ -600,6 +600,62 @@ def advise(
 
 
 @app.command()
+def forecast(
+    tenant: Annotated[str, typer.Option(help="The tenant, as its events name it.")],
+    period: Annotated[
+        str, typer.Option(help="day, week (from Monday) or month: the UTC calendar period.")
+    ] = "month",
+    at: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="Project as of this hour (ISO date-time, UTC unless it has an offset). "
+            "Default: the end of the tenant's last hour of traffic in the store.",
+        ),
+    ] = None,
+    format: Annotated[str, typer.Option(help="markdown or json.")] = "markdown",
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """A tenant's spend in the period so far and its projected total with an 80 % interval,
+    from its own hourly history (up to 5 weeks: its pattern by hour of day, and day of week
+    from two weeks on; its recent burn rate), and when its budget runs out if it will.
+
+    Example: computewatch forecast --tenant acme --period month --format json
+    """
+    from pipeline.budgets import PERIODS
+    from pipeline.forecast_report import forecast_json, forecast_markdown
+    from pipeline.storage.budgets import NoHistory, UnknownTenant, tenant_forecast
+    from pipeline.storage.client import connect
+    from pipeline.storage.migrations import check_schema
+
+    if period not in PERIODS:
+        fail(f"--period must be day, week or month, not {period!r}")
+    if format not in ("markdown", "json"):
+        fail(f"--format must be markdown or json, not {format!r}")
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            fail(f"--at must be an ISO date-time such as 2026-03-05T06:00, not {at!r}")
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    settings = load_settings(clickhouse__url=clickhouse_url)
+    with storage_errors():
+        client = connect(settings.clickhouse, must_exist=True)
+        try:
+            check_schema(client, settings.clickhouse.database)
+            result = tenant_forecast(client, tenant, period, when)
+        except (UnknownTenant, NoHistory) as exc:
+            fail(str(exc))
+        finally:
+            client.close()
+    text = forecast_json(result) if format == "json" else forecast_markdown(result)
+    sys.stdout.write(text)
+
+
+@app.command()
 def worker(
     kafka_bootstrap: Annotated[
         str | None, typer.Option(help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP.")

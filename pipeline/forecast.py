@@ -9,23 +9,25 @@ How, all from that history, no tuned level:
 - **pattern**: each hour's expected share of a normal hour, by hour of day (its mean over the
   history's days against the mean hour) and, once 14 days are there, by day of week too;
 - **burn rate**: the spend of the last ``R`` hours over what the pattern expected of them;
-  ``R`` (3, 6, 12 or 24 h) is the one that predicted the following 6 hours best over the
-  history (median absolute log error);
+  ``R`` (3, 6, 12 or 24 h) is the one that predicted the following day best over the history
+  (median absolute log error, at least 12 backtests);
 - **projection**: spend to date plus the rate times the pattern of the hours left;
 - **interval**: the 10th and 90th percentiles of actual / predicted over the same backtest,
-  applied to what is left (an 80 % interval).
+  applied to what is left (an 80 % interval); none (a point) without enough backtests.
+
+Two days of history at least: a pattern learned from one day cannot be tested.
 
 >>> import numpy as np
 >>> day = np.array([1.0] * 12 + [3.0] * 12)            # quiet mornings, busy afternoons
 >>> history = np.tile(day, 4)                            # 4 days, ending at midnight
 >>> p = project(history, hours_left=24, spend_to_date=0.0)
->>> round(p.total, 6), round(p.low, 6), round(p.high, 6), p.window_hours
-(48.0, 48.0, 48.0, 3)
+>>> round(p.total, 6), round(p.low, 6), round(p.high, 6), p.window_hours, p.rate
+(48.0, 48.0, 48.0, 3, 1.0)
 >>> round(p.exhaustion_hours(36.0), 2)                   # 12 h at 1, then 8 h at 3 (of 12)
 20.0
 >>> p.exhaustion_hours(100.0) is None
 True
->>> project(history[:20], hours_left=24, spend_to_date=0.0) is None   # under a day of history
+>>> project(history[:40], hours_left=24, spend_to_date=0.0) is None   # under two days
 True
 """
 
@@ -37,11 +39,11 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-MIN_HISTORY_H: Final = 24  # a day of hours before any projection
+MIN_HISTORY_H: Final = 48  # two days: one to learn the pattern from, one to test it on
 WEEKLY_AFTER_H: Final = 14 * 24  # two weeks before the day of week counts
 WINDOWS_H: Final = (3, 6, 12, 24)  # candidate burn-rate windows, chosen per spender
-BACKTEST_H: Final = 6  # the backtest predicts this many hours ahead
-MIN_BACKTESTS: Final = 8  # fewer origins: no interval from them (the projection's own +-)
+BACKTEST_H: Final = 24  # the backtest predicts a day ahead (the pattern's cycle)
+MIN_BACKTESTS: Final = 12  # a window needs this many backtests to be chosen
 QUANTILES: Final = (0.1, 0.9)
 
 FloatArray = NDArray[np.float64]
@@ -153,24 +155,28 @@ def _rate(history: FloatArray, weights: FloatArray, end: int, window: int) -> fl
 
 def _choose_window(history: FloatArray, weights: FloatArray) -> tuple[int, FloatArray]:
     """The burn-rate window that predicted the next :data:`BACKTEST_H` hours best over the
-    history, and its actual / predicted ratios."""
+    history (median absolute log error, over at least :data:`MIN_BACKTESTS` origins), and its
+    actual / predicted ratios; the longest window that fits, with no ratios, when none has."""
     n = len(history)
+    spent = np.concatenate([[0.0], np.cumsum(history)])
+    expected = np.concatenate([[0.0], np.cumsum(weights)])
     best: tuple[float, int, FloatArray] | None = None
     for window in WINDOWS_H:
-        ratios = []
-        for origin in range(window, n - BACKTEST_H + 1):
-            predicted = _rate(history, weights, origin, window) * float(
-                weights[origin : origin + BACKTEST_H].sum()
-            )
-            actual = float(history[origin : origin + BACKTEST_H].sum())
-            if predicted > 0 and actual > 0:
-                ratios.append(actual / predicted)
-        if not ratios:
+        origins = np.arange(window, n - BACKTEST_H + 1)
+        if len(origins) < MIN_BACKTESTS:
             continue
-        found = np.asarray(ratios)
-        error = float(np.median(np.abs(np.log(found))))
+        base = expected[origins] - expected[origins - window]
+        rate = np.divide(spent[origins] - spent[origins - window], base,
+                         out=np.zeros(len(origins)), where=base > 0)  # fmt: skip
+        predicted = rate * (expected[origins + BACKTEST_H] - expected[origins])
+        actual = spent[origins + BACKTEST_H] - spent[origins]
+        ok = (predicted > 0) & (actual > 0)
+        if ok.sum() < MIN_BACKTESTS:
+            continue
+        ratios = actual[ok] / predicted[ok]
+        error = float(np.median(np.abs(np.log(ratios))))
         if best is None or error < best[0]:
-            best = (error, window, found)
+            best = (error, window, ratios)
     if best is None:
-        return min(WINDOWS_H[-1], n), np.empty(0)
+        return max(w for w in WINDOWS_H if w <= n), np.empty(0)
     return best[1], best[2]

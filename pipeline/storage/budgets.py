@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
 from clickhouse_connect.driver.client import Client
 
-from pipeline.budgets import UNIT_SCALE, Budget
+from pipeline.budgets import HISTORY_H, UNIT_SCALE, Budget, period_bounds
+from pipeline.forecast import MIN_HISTORY_H, Projection, project
 from pipeline.storage import queries
 
-__all__ = ["delete_budget", "hourly_spend", "read_budgets", "save_budget", "seed_budgets"]
+__all__ = [
+    "NoHistory",
+    "TenantForecast",
+    "UnknownTenant",
+    "delete_budget",
+    "hourly_spend",
+    "read_budgets",
+    "save_budget",
+    "seed_budgets",
+    "tenant_forecast",
+]
 
 _COLUMNS = ["entity_type", "entity_id", "period", "unit", "amount", "deleted", "updated_by",
             "updated_at", "version"]  # fmt: skip
@@ -79,3 +91,71 @@ def hourly_spend(
             value = Decimal(usd) if unit == "usd" else Decimal(gpu_us) / UNIT_SCALE[unit]
             series[index] = float(value)
     return series
+
+
+class UnknownTenant(ValueError):
+    """No usage of the tenant in the store."""
+
+
+class NoHistory(ValueError):
+    """Too little usage history for a projection."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantForecast:
+    """``computewatch forecast``: a tenant's period in USD, to date and projected."""
+
+    tenant: str
+    period: str
+    start: datetime
+    end: datetime
+    at: datetime  # the projection is as of this hour
+    spend_to_date: Decimal  # exact, from the hourly rollup
+    projection: Projection
+    budget: Budget | None  # the tenant's USD budget for this period, if it has one
+
+    @property
+    def exhausted_at(self) -> datetime | None:
+        """When the expected spend reaches the budget (None: no budget, or not this period)."""
+        if self.budget is None:
+            return None
+        hours = self.projection.exhaustion_hours(float(self.budget.amount))
+        return None if hours is None else self.at + timedelta(hours=hours)
+
+
+def tenant_forecast(
+    client: Client, tenant: str, period: str, at: datetime | None = None
+) -> TenantForecast:
+    """Project ``tenant``'s USD spend in the UTC ``period`` holding ``at`` (default: the end of
+    its last hour of traffic) from up to five weeks of its own hourly history before ``at``."""
+    sql, params = queries.tenant_hours(tenant)
+    first, last = client.query(sql, parameters=params).result_rows[0]
+    if not last or last.year < 1971:
+        raise UnknownTenant(f"no usage of tenant {tenant!r} in the store")
+    first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
+    if at is None:
+        at = last + timedelta(hours=1)
+    at = datetime.fromtimestamp(int(at.timestamp()) // 3600 * 3600, UTC)
+    since = max(first, at - timedelta(hours=HISTORY_H))
+    history = hourly_spend(client, "tenant", tenant, "usd", since, at) if at > since else None
+    start, end = period_bounds(period, at - timedelta(microseconds=1))
+    if at >= end:
+        start, end = period_bounds(period, at)
+    sql, params = queries.period_cost(tenant, start, at)
+    spent = Decimal(client.query(sql, parameters=params).result_rows[0][0])
+    hours_left = int((end - at).total_seconds()) // 3600
+    projection = None
+    if history is not None:
+        now_hour = int(at.timestamp()) // 3600
+        projection = project(history, hours_left, float(spent), end_hour=now_hour)
+    if projection is None:
+        hours = 0 if history is None else len(history)
+        raise NoHistory(
+            f"tenant {tenant!r} has {hours} h of usage before {at:%Y-%m-%d %H:%M} UTC; a "
+            f"forecast needs {MIN_HISTORY_H} h with some spend"
+        )
+    budget = next(
+        (b for b in read_budgets(client, [tenant]) if b.key == ("tenant", tenant, period, "usd")),
+        None,
+    )
+    return TenantForecast(tenant, period, start, end, at, spent, projection, budget)

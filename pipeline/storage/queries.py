@@ -41,7 +41,9 @@ __all__ = [
     "events_per_minute",
     "hourly_spend",
     "latency_percentiles",
+    "period_cost",
     "pipeline_status",
+    "tenant_hours",
     "usage",
     "usage_by_hour",
     "usage_from_events",
@@ -441,6 +443,21 @@ FROM usage_hourly
 {_where(where)}
 GROUP BY hour
 ORDER BY hour"""
+    return sql, params
+
+
+def tenant_hours(tenant: str) -> Query:
+    """The first and last hour of a tenant's usage (1970 when it has none)."""
+    sql = """SELECT min(hour), max(hour) FROM usage_hourly WHERE tenant_id = {tenant:String}"""
+    return sql, {"tenant": tenant}
+
+
+def period_cost(tenant: str, start: datetime, end: datetime) -> Query:
+    """A tenant's exact cost in [start, end) (whole hours), from the hourly rollup."""
+    params: dict[str, Any] = {"tenant": tenant}
+    where = [_range("hour", start, end, params), "tenant_id = {tenant:String}"]
+    sql = f"""SELECT toString(sum(cost_usd)) FROM usage_hourly
+{_where(where)}"""
     return sql, params
 
 
