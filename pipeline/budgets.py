@@ -334,6 +334,10 @@ class BudgetBook:
             by_entity.setdefault((budget.entity_type, budget.entity_id), []).append(budget)
         self.budgets = by_entity
 
+    def budgets_list(self) -> list[Budget]:
+        """The budgets, as :meth:`set_budgets` takes them."""
+        return [budget for budgets in self.budgets.values() for budget in budgets]
+
     def take(self, ticks: Iterable[SpendTick]) -> None:
         """Keep partitions' reports until every partition's clock has passed their tick."""
         for tick in ticks:
