@@ -11,9 +11,10 @@ How, all from that history, no tuned level:
 - **burn rate**: the spend of the last ``R`` hours over what the pattern expected of them;
   ``R`` (3, 6, 12 or 24 h) is the one that predicted the following day best over the history
   (median absolute log error, over at least a day of backtests);
-- **projection**: spend to date plus the rate times the pattern of the hours left;
-- **interval**: the 10th and 90th percentiles of actual / predicted over the same backtest,
-  applied to what is left (an 80 % interval); none (a point) without enough backtests.
+- **projection**: spend to date plus the rate times the pattern of the hours left, times the
+  median of actual / predicted over the same backtest (the predictor's own bias);
+- **interval**: the 10th and 90th percentiles of that ratio, applied to what is left (an 80 %
+  interval); none (a point) without enough backtests.
 
 Three days of history at least: with two, the backtests all fall on the second day, and on
 simulated fleets a third of the small tenants then looked like burning when they were not.
@@ -45,7 +46,7 @@ WEEKLY_AFTER_H: Final = 14 * 24  # two weeks before the day of week counts
 WINDOWS_H: Final = (3, 6, 12, 24)  # candidate burn-rate windows, chosen per spender
 BACKTEST_H: Final = 24  # the backtest predicts a day ahead (the pattern's cycle)
 MIN_BACKTESTS: Final = 24  # a window needs a day of backtests to be chosen
-QUANTILES: Final = (0.1, 0.9)
+QUANTILES: Final = (0.1, 0.5, 0.9)  # the interval's ends, and the middle that corrects bias
 
 FloatArray = NDArray[np.float64]
 
@@ -120,22 +121,22 @@ def project(
     weights = _weights(history, now)
     window, ratios = _choose_window(history, weights)
     rate = _rate(history, weights, n, window)
+    if len(ratios) >= MIN_BACKTESTS:
+        q_low, q_mid, q_high = (float(q) for q in np.quantile(ratios, QUANTILES))
+    else:
+        q_low = q_mid = q_high = 1.0
     ahead = np.resize(pattern(history, now), max(hours_left, 0))
     path = rate * float(history.mean()) * ahead
     remaining = float(path.sum())
-    if len(ratios) >= MIN_BACKTESTS:
-        q_low, q_high = (float(q) for q in np.quantile(ratios, QUANTILES))
-    else:
-        q_low = q_high = 1.0
     return Projection(
         spend_to_date=spend_to_date,
-        total=spend_to_date + remaining,
+        total=spend_to_date + remaining * q_mid,
         low=spend_to_date + remaining * q_low,
         high=spend_to_date + remaining * q_high,
         rate=rate,
         window_hours=window,
         history_hours=n,
-        path=tuple(float(x) for x in path),
+        path=tuple(float(x) * q_mid for x in path),
     )
 
 
