@@ -626,7 +626,7 @@ def forecast(
     """
     from pipeline.budgets import PERIODS
     from pipeline.forecast_report import forecast_json, forecast_markdown
-    from pipeline.storage.budgets import NoHistory, UnknownTenant, tenant_forecast
+    from pipeline.storage.budgets import NoHistory, UnknownEntity, tenant_forecast
     from pipeline.storage.client import connect
     from pipeline.storage.migrations import check_schema
 
@@ -647,7 +647,7 @@ def forecast(
         try:
             check_schema(client, settings.clickhouse.database)
             result = tenant_forecast(client, tenant, period, when)
-        except (UnknownTenant, NoHistory) as exc:
+        except (UnknownEntity, NoHistory) as exc:
             fail(str(exc))
         finally:
             client.close()

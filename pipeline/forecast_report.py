@@ -3,12 +3,12 @@
 >>> from datetime import UTC, datetime
 >>> from decimal import Decimal
 >>> from pipeline.forecast import Projection
->>> from pipeline.storage.budgets import TenantForecast
+>>> from pipeline.storage.budgets import Forecast
 >>> day = datetime(2026, 3, 2, tzinfo=UTC)
 >>> p = Projection(spend_to_date=2.0, total=10.0, low=8.0, high=13.0, rate=1.5,
 ...                window_hours=12, history_hours=72, path=(1.0,) * 8)
->>> f = TenantForecast("acme", "week", day, datetime(2026, 3, 9, tzinfo=UTC),
-...                    datetime(2026, 3, 4, tzinfo=UTC), Decimal("2.0"), p, None)
+>>> f = Forecast("tenant", "acme", "week", "usd", day, datetime(2026, 3, 9, tzinfo=UTC),
+...              datetime(2026, 3, 4, tzinfo=UTC), Decimal("2.0"), 72, p, None)
 >>> print(forecast_markdown(f), end="")
 # Forecast: acme, week from 2026-03-02 to 2026-03-09 (exclusive)
 <BLANKLINE>
@@ -27,13 +27,14 @@ from typing import Any
 import msgspec
 
 from pipeline.budgets import format_amount
-from pipeline.storage.budgets import TenantForecast
+from pipeline.storage.budgets import Forecast
 
 
-def forecast_markdown(f: TenantForecast) -> str:
+def forecast_markdown(f: Forecast) -> str:
     p = f.projection
+    assert p is not None, "a forecast without a projection is an error (NoHistory)"
     lines = [
-        f"# Forecast: {f.tenant}, {f.period} from {f.start:%Y-%m-%d} to {f.end:%Y-%m-%d} "
+        f"# Forecast: {f.entity_id}, {f.period} from {f.start:%Y-%m-%d} to {f.end:%Y-%m-%d} "
         "(exclusive)",
         "",
         f"As of {f.at:%Y-%m-%d %H:%M} UTC, from {p.history_hours} h of its own history:",
@@ -55,10 +56,11 @@ def forecast_markdown(f: TenantForecast) -> str:
     return "\n".join(lines) + "\n"
 
 
-def forecast_json(f: TenantForecast) -> str:
+def forecast_json(f: Forecast) -> str:
     p = f.projection
+    assert p is not None, "a forecast without a projection is an error (NoHistory)"
     data: dict[str, Any] = {
-        "tenant": f.tenant, "period": f.period, "start": f.start, "end": f.end, "at": f.at,
+        "tenant": f.entity_id, "period": f.period, "start": f.start, "end": f.end, "at": f.at,
         "spend_to_date_usd": msgspec.Raw(format(f.spend_to_date, "f").encode()),
         "projected_usd": round(p.total, 6), "low_usd": round(p.low, 6),
         "high_usd": round(p.high, 6), "interval": 0.8, "burn_rate": round(p.rate, 4),

@@ -20,10 +20,11 @@ from pipeline.forecast import MIN_HISTORY_H, Projection, project
 from pipeline.storage import queries
 
 __all__ = [
+    "Forecast",
     "NoHistory",
-    "TenantForecast",
-    "UnknownTenant",
+    "UnknownEntity",
     "delete_budget",
+    "forecast",
     "hourly_spend",
     "read_budgets",
     "save_budget",
@@ -93,8 +94,8 @@ def hourly_spend(
     return series
 
 
-class UnknownTenant(ValueError):
-    """No usage of the tenant in the store."""
+class UnknownEntity(ValueError):
+    """No usage of the tenant or api key in the store."""
 
 
 class NoHistory(ValueError):
@@ -102,60 +103,82 @@ class NoHistory(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class TenantForecast:
-    """``computewatch forecast``: a tenant's period in USD, to date and projected."""
+class Forecast:
+    """A tenant's or api key's period, in a budget's unit: to date, and projected (None when
+    its history is under :data:`~pipeline.forecast.MIN_HISTORY_H` hours)."""
 
-    tenant: str
+    entity_type: str
+    entity_id: str
     period: str
+    unit: str
     start: datetime
     end: datetime
     at: datetime  # the projection is as of this hour
     spend_to_date: Decimal  # exact, from the hourly rollup
-    projection: Projection
-    budget: Budget | None  # the tenant's USD budget for this period, if it has one
+    history_hours: int
+    projection: Projection | None
+    budget: Budget | None  # its budget for this period and unit, if it has one
 
     @property
     def exhausted_at(self) -> datetime | None:
-        """When the expected spend reaches the budget (None: no budget, or not this period)."""
-        if self.budget is None:
+        """When the expected spend reaches the budget (None: no budget or projection, or not
+        this period)."""
+        if self.budget is None or self.projection is None:
             return None
         hours = self.projection.exhaustion_hours(float(self.budget.amount))
         return None if hours is None else self.at + timedelta(hours=hours)
 
 
-def tenant_forecast(
-    client: Client, tenant: str, period: str, at: datetime | None = None
-) -> TenantForecast:
-    """Project ``tenant``'s USD spend in the UTC ``period`` holding ``at`` (default: the end of
-    its last hour of traffic) from up to five weeks of its own hourly history before ``at``."""
-    sql, params = queries.tenant_hours(tenant)
+def forecast(
+    client: Client,
+    entity_type: str,
+    entity_id: str,
+    period: str,
+    unit: str = "usd",
+    at: datetime | None = None,
+    budget: Budget | None = None,
+) -> Forecast:
+    """Project the spend of a tenant or api key in the UTC ``period`` holding ``at`` (default:
+    the end of its last hour of traffic) from up to five weeks of its own hourly history before
+    ``at``. ``budget`` is given, or read from the table."""
+    what = "tenant" if entity_type == "tenant" else "api key"
+    sql, params = queries.entity_hours(entity_type, entity_id)
     first, last = client.query(sql, parameters=params).result_rows[0]
     if not last or last.year < 1971:
-        raise UnknownTenant(f"no usage of tenant {tenant!r} in the store")
+        raise UnknownEntity(f"no usage of {what} {entity_id!r} in the store")
     first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
     if at is None:
         at = last + timedelta(hours=1)
     at = datetime.fromtimestamp(int(at.timestamp()) // 3600 * 3600, UTC)
-    since = max(first, at - timedelta(hours=HISTORY_H))
-    history = hourly_spend(client, "tenant", tenant, "usd", since, at) if at > since else None
     start, end = period_bounds(period, at - timedelta(microseconds=1))
     if at >= end:
         start, end = period_bounds(period, at)
-    sql, params = queries.period_cost(tenant, start, at)
-    spent = Decimal(client.query(sql, parameters=params).result_rows[0][0])
-    hours_left = int((end - at).total_seconds()) // 3600
+    sql, params = queries.period_spend(entity_type, entity_id, start, at)
+    cost, gpu_us = client.query(sql, parameters=params).result_rows[0]
+    spent = Decimal(cost) if unit == "usd" else Decimal(gpu_us) / UNIT_SCALE[unit]
+    since = max(first, at - timedelta(hours=HISTORY_H))
+    history = hourly_spend(client, entity_type, entity_id, unit, since, at) if at > since else None
     projection = None
     if history is not None:
+        hours_left = int((end - at).total_seconds()) // 3600
         now_hour = int(at.timestamp()) // 3600
         projection = project(history, hours_left, float(spent), end_hour=now_hour)
-    if projection is None:
-        hours = 0 if history is None else len(history)
+    if budget is None:
+        key = (entity_type, entity_id, period, unit)
+        budget = next((b for b in read_budgets(client) if b.key == key), None)
+    return Forecast(entity_type, entity_id, period, unit, start, end, at, spent,
+                    0 if history is None else len(history), projection, budget)  # fmt: skip
+
+
+def tenant_forecast(
+    client: Client, tenant: str, period: str, at: datetime | None = None
+) -> Forecast:
+    """``computewatch forecast``: :func:`forecast` of a tenant in USD; :class:`NoHistory` when
+    there is too little history to project."""
+    result = forecast(client, "tenant", tenant, period, "usd", at)
+    if result.projection is None:
         raise NoHistory(
-            f"tenant {tenant!r} has {hours} h of usage before {at:%Y-%m-%d %H:%M} UTC; a "
-            f"forecast needs {MIN_HISTORY_H} h with some spend"
+            f"tenant {tenant!r} has {result.history_hours} h of usage before "
+            f"{result.at:%Y-%m-%d %H:%M} UTC; a forecast needs {MIN_HISTORY_H} h with some spend"
         )
-    budget = next(
-        (b for b in read_budgets(client, [tenant]) if b.key == ("tenant", tenant, period, "usd")),
-        None,
-    )
-    return TenantForecast(tenant, period, start, end, at, spent, projection, budget)
+    return result

@@ -38,12 +38,12 @@ __all__ = [
     "dead_letters_by_reason",
     "efficiency_breakdown",
     "efficiency_series",
+    "entity_hours",
     "events_per_minute",
     "hourly_spend",
     "latency_percentiles",
-    "period_cost",
+    "period_spend",
     "pipeline_status",
-    "tenant_hours",
     "usage",
     "usage_by_hour",
     "usage_from_events",
@@ -58,6 +58,7 @@ ENTITY_COLUMNS: Final[dict[str, str]] = {
 GROUP_BY_COLUMNS: Final[dict[str | None, str | None]] = dict(
     [(None, None), *ENTITY_COLUMNS.items()]
 )
+_SPENDERS: Final = {"tenant": "tenant_id", "api_key": "api_key_id"}  # who budgets are for
 USAGE_GROUPS: Final = {"tenant": None, "api_key": "api_key_id", "model": "model", "day": "day"}
 _USAGE_SUMS: Final = """
     sum(requests) AS requests,
@@ -435,7 +436,7 @@ def budget_keys() -> Query:
 
 def hourly_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
     """A tenant's or api key's exact cost and GPU microseconds per hour in [start, end)."""
-    column = _column({"tenant": "tenant_id", "api_key": "api_key_id"}, entity_type, "entity")
+    column = _column(_SPENDERS, entity_type, "entity")
     params: dict[str, Any] = {"entity": entity_id}
     where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
     sql = f"""SELECT hour, toString(sum(cost_usd)) AS cost_usd, sum(gpu_us) AS gpu_us
@@ -446,17 +447,20 @@ ORDER BY hour"""
     return sql, params
 
 
-def tenant_hours(tenant: str) -> Query:
-    """The first and last hour of a tenant's usage (1970 when it has none)."""
-    sql = """SELECT min(hour), max(hour) FROM usage_hourly WHERE tenant_id = {tenant:String}"""
-    return sql, {"tenant": tenant}
+def entity_hours(entity_type: str, entity_id: str) -> Query:
+    """The first and last hour of a tenant's or api key's usage (1970 when it has none)."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    sql = f"""SELECT min(hour), max(hour) FROM usage_hourly WHERE {column} = {{entity:String}}"""
+    return sql, {"entity": entity_id}
 
 
-def period_cost(tenant: str, start: datetime, end: datetime) -> Query:
-    """A tenant's exact cost in [start, end) (whole hours), from the hourly rollup."""
-    params: dict[str, Any] = {"tenant": tenant}
-    where = [_range("hour", start, end, params), "tenant_id = {tenant:String}"]
-    sql = f"""SELECT toString(sum(cost_usd)) FROM usage_hourly
+def period_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
+    """A tenant's or api key's exact cost and GPU microseconds in [start, end) (whole hours),
+    from the hourly rollup."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    params: dict[str, Any] = {"entity": entity_id}
+    where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
+    sql = f"""SELECT toString(sum(cost_usd)), sum(gpu_us) FROM usage_hourly
 {_where(where)}"""
     return sql, params
 
