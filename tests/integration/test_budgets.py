@@ -104,8 +104,8 @@ def test_each_threshold_once_and_the_burning_tenant_runs_out(replayed: Replayed)
     assert set(counts.values()) == {1}
     burn = replayed.burn
     assert {t for (e, t) in counts if e == burn.entity_id} == {0.5, 0.8, 1.0}
-    (full,) = [a for a in alerts
-               if a.entity_id == burn.entity_id and a.evidence["threshold"].value == 1.0]  # fmt: skip
+    mine = [a for a in alerts if a.entity_id == burn.entity_id]
+    (full,) = [a for a in mine if a.evidence["threshold"].value == 1.0]
     assert burn.exhausted_at is not None
     # the fleet stage judges spend every 15 s of event time: within a tick of the true moment
     assert timedelta(0) <= full.detected_at - burn.exhausted_at <= timedelta(seconds=20)
