@@ -44,6 +44,9 @@ def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
         models = data.efficiency_breakdown(end - DAY, end, "model", viewer.tenants)
         per_1k = frames.overall(models)["gpu_ms_per_1k_tokens"] if len(models) else None
         return f"{components.number(per_1k)} GPU-ms per 1k tokens over the {LAST_DAY}."
+    if spec.url_path == "budgets":
+        budgets = data.budgets(viewer.tenants)
+        return f"{len(budgets)} budgets set (tenants and API keys)."
     if spec.role == "finance":
         first = end.date().replace(day=1)
         report = data.usage_report(first, end.date() + timedelta(days=1), "tenant",

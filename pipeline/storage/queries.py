@@ -44,6 +44,7 @@ __all__ = [
     "latency_percentiles",
     "period_spend",
     "pipeline_status",
+    "spenders",
     "usage",
     "usage_by_hour",
     "usage_from_events",
@@ -426,6 +427,17 @@ def budgets(tenants: Sequence[str] | None = None) -> Query:
 FROM budgets FINAL
 {_where(where)}
 ORDER BY entity_type, entity_id, period, unit"""
+    return sql, params
+
+
+def spenders(entity_type: str, tenants: Sequence[str] | None = None) -> Query:
+    """Every tenant or api key with usage (of ``tenants`` when given), sorted, as ``id``."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    params: dict[str, Any] = {}
+    where = _in("tenant_id", "tenants", tenants, params)
+    sql = f"""SELECT DISTINCT {column} AS id FROM usage_daily
+{_where(where) if where else ""}
+ORDER BY id"""
     return sql, params
 
 

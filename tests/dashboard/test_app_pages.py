@@ -55,7 +55,7 @@ def open_alerts(store: SeededStore) -> int:
 def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None:
     at = open_page()
     assert at.title[0].value == "computewatch"
-    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost", "Budgets",
                               "Pipeline health"]
     lines = "\n".join(texts(at, "markdown"))
     assert f"{open_alerts(store)} new alerts in the last 24 hours of data." in lines
@@ -411,7 +411,7 @@ def test_roles_decide_the_pages_and_tenants_scope_the_data(
     viewer = access.Viewer("fin", frozenset({"finance"}), ("tenant-03",))
     monkeypatch.setattr(access, "current_viewer", lambda: viewer)
     at = open_page()
-    assert page_links(at) == ["Usage & cost"]
+    assert page_links(at) == ["Usage & cost", "Budgets"]
     with pytest.raises(ValueError):
         at.switch_page(ALERTS)
     at.switch_page(USAGE).run()
