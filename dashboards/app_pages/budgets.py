@@ -44,6 +44,7 @@ def rows(forecasts: list[tuple[Budget, Forecast | None]]) -> pd.DataFrame:
         spent = float(f.spend_to_date) if f is not None else 0.0
         out.append({
             "entity": f"{budget.entity_type.replace('_', ' ')} {budget.entity_id}",
+            "id": budget.entity_id,
             "period": budget.period,
             "unit": UNIT_LABELS[budget.unit],
             "budget": amount,
@@ -53,7 +54,6 @@ def rows(forecasts: list[tuple[Budget, Forecast | None]]) -> pd.DataFrame:
             "low": p.low if p else None,
             "high": p.high if p else None,
             "runs_out": f.exhausted_at if f is not None else None,
-            "note": "" if p else f"needs {MIN_HISTORY_H} h of history",
         })  # fmt: skip
     return pd.DataFrame(out)
 
@@ -73,35 +73,35 @@ def table(frame: pd.DataFrame) -> None:
             "high": st.column_config.NumberColumn("80 % high", format="%.2f"),
             "runs_out": st.column_config.DatetimeColumn("Runs out (UTC)",
                                                         format="YYYY-MM-DD HH:mm"),
-            "note": "Note",
+            "id": None,
         },
     )
+    st.caption(f"A projection needs {MIN_HISTORY_H} h of the spender's history; the budgets "
+               "without one show none.")
 
 
 def chart(frame: pd.DataFrame) -> None:
-    """Spent and projected as shares of each budget, the interval as a bar, 100 % as a rule."""
-    shares = frame.assign(
-        label=frame["entity"] + " · " + frame["period"],
-        spent_share=frame["spent"] / frame["budget"],
-        projected_share=frame["projected"] / frame["budget"],
-        low_share=frame["low"] / frame["budget"],
-        high_share=frame["high"] / frame["budget"],
-    )
-    y = alt.Y("label:N", title=None, sort=None)
-    x_title = "share of the budget"
-    spent = alt.Chart(shares).mark_bar(color="#4c78a8", height=12).encode(
-        x=alt.X("spent_share:Q", title=x_title, axis=alt.Axis(format="%")), y=y,
-        tooltip=["label", alt.Tooltip("spent_share:Q", format=".0%", title="spent")])
-    interval = alt.Chart(shares).mark_rule(color="#f58518", strokeWidth=2).encode(
-        x="low_share:Q", x2="high_share:Q", y=y)
-    projected = alt.Chart(shares).mark_point(color="#f58518", filled=True, size=60).encode(
-        x="projected_share:Q", y=y,
-        tooltip=["label", alt.Tooltip("projected_share:Q", format=".0%", title="projected")])
-    full = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="#e45756",
-                                                           strokeDash=[4, 3]).encode(x="x:Q")
+    """Spent and projected as shares of each budget, the interval as a rule, 100 % dashed."""
+    shares = pd.DataFrame({
+        "label": frame["id"] + " · " + frame["period"],
+        "spent": frame["spent"] / frame["budget"],
+        "projected": frame["projected"] / frame["budget"],
+        "low": frame["low"] / frame["budget"],
+        "high": frame["high"] / frame["budget"],
+    })  # fmt: skip
+    base = alt.Chart(shares).encode(y=alt.Y("label:N", title=None, sort=None,
+                                            axis=alt.Axis(labelLimit=240)))
+    percent = alt.Axis(format="%")
+    spent = base.mark_bar(color="#4c78a8").encode(
+        x=alt.X("spent:Q", title="share of the budget", axis=percent),
+        tooltip=["label", alt.Tooltip("spent:Q", format=".0%")])
+    interval = base.mark_rule(color="#f58518", strokeWidth=2).encode(x="low:Q", x2="high:Q")
+    projected = base.mark_point(color="#f58518", filled=True, size=70).encode(
+        x="projected:Q", tooltip=["label", alt.Tooltip("projected:Q", format=".0%")])
+    full = base.mark_rule(color="#e45756", strokeDash=[4, 3]).encode(x=alt.datum(1.0))
     st.altair_chart((spent + interval + projected + full).properties(
         title="Spent (bar) and projected (dot, 80 % interval) against each budget",
-        height=max(120, 28 * len(shares))), width="stretch")
+        height=alt.Step(32)), width="stretch")
 
 
 def change(remove: bool) -> None:

@@ -134,13 +134,15 @@ class Store:
 def open_store(
     settings: Settings, *, migrate_schema: bool = True, **sink_options: Any
 ) -> Iterator[Store]:
-    """Connect to ``settings.clickhouse``, bring the schema up to date (or only check it when
-    ``migrate_schema`` is False) and yield a :class:`Store`; flush and close on exit."""
+    """Connect to ``settings.clickhouse``, bring the schema up to date and seed the budgets
+    file's new budgets (or only check the schema when ``migrate_schema`` is False) and yield a
+    :class:`Store`; flush and close on exit."""
     ch = settings.clickhouse
     client = connect(ch, create_database=migrate_schema)
     try:
         if migrate_schema:
             migrate(client, ch)
+            seed_budgets(client, budgets_from_settings(settings))
         else:
             check_schema(client, ch.database)
         sink = ClickHouseSink.from_settings(client, settings, **sink_options)
