@@ -98,9 +98,10 @@ def chart(frame: pd.DataFrame) -> None:
     interval = base.mark_rule(color="#f58518", strokeWidth=2).encode(x="low:Q", x2="high:Q")
     projected = base.mark_point(color="#f58518", filled=True, size=70).encode(
         x="projected:Q", tooltip=["label", alt.Tooltip("projected:Q", format=".0%")])
-    full = base.mark_rule(color="#e45756", strokeDash=[4, 3]).encode(x=alt.datum(1.0))
+    full = alt.Chart(shares.head(1)).mark_rule(color="#e45756", strokeDash=[4, 3]).encode(
+        x=alt.datum(1.0))  # no y: across every row
     st.altair_chart((spent + interval + projected + full).properties(
-        title="Spent (bar) and projected (dot, 80 % interval) against each budget",
+        title="Spent (bar) and projected (dot, 80 % interval)",
         height=alt.Step(32)), width="stretch")
 
 

@@ -96,8 +96,7 @@ def test_each_budget_with_its_spend_and_projection(
     finally:
         client.close()
     assert metric(at, "On course to run out") != "0"
-    assert chart_titles(at) == ["Spent (bar) and projected (dot, 80 % interval) against each "
-                                "budget"]
+    assert chart_titles(at) == ["Spent (bar) and projected (dot, 80 % interval)"]
 
 
 def test_finance_sets_and_removes_a_budget(budget_store: tuple[Settings, list[Budget]]) -> None:
