@@ -63,6 +63,8 @@ def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None
     assert f"{dollars(sum(cost.to_pylist(), Decimal(0)))} spent since March 1." in lines
     assert f"{store.seeded.events:,} events stored" in lines
     assert "0 routing caps found, saving $0.00/day, over the last 7 days of data." in lines
+    assert "0 budgets set (tenants and API keys)." in lines
+    assert sum(t.startswith("Spend per hour") for t in chart_titles(at)) == 1  # usage's only
 
 
 # -- alerts -------------------------------------------------------------------------------------
