@@ -58,6 +58,13 @@ def load_settings(**overrides: object) -> Settings:
             settings = settings.model_copy(update={section: part})
         else:
             settings = settings.model_copy(update={section: value})
+    if settings.budgets.file is not None:  # a broken file stops every command, in one line
+        from pipeline.budgets import BudgetFileError, load_budgets
+
+        try:
+            load_budgets(settings.budgets.file)
+        except BudgetFileError as exc:
+            fail(str(exc))
     return settings
 
 
@@ -390,8 +397,9 @@ def simulate(
         return
     if labels is not None:
         fail("--labels needs --out (labels describe a file of events)")
-    if misrouting or budget_burn:
-        fail("--misrouting and --budget-burn need --out")
+    for flag, given in (("--misrouting", misrouting), ("--budget-burn", budget_burn)):
+        if given:
+            fail(f"{flag} needs --out")
     if start is not None and not fast_forward:
         fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
