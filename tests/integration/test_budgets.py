@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
@@ -146,7 +146,10 @@ def test_forecast_command_reads_the_same_history(replayed: Replayed) -> None:
     report = json.loads(result.stdout)
     assert report["low_usd"] <= report["projected_usd"] <= report["high_usd"]
     assert report["projected_usd"] > burn.budget.usd > report["spend_to_date_usd"] > 0
-    assert report["history_hours"] == 80 and report["budget_usd"] is None  # not migrated in
+    assert report["history_hours"] == 80
+    assert report["budget_usd"] == burn.budget.usd  # replay --store seeded the budgets file
+    assert burn.start < datetime.fromisoformat(report["exhausted_at"]) < datetime.fromisoformat(
+        report["end"])
     markdown = runner.invoke(app, ["forecast", "--tenant", burn.entity_id, "--period", "week",
                                    "--at", at, "--clickhouse-url", url], env=env)  # fmt: skip
     assert markdown.exit_code == 0 and "- projected total: $" in markdown.stdout

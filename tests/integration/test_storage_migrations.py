@@ -24,6 +24,7 @@ from pipeline.storage.migrations import (
 TABLES = {
     "alert_triage",
     "alerts",
+    "budgets",
     "dead_letters",
     "engine_state",
     "events",
