@@ -143,10 +143,10 @@ def forecast(
     ``at``. ``budget`` is given, or read from the table."""
     what = "tenant" if entity_type == "tenant" else "api key"
     sql, params = queries.entity_hours(entity_type, entity_id)
-    first, last = client.query(sql, parameters=params).result_rows[0]
-    if not last or last.year < 1971:
+    found = client.query(sql, parameters=params).result_rows
+    if not found:
         raise UnknownEntity(f"no usage of {what} {entity_id!r} in the store")
-    first, last = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
+    first, last = (hour.replace(tzinfo=UTC) for hour in found[0])
     if at is None:
         at = last + timedelta(hours=1)
     at = datetime.fromtimestamp(int(at.timestamp()) // 3600 * 3600, UTC)
@@ -154,7 +154,7 @@ def forecast(
     if at >= end:
         start, end = period_bounds(period, at)
     sql, params = queries.period_spend(entity_type, entity_id, start, at)
-    cost, gpu_us = client.query(sql, parameters=params).result_rows[0]
+    cost, gpu_us = next(iter(client.query(sql, parameters=params).result_rows), ("0", 0))
     spent = Decimal(cost) if unit == "usd" else Decimal(gpu_us) / UNIT_SCALE[unit]
     since = max(first, at - timedelta(hours=HISTORY_H))
     history = hourly_spend(client, entity_type, entity_id, unit, since, at) if at > since else None

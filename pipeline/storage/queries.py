@@ -460,20 +460,22 @@ ORDER BY hour"""
 
 
 def entity_hours(entity_type: str, entity_id: str) -> Query:
-    """The first and last hour of a tenant's or api key's usage (1970 when it has none)."""
+    """The first and last hour of a tenant's or api key's usage (no row when it has none)."""
     column = _column(_SPENDERS, entity_type, "entity")
-    sql = f"""SELECT min(hour), max(hour) FROM usage_hourly WHERE {column} = {{entity:String}}"""
+    sql = f"""SELECT min(hour), max(hour) FROM usage_hourly WHERE {column} = {{entity:String}}
+HAVING count() > 0"""
     return sql, {"entity": entity_id}
 
 
 def period_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
     """A tenant's or api key's exact cost and GPU microseconds in [start, end) (whole hours),
-    from the hourly rollup."""
+    from the hourly rollup (no row when it spent nothing then)."""
     column = _column(_SPENDERS, entity_type, "entity")
     params: dict[str, Any] = {"entity": entity_id}
     where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
     sql = f"""SELECT toString(sum(cost_usd)), sum(gpu_us) FROM usage_hourly
-{_where(where)}"""
+{_where(where)}
+HAVING count() > 0"""
     return sql, params
 
 
