@@ -7,7 +7,8 @@
 - Every query is a builder from :mod:`pipeline.storage.queries` (values travel as server-side
   parameters, never formatted into SQL); results are pandas DataFrames cached for
   :data:`TTL_S` seconds (``st.cache_data``).
-- Writes are limited to alert triage, through :func:`pipeline.storage.record_triage`.
+- Writes are limited to alert triage, through :func:`pipeline.storage.record_triage`, and
+  budgets (:mod:`pipeline.storage.budgets`; the Budgets page lets finance and admin edit).
 - ``tenants`` arguments scope a query to those tenants (None = all); pages pass the viewer's.
 """
 
@@ -18,6 +19,7 @@ import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Final
 
 import pandas as pd
@@ -28,7 +30,9 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 import frames
 from pipeline.advisor import Advice, Options
+from pipeline.budgets import Budget
 from pipeline.config import Settings
+from pipeline.storage import budgets as stored_budgets
 from pipeline.storage import check_schema, connect, describe_url, is_embedded, queries
 from pipeline.storage.allocation import allocation_advice as build_allocation_advice
 from pipeline.storage.triage import record_triage
@@ -222,6 +226,66 @@ def triage(alert_id: str, status: str, actor: str, note: str) -> None:
             ) from None
     alerts.clear()
     triage_history.clear()
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def budgets(tenants: Tenants = None) -> list[Budget]:
+    """The budgets in force (of ``tenants`` and their keys when given)."""
+    db = database()
+    with db.lock:
+        return stored_budgets.read_budgets(db.client, tenants)
+
+
+def budget_forecast(budget: Budget, at: datetime) -> stored_budgets.Forecast | None:
+    """The budget's period as of ``at``: spend to date and projection (the same function as
+    ``computewatch forecast``); None when its entity has no usage."""
+    return _forecast(budget.entity_type, budget.entity_id, budget.period, budget.unit,
+                     str(budget.amount), at)  # fmt: skip
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def _forecast(entity_type: str, entity_id: str, period: str, unit: str, amount: str,
+              at: datetime) -> stored_budgets.Forecast | None:  # fmt: skip
+    budget = Budget(entity_type=entity_type, entity_id=entity_id, period=period,  # type: ignore[arg-type]
+                    unit=unit, amount=Decimal(amount))  # type: ignore[arg-type]
+    db = database()
+    with db.lock:
+        try:
+            return stored_budgets.forecast(db.client, budget.entity_type, budget.entity_id,
+                                           budget.period, budget.unit, at, budget)  # fmt: skip
+        except stored_budgets.UnknownEntity:
+            return None
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def spenders(entity_type: str, tenants: Tenants = None) -> list[str]:
+    """Tenants or api keys with usage (of ``tenants`` when given), sorted."""
+    return [str(k) for k in database().frame(queries.spenders(entity_type, tenants))["id"]]
+
+
+class BudgetRefused(ValueError):
+    """ClickHouse refused the budget write: the dashboard's user may only read."""
+
+
+def change_budget(budget: Budget, actor: str, *, remove: bool = False) -> None:
+    """Set or remove a budget and drop the cached results it changes."""
+    db = database()
+    with db.lock:
+        try:
+            write = stored_budgets.delete_budget if remove else stored_budgets.save_budget
+            write(db.client, budget, actor)
+        except DatabaseError as exc:
+            if not _READ_ONLY.search(str(exc)):
+                raise
+            logger.warning("budget change refused by ClickHouse: %s", _first_line(exc))
+            raise BudgetRefused(
+                "The dashboard's ClickHouse user may not change budgets (it is read-only). "
+                "Grant it with schemas/clickhouse/roles/budgets_grant.sql."
+            ) from None
+    budgets.clear()
+    _forecast.clear()
 
 
 # -- efficiency ---------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ The overview is the app's root URL; every role page has a fixed path, so a bookm
 link from an alert e-mail keeps working whichever pages a viewer's roles allow.
 
 >>> [p.url_path for p in ROLE_PAGES]
-['alerts', 'efficiency', 'allocation', 'usage', 'health']
+['alerts', 'efficiency', 'allocation', 'usage', 'budgets', 'health']
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ ROLE_PAGES: Final = (
              "route would do."),
     PageSpec("app_pages/usage.py", "Usage & cost", ":material/payments:", "usage", "finance",
              "Per-tenant usage and cost for any period, with CSV and Parquet exports."),
+    PageSpec("app_pages/budgets.py", "Budgets", ":material/savings:", "budgets", "finance",
+             "Spend against each budget and where the period is heading; set budgets."),
     PageSpec("app_pages/health.py", "Pipeline health", ":material/monitor_heart:", "health",
              "operations", "Ingest rate, freshness, dead letters and the ClickHouse sink."),
 )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up 
     from pipeline.embedded import OutputHandler
     from pipeline.ingest.mapping import SpanMapping
     from pipeline.simulate import FleetConfig
+    from pipeline.simulate.labels import Incident
     from pipeline.simulate.workloads import Workload
 
 app = typer.Typer(
@@ -57,6 +58,13 @@ def load_settings(**overrides: object) -> Settings:
             settings = settings.model_copy(update={section: part})
         else:
             settings = settings.model_copy(update={section: value})
+    if settings.budgets.file is not None:  # a broken file stops every command, in one line
+        from pipeline.budgets import BudgetFileError, load_budgets
+
+        try:
+            load_budgets(settings.budgets.file)
+        except BudgetFileError as exc:
+            fail(str(exc))
     return settings
 
 
@@ -326,6 +334,21 @@ def simulate(
             "(half of the first model's difficulty 0.4-0.6 requests routed deep for nothing)."
         ),
     ] = False,
+    budget_burn: Annotated[
+        bool,
+        typer.Option(
+            help="With --out and --budgets-out: also plant a tenant burning through its weekly "
+            "budget (3x its traffic from the first midnight after 3 days; needs 5 days of "
+            "--hours), labelled budget_burn with its budget and when it ran out."
+        ),
+    ] = False,
+    budgets_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --budget-burn: write every tenant's weekly budget here (TOML, for "
+            "COMPUTEWATCH_BUDGETS_FILE): its usual spend x 7 x 1.25, the burning tenant's x 1.2."
+        ),
+    ] = None,
     fast_forward: Annotated[
         bool, typer.Option(help="To Kafka: send as fast as possible instead of in real time.")
     ] = False,
@@ -343,19 +366,28 @@ def simulate(
 ) -> None:
     """Simulate a fleet of inference servers: to files (--out) or to Kafka in real time."""
     from pipeline.feeds import simulate_to_files, simulate_to_kafka
-    from pipeline.simulate import HorizonTooShort, planted_misrouting
+    from pipeline.simulate import HorizonTooShort, planted_budget_burn, planted_misrouting
 
     names = [workload] if arrivals is None or workload != "default" else []
     (chosen,) = choose_workloads(names, arrivals)
     config = workload_config(chosen, hours, rate, seed, tenants)
     start_at = start_time(start, config.hours)
     config = config if start_at is None else replace(config, start=start_at)
+    if budget_burn != (budgets_out is not None):
+        fail("--budget-burn and --budgets-out go together")
     if out is not None:
         try:
-            with removed_on_failure(writable(out, labels)), progress_line() as progress:
+            burn = [planted_budget_burn(config)] if budget_burn else []
+        except HorizonTooShort as exc:
+            fail(str(exc))
+        outputs = writable(out, labels, budgets_out)
+        try:
+            with removed_on_failure(outputs), progress_line() as progress:
                 planted = [planted_misrouting(config)] if misrouting else []
                 count = simulate_to_files(config, out, labels, incidents, chosen, progress,
-                                          planted)  # fmt: skip
+                                          [*planted, *burn])  # fmt: skip
+                if budgets_out is not None:
+                    plant_budgets(out, labels, budgets_out, burn[0].incident())
         except HorizonTooShort:
             fail(f"{too_short(config)}, or --no-incidents")
         typer.echo(
@@ -365,8 +397,9 @@ def simulate(
         return
     if labels is not None:
         fail("--labels needs --out (labels describe a file of events)")
-    if misrouting:
-        fail("--misrouting needs --out")
+    for flag, given in (("--misrouting", misrouting), ("--budget-burn", budget_burn)):
+        if given:
+            fail(f"{flag} needs --out")
     if start is not None and not fast_forward:
         fail("--start needs --out or --fast-forward (in real time, events are dated now)")
     settings = load_settings(kafka__bootstrap=kafka_bootstrap)
@@ -382,6 +415,22 @@ def simulate(
     except HorizonTooShort:
         fail(f"{too_short(config)}, or --no-incidents")
     typer.echo(f"sent {sent} events to {settings.kafka.events_topic}")
+
+
+def plant_budgets(events: Path, labels: Path | None, budgets_out: Path, burn: Incident) -> None:
+    """Set the budgets of a planted budget burn from the events written; fill in its label."""
+    from pipeline.budgets import format_budgets
+    from pipeline.pricing import PriceTable
+    from pipeline.simulate.budgets import planted_budgets
+    from pipeline.simulate.labels import load_labels, save_labels
+
+    settings = load_settings()
+    incidents = load_labels(labels) if labels is not None else [burn]
+    prices = PriceTable(settings.prices, settings.default_price)
+    incidents, budgets = planted_budgets(events, incidents, prices)
+    budgets_out.write_text(format_budgets(budgets), encoding="utf-8")
+    if labels is not None:
+        save_labels(labels, incidents)
 
 
 @app.command()
@@ -556,6 +605,62 @@ def advise(
         which = f"model {', '.join(model)}" if model else "any model"
         typer.echo(f"nothing matched: no events of {which} from {start} to {end} (exclusive)",
                    err=True)  # fmt: skip
+
+
+@app.command()
+def forecast(
+    tenant: Annotated[str, typer.Option(help="The tenant, as its events name it.")],
+    period: Annotated[
+        str, typer.Option(help="day, week (from Monday) or month: the UTC calendar period.")
+    ] = "month",
+    at: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="Project as of this hour (ISO date-time, UTC unless it has an offset). "
+            "Default: the end of the tenant's last hour of traffic in the store.",
+        ),
+    ] = None,
+    format: Annotated[str, typer.Option(help="markdown or json.")] = "markdown",
+    clickhouse_url: Annotated[
+        str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
+    ] = None,
+) -> None:
+    """A tenant's spend in the period so far and its projected total with an 80 % interval,
+    from its own hourly history (up to 5 weeks: its pattern by hour of day, and day of week
+    from two weeks on; its recent burn rate), and when its budget runs out if it will.
+
+    Example: computewatch forecast --tenant acme --period month --format json
+    """
+    from pipeline.budgets import PERIODS
+    from pipeline.forecast_report import forecast_json, forecast_markdown
+    from pipeline.storage.budgets import NoHistory, UnknownEntity, tenant_forecast
+    from pipeline.storage.client import connect
+    from pipeline.storage.migrations import check_schema
+
+    if period not in PERIODS:
+        fail(f"--period must be day, week or month, not {period!r}")
+    if format not in ("markdown", "json"):
+        fail(f"--format must be markdown or json, not {format!r}")
+    when = None
+    if at is not None:
+        try:
+            when = datetime.fromisoformat(at)
+        except ValueError:
+            fail(f"--at must be an ISO date-time such as 2026-03-05T06:00, not {at!r}")
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    settings = load_settings(clickhouse__url=clickhouse_url)
+    with storage_errors():
+        client = connect(settings.clickhouse, must_exist=True)
+        try:
+            check_schema(client, settings.clickhouse.database)
+            result = tenant_forecast(client, tenant, period, when)
+        except (UnknownEntity, NoHistory) as exc:
+            fail(str(exc))
+        finally:
+            client.close()
+    text = forecast_json(result) if format == "json" else forecast_markdown(result)
+    sys.stdout.write(text)
 
 
 @app.command()

@@ -143,6 +143,24 @@ class IngestSettings(BaseModel):
         return self
 
 
+class BudgetSettings(BaseModel):
+    """Budgets (``pipeline/budgets.py``): the TOML file that seeds them, and when they alert."""
+
+    file: Path | None = None  # TOML: [[budget]] tables; seeds the ClickHouse budgets table
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])  # of the budget
+    forecast: bool = True  # also alert when the period's projected spend runs out the budget
+    refresh_s: float = Field(30.0, gt=0)  # the worker re-reads the budgets table this often
+
+    @model_validator(mode="after")
+    def _thresholds_sorted(self) -> Self:
+        if not self.thresholds or any(not 0 < t <= 10 for t in self.thresholds):
+            raise ValueError(
+                "COMPUTEWATCH_BUDGETS_THRESHOLDS: fractions in (0, 10], e.g. [0.5, 0.8, 1.0]"
+            )
+        self.thresholds = sorted(set(self.thresholds))
+        return self
+
+
 class PriceSettings(BaseModel):
     """Per-model prices. A request costs ``gpu_ms / 3.6e6 * gpu_hour_usd`` plus token prices."""
 
@@ -166,6 +184,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
+    budgets: BudgetSettings = BudgetSettings()
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     default_price: PriceSettings = PriceSettings()
     dashboard_port: int = Field(8501, ge=1, le=65535)

@@ -31,6 +31,7 @@ from typing import Any, Final
 import msgspec
 
 from pipeline.alerts import Alert
+from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.detectors.norms import FleetNorms, NormTick, SharesNorms
@@ -90,6 +91,7 @@ class StepOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
     norms: list[NormTick] = field(default_factory=list)  # for the fleet stage (stage 1 only)
+    spend: list[SpendTick] = field(default_factory=list)  # for the fleet stage (stage 1 only)
     duplicates: int = 0
     too_late: int = 0
 
@@ -102,6 +104,7 @@ class StepOutput:
         self.dead_letters.extend(other.dead_letters)
         self.parts.extend(other.parts)
         self.norms.extend(other.norms)
+        self.spend.extend(other.spend)
         self.duplicates += other.duplicates
         self.too_late += other.too_late
 
@@ -290,6 +293,7 @@ class Engine:
         self._peeked_s = -math.inf  # the last tick peeked at
         self._norms_s = -math.inf  # the last tick the context norms learned at
         self.seen = SeenIds(worker.dedupe_max_ids)
+        self.ledger = SpendLedger()  # exact spend per tenant, key and day, for budgets
         self.next_minute: int | None = None
         self.future_horizon_s = worker.future_horizon_s
         self.held: list[tuple[Message | None, AllocationEvent]] = []  # far ahead, undecided
@@ -365,6 +369,7 @@ class Engine:
         self._release_held(out, as_events=True)  # nothing came to contradict their time
         if self.next_minute is not None:
             self._score_through(self.aggregator.max_event_s, out)
+        self._report_spend(self.clock_s, out)
         if self.fleet is not None:
             self._to_fleet(out, self.clock_s)
             out.alerts.extend(self.fleet.finish())
@@ -388,7 +393,8 @@ class Engine:
         # a snapshot taken before a field existed gets its default
         defaults = WorkerSettings()
         engine.__dict__.update(
-            future_horizon_s=defaults.future_horizon_s, held=[], _norms_s=-math.inf
+            future_horizon_s=defaults.future_horizon_s, held=[], _norms_s=-math.inf,
+            ledger=SpendLedger(),  # from before budgets: spend counts from the restore on
         )
         engine.__dict__.update(pickle.loads(blob))
         if "_due_s" not in vars(engine):  # from before the open minute was peeked at
@@ -484,6 +490,7 @@ class Engine:
             self.clock_s = epoch
         if cost is None:
             cost = self.prices.event_cost(event)
+        self.ledger.add(event, cost)
         group = self.aggregator.add(event, cost)
         if group is None:
             out.too_late += 1
@@ -533,14 +540,23 @@ class Engine:
         reports = {d.name: d.report_norms(tick) for d in shared}
         if any(reports.values()):
             out.norms.append(NormTick(partition=self.partition, tick_s=tick, reports=reports))
+        self._report_spend(tick, out)
+
+    def _report_spend(self, tick: float, out: StepOutput) -> None:
+        """Hand the fleet stage the spend totals that changed, at the same ticks as the norms
+        (:mod:`pipeline.budgets`: the fleet stage judges budgets on every partition's)."""
+        entries = self.ledger.report()
+        if entries:
+            out.spend.append(SpendTick(partition=self.partition, tick_s=tick, entries=entries))
 
     def _to_fleet(self, out: StepOutput, clock_s: float) -> None:
         """Alone: hand the parts and norms so far to the engine's own fleet stage, with the
         event time the engine has passed, and take the norms it moved."""
         if self.fleet is None:
             return
-        out.alerts.extend(self.fleet.add(out.parts, {self.partition: clock_s}, out.norms))
-        out.parts, out.norms = [], []
+        clocks = {self.partition: clock_s}
+        out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms, out.spend))
+        out.parts, out.norms, out.spend = [], [], []
         self.take_norms(self.fleet.merged_norms())
 
     def _judge(self, minute: int, end_s: float, out: StepOutput) -> None:

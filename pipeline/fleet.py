@@ -33,6 +33,7 @@ from typing import Final, cast
 import msgspec
 
 from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
+from pipeline.budgets import BudgetBook, SpendTick, budgets_from_settings
 from pipeline.config import Settings
 from pipeline.detectors import (
     Finding,
@@ -100,6 +101,7 @@ class FleetInput(msgspec.Struct, frozen=True, kw_only=True):
     clock_s: float
     parts: list[MinutePart]
     norms: list[NormTick] = msgspec.field(default_factory=list)  # what its requests taught
+    spend: list[SpendTick] = msgspec.field(default_factory=list)  # its budget ledger's totals
 
 
 def fleet_inputs(
@@ -108,6 +110,7 @@ def fleet_inputs(
     clock_s: float,
     parts: Sequence[MinutePart],
     norms: Sequence[NormTick] = (),
+    spend: Sequence[SpendTick] = (),
 ) -> list[FleetInput]:
     """One stage-1 step as messages of at most :data:`CHUNK_GROUPS` groups or norm reports
     each (a broker takes messages up to 1 MB by default); only the last one moves the
@@ -141,11 +144,23 @@ def fleet_inputs(
                    norms=ticks)
         for ticks in _norm_chunks(norms)
     ]  # fmt: skip
+    messages += [
+        FleetInput(partition=partition, partitions=partitions, clock_s=-math.inf, parts=[],
+                   spend=[_spend_chunk(tick, start)])
+        for tick in spend
+        for start in range(0, len(tick.entries), CHUNK_GROUPS)
+    ]  # fmt: skip
     last = messages.pop() if messages else FleetInput(
         partition=partition, partitions=partitions, clock_s=-math.inf, parts=[]
     )  # fmt: skip
     messages.append(msgspec.structs.replace(last, clock_s=clock_s))
     return messages
+
+
+def _spend_chunk(tick: SpendTick, start: int) -> SpendTick:
+    """The tick's entries from ``start``, at most :data:`CHUNK_GROUPS` of them (running totals:
+    any piece can be applied alone)."""
+    return msgspec.structs.replace(tick, entries=tick.entries[start : start + CHUNK_GROUPS])
 
 
 def _norm_chunks(norms: Sequence[NormTick]) -> list[list[NormTick]]:
@@ -234,10 +249,12 @@ class FleetStage:
         self._norms_s = -math.inf  # the last tick the norms learned
         # moved since last handed out: the latest per context (a catch-up learns many ticks)
         self._merged: dict[str, dict[Context, NormState]] = {}
+        self.budgets = budget_book(settings)
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        # from before the norms learned per tick: they learn from the next tick on
-        self.__dict__.update(_reports={}, _norms_s=-math.inf)
+        # from before the norms learned per tick: they learn from the next tick on; from
+        # before budgets: spend counts from the restore on
+        self.__dict__.update(_reports={}, _norms_s=-math.inf, budgets=BudgetBook())
         self.__dict__.update(state)
 
     @property
@@ -269,17 +286,21 @@ class FleetStage:
         """:meth:`add` one stage-1 message (the worker's fleet agent)."""
         if message.partitions > len(self.clocks):  # partitions were added to the topic
             self.clocks += [-math.inf] * (message.partitions - len(self.clocks))
-        return self.add(message.parts, {message.partition: message.clock_s}, message.norms)
+        clocks = {message.partition: message.clock_s}
+        return self.add(message.parts, clocks, message.norms, message.spend)
 
     def add(
         self,
         parts: Iterable[MinutePart],
         clocks: Mapping[int, float],
         norms: Iterable[NormTick] = (),
+        spend: Iterable[SpendTick] = (),
     ) -> list[Alert]:
-        """Take parts (:meth:`keep`), the partitions' norm reports and their clocks; judge every
-        due point, and learn every tick, all clocks have passed."""
+        """Take parts (:meth:`keep`), the partitions' norm reports, spend totals and clocks;
+        judge every due point, learn every tick and judge the budgets at every tick all clocks
+        have passed."""
         self.keep(parts)
+        self.budgets.take(spend)
         for tick in norms:
             if tick.tick_s > self._norms_s:  # else learned already (sent again after a restart)
                 at = self._reports.setdefault(tick.tick_s, {})
@@ -289,7 +310,7 @@ class FleetStage:
             self.clocks[partition] = max(self.clocks[partition], clock)
         clock = min(self.clocks)
         self._learn_through(clock)
-        return self._judge_through(clock)
+        return self._judge_through(clock) + self.budgets.judge(clock)
 
     def merged_norms(self) -> FleetNorms | None:
         """The fleet norms moved since the last call, for every partition to take
@@ -303,7 +324,7 @@ class FleetStage:
     def finish(self) -> list[Alert]:
         """Judge everything still waiting (the end of a replay)."""
         self._learn_through(math.inf)
-        return self._judge_through(math.inf)
+        return self._judge_through(math.inf) + self.budgets.judge(math.inf)
 
     def _learn_through(self, clock: float) -> None:
         """Move the norms by every tick all partitions have passed: each tick's reports pooled
@@ -360,6 +381,14 @@ class FleetStage:
         view.named.add((finding.entity_type, finding.entity_id))
         if self.gate.admit(finding.kind, finding.entity_type, finding.entity_id, view.end):
             alerts.append(to_alert(finding, view.end))
+
+
+def budget_book(settings: Settings) -> BudgetBook:
+    """The fleet's budgets as settings give them (the file; the worker then reads the table)."""
+    config = settings.budgets
+    return BudgetBook(
+        budgets_from_settings(settings), thresholds=config.thresholds, forecast=config.forecast
+    )
 
 
 def to_alert(finding: Finding, detected_at: datetime) -> Alert:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,27 @@ if TYPE_CHECKING:
 
 MS_PER_HOUR = 3_600_000.0
 COST_DECIMALS = 9  # ClickHouse stores cost as Decimal(18, 9); sums reconcile exactly.
+_FAST_UNITS = 2.0**50  # below this, a cost on the 1e-9 grid times 1e9 rounds to its units
+
+
+def cost_units(cost: float, scale: int = COST_DECIMALS) -> int:
+    """The cost as the integer ClickHouse stores for it in a ``Decimal(18, scale)`` column:
+    the shortest decimal that reads back as the float, truncated to ``scale`` digits (what
+    clickhouse-connect sends, and :func:`pipeline.storage.rows.decimal_array` writes). Sums of
+    these are the sums ``computewatch usage`` reports, in any order.
+
+    >>> cost_units(0.0011805555555555556), cost_units(3e-9), cost_units(0.0), cost_units(1.5)
+    (1180555, 3, 0, 1500000000)
+
+    A cost rounded to ``scale`` digits (every :meth:`PriceTable.cost`) is the float nearest to
+    its units / 10**scale, so the product rounds to them; other values take the exact path.
+    """
+    product = cost * 10**scale
+    if 0.0 <= product < _FAST_UNITS and round(product) / 10**scale == cost:
+        return round(product)
+    with decimal.localcontext() as context:
+        context.prec = 18
+        return int(decimal.Decimal(str(cost)) * 10**scale)
 
 
 class PriceTable:

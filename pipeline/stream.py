@@ -364,7 +364,9 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         pending = []
         for partition, out in outs.items():
             clock = parts.engines[partition].clock_s
-            for message in fleet_inputs(partition, count, clock, out.parts, out.norms):
+            for message in fleet_inputs(
+                partition, count, clock, out.parts, out.norms, out.spend
+            ):
                 value = encode_fleet_input(message)
                 pending.append(await minutes_out.send(value=value, partition=0))
         await asyncio.gather(*pending)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
 
+from pipeline.budgets import budgets_from_settings
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
 from pipeline.engine import Message, StepOutput
@@ -31,6 +33,7 @@ from pipeline.fleet import (
 )
 from pipeline.instruments import Instruments, NoInstruments, timed
 from pipeline.storage import Store
+from pipeline.storage.budgets import read_budgets, seed_budgets
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S: Final = 600.0  # event time between deletions of the parts judged since
@@ -51,6 +54,7 @@ class StoredFleet:
     offset: int = -1
     unsaved: list[MinutePart] = field(default_factory=list)
     pruned_s: float = -math.inf  # parts due before this were deleted from the store
+    budgets_read: float = -math.inf  # monotonic time the budgets table was last read
     instruments: Instruments = field(default_factory=NoInstruments)
 
     @property
@@ -79,12 +83,22 @@ class StoredFleet:
             self.stage.keep(decode_part(state) for _, state in saved)
             self.pruned_s = self.stage.judged_s
             log.info("fleet stage: state restored at offset %d", self.offset)
+        seed_budgets(self.store.client, budgets_from_settings(self.settings))
+        self.read_budgets()
         return self.stage
+
+    def read_budgets(self) -> None:
+        """Give the stage the budgets table as it is now (edits from the dashboard)."""
+        assert self.stage is not None
+        self.stage.budgets.set_budgets(read_budgets(self.store.client))
+        self.budgets_read = time.monotonic()
 
     def step(self, messages: list[Message]) -> tuple[StepOutput, FleetNorms | None]:
         """Judge what the messages it has not read make complete (no I/O): the alerts, and the
         context norms moved for every partition to take (None if none moved)."""
         stage = self.restore()
+        if time.monotonic() - self.budgets_read >= self.settings.budgets.refresh_s:
+            self.read_budgets()
         out = StepOutput()
         for message in messages:
             if message.offset <= self.offset:

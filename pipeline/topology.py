@@ -101,8 +101,8 @@ class Topology:
         """Hand the parts and norm reports so far and the partitions' clocks to the fleet
         stage; hand the norms it moved to every partition."""
         clocks = {engine.partition: engine.clock_s for engine in self.engines}
-        out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms))
-        out.parts, out.norms = [], []
+        out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms, out.spend))
+        out.parts, out.norms, out.spend = [], [], []
         norms = self.fleet.merged_norms()
         for engine in self.engines:
             engine.take_norms(norms)

@@ -44,6 +44,9 @@ def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
         models = data.efficiency_breakdown(end - DAY, end, "model", viewer.tenants)
         per_1k = frames.overall(models)["gpu_ms_per_1k_tokens"] if len(models) else None
         return f"{components.number(per_1k)} GPU-ms per 1k tokens over the {LAST_DAY}."
+    if spec.url_path == "budgets":
+        budgets = data.budgets(viewer.tenants)
+        return f"{len(budgets)} budgets set (tenants and API keys)."
     if spec.role == "finance":
         first = end.date().replace(day=1)
         report = data.usage_report(first, end.date() + timedelta(days=1), "tenant",
@@ -56,7 +59,8 @@ def headline(spec: site_map.PageSpec, status: data.StoreStatus) -> str:
 
 def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
     """The page's last 24 hours in one chart: alerts by severity, GPU time per 1k tokens, or
-    spend per hour (the pipeline's and the allocation's cards have their numbers only)."""
+    spend per hour (the pipeline's, the allocation's and the budgets' cards have their numbers
+    only)."""
     end = components.data_end(status)
     day = (end - DAY, end)
     if spec.role == "security":
@@ -75,7 +79,7 @@ def picture(spec: site_map.PageSpec, status: data.StoreStatus) -> None:
             series, "gpu_ms_per_1k_tokens", title=f"GPU-ms per 1k tokens, {LAST_DAY}",
             y_title="GPU-ms / 1k tokens", y_format=",.0f", height=220,
         ))
-    elif spec.role == "finance":
+    elif spec.url_path == "usage":
         hourly = data.usage_hourly(*day, viewer.tenants)
         if hourly.empty:
             st.caption(f"No usage in the {LAST_DAY}.")

@@ -179,7 +179,10 @@ class _ShareState:
             return 0.0
         widen = 1.0
         if z > SUSPECT_Z and self.tail[index] > GAUSSIAN_TAIL:
-            widen = SUSPECT_Z / _STANDARD.inv_cdf(1.0 - min(self.tail[index], 0.5))
+            quantile = _STANDARD.inv_cdf(1.0 - min(self.tail[index], 0.5))
+            if quantile <= 0:  # half its windows go that far out: none is a surprise
+                return 0.0
+            widen = SUSPECT_Z / quantile
         z /= widen
         return z * z / 2 / math.log(10)
 

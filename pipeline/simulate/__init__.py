@@ -36,6 +36,7 @@ from pipeline.simulate.pacing import paced
 from pipeline.simulate.router import DEFAULT_ROUTES, Route, Router
 from pipeline.simulate.scenarios import (
     SCENARIOS,
+    BudgetBurn,
     ConfidenceCollapse,
     DailyPeak,
     EfficiencyDegradation,
@@ -57,6 +58,7 @@ from pipeline.simulate.suite import (
     VARIANTS,
     HorizonTooShort,
     default_suite,
+    planted_budget_burn,
     planted_misrouting,
 )
 
@@ -69,6 +71,7 @@ __all__ = [
     "SCENARIOS",
     "VARIANTS",
     "ApiKey",
+    "BudgetBurn",
     "ConfidenceCollapse",
     "DailyPeak",
     "EfficiencyDegradation",
@@ -103,6 +106,7 @@ __all__ = [
     "load_labels",
     "make_scenario",
     "paced",
+    "planted_budget_burn",
     "planted_misrouting",
     "save_labels",
     "simulate",

@@ -7,6 +7,10 @@ a benign shift (``harder_problems``, ``new_tenant``, ``fleet_rollout``, ``daily_
 ``end`` are RFC 3339 UTC; ``end`` is exclusive. ``tenant_id`` is set when the entity belongs to
 one tenant (api keys, tenants).
 
+``budget_burn`` (opt-in, never in the default suite, benign for the same reason) is a tenant
+sending 3x its usual traffic from ``start``; its ``budget`` (``period``, ``usd``) is the one
+planted for it and ``exhausted_at`` when its spend in that period reached the budget.
+
 ``misrouting`` (opt-in, never in the default suite) is a finding for the allocation advisor, not
 for the detectors: it is labelled benign, so it leaves recall untouched, and it names the
 difficulty ``band`` ``[low, high)`` of its model and the ``routes`` ``(from, to)`` it moved
@@ -41,6 +45,13 @@ ALL_ENTITIES: Final = "*"
 BENIGN_KINDS: Final = ("harder_problems", "new_tenant", "fleet_rollout", "daily_peak")
 
 
+class Budget(msgspec.Struct, frozen=True):
+    """A planted budget: ``usd`` per UTC ``period`` (day, week, month)."""
+
+    period: str
+    usd: float
+
+
 class Incident(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A labelled incident: what happened, to which entity, when, and how strongly."""
 
@@ -55,6 +66,10 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     variant: Variant
     band: tuple[float, float] | None = None
     routes: tuple[str, str] | None = None
+    # budget_burn: the tenant's planted budget for the period that holds ``start``, and the
+    # event time at which its spend reached it (computed from the events written)
+    budget: Budget | None = None
+    exhausted_at: Annotated[datetime, Meta(tz=True)] | None = None
 
     def __post_init__(self) -> None:
         if self.end <= self.start:

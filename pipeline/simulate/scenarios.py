@@ -364,12 +364,40 @@ class RouteTrial(Misrouting):
     helps: ClassVar[bool] = True
 
 
+@dataclass(frozen=True, kw_only=True)
+class BudgetBurn(Scenario):
+    """Opt-in, for budgets: from ``start`` on, a tenant's every key sends ``intensity``× its
+    usual rate of ordinary requests (a new batch workload), so the tenant burns through a budget
+    set for its usual spend. Labelled benign: a lasting rise a tenant chose is not an attack;
+    what should notice it is the budget's forecast (:mod:`pipeline.budgets`)."""
+
+    kind: ClassVar[str] = "budget_burn"
+    benign: ClassVar[bool] = True
+    persistent: ClassVar[bool] = True
+    entity_types: ClassVar[tuple[EntityType, ...]] = ("tenant",)
+    entity_type: EntityType = "tenant"
+
+    def extra_arrivals(self, ctx: Context, t0_ms: int, t1_ms: int) -> tuple[IntArray, IntArray]:
+        a = max(t0_ms, self.start_ms)
+        if t1_ms <= a:
+            return super().extra_arrivals(ctx, t0_ms, t1_ms)
+        tenant = ctx.fleet.index("tenant", self.entity_id)
+        keys, times = [], []
+        for key in (i for i, k in enumerate(ctx.fleet.keys) if k.tenant == tenant):
+            rate = ctx.fleet.key_rate(key, (a + t1_ms) / 2) * (self.intensity - 1.0)
+            n = int(ctx.rng.poisson(max(rate, 0.0) * (t1_ms - a) / 1000.0))
+            keys.append(np.full(n, key, dtype=np.int64))
+            times.append(a + np.floor(ctx.rng.random(n) * (t1_ms - a)).astype(np.int64))
+        return np.concatenate(keys), np.concatenate(times)
+
+
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.kind: cls
     for cls in (
         ReasoningInflation, RunawayGeneration, PassExplosion, VolumeSpike,
         EfficiencyDegradation, ConfidenceCollapse,
         HarderProblems, NewTenant, FleetRollout, DailyPeak, Misrouting, RouteTrial,
+        BudgetBurn,
     )
 }  # fmt: skip
 """Scenario classes by kind."""

@@ -36,7 +36,13 @@ import numpy as np
 
 from pipeline.simulate.fleet import Fleet, FleetConfig, build_fleet
 from pipeline.simulate.labels import Variant
-from pipeline.simulate.scenarios import DailyPeak, Misrouting, Scenario, make_scenario
+from pipeline.simulate.scenarios import (
+    BudgetBurn,
+    DailyPeak,
+    Misrouting,
+    Scenario,
+    make_scenario,
+)
 
 VARIANTS: Final[dict[str, dict[Variant, dict[str, float]]]] = {
     "reasoning_inflation": {
@@ -144,6 +150,30 @@ def planted_misrouting(config: FleetConfig, share: float = 0.5) -> Misrouting:
         end=config.start + timedelta(hours=config.hours), intensity=share, low=0.4, high=0.6,
         from_route="standard", to_route="deep",
     )  # fmt: skip
+
+
+BURN_HISTORY_DAYS: Final = 3  # days of ordinary spend before a planted budget burn
+
+
+def planted_budget_burn(config: FleetConfig, intensity: float = 3.0) -> BudgetBurn:
+    """What ``computewatch simulate --budget-burn`` plants: from the first midnight after
+    :data:`BURN_HISTORY_DAYS` days of traffic to the end, the second-largest tenant sends
+    ``intensity``× its usual traffic (:class:`~pipeline.simulate.scenarios.BudgetBurn`).
+
+    >>> burn = planted_budget_burn(FleetConfig(hours=120.0))
+    >>> burn.entity_id, burn.start.isoformat(), burn.intensity
+    ('tenant-02', '2026-03-05T00:00:00+00:00', 3.0)
+    """
+    fleet = build_fleet(config)
+    tenant = sorted(fleet.tenants, key=lambda t: -t.share)[1]
+    first = config.start.astimezone(UTC)
+    midnight = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    start = midnight + timedelta(days=BURN_HISTORY_DAYS + (first > midnight))
+    end = config.start + timedelta(hours=config.hours)
+    if end <= start + timedelta(days=1):
+        days = BURN_HISTORY_DAYS + 2
+        raise HorizonTooShort(f"--budget-burn needs {days} days of events (--hours {days * 24})")
+    return BudgetBurn(entity_id=tenant.id, start=start, end=end, intensity=intensity)
 
 
 def _scenario(

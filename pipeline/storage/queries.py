@@ -32,13 +32,19 @@ __all__ = [
     "allocation_bands",
     "allocation_cells",
     "allocation_span",
+    "budget_keys",
+    "budgets",
     "confidence_vs_compute",
     "dead_letters_by_reason",
     "efficiency_breakdown",
     "efficiency_series",
+    "entity_hours",
     "events_per_minute",
+    "hourly_spend",
     "latency_percentiles",
+    "period_spend",
     "pipeline_status",
+    "spenders",
     "usage",
     "usage_by_hour",
     "usage_from_events",
@@ -53,6 +59,7 @@ ENTITY_COLUMNS: Final[dict[str, str]] = {
 GROUP_BY_COLUMNS: Final[dict[str | None, str | None]] = dict(
     [(None, None), *ENTITY_COLUMNS.items()]
 )
+_SPENDERS: Final = {"tenant": "tenant_id", "api_key": "api_key_id"}  # who budgets are for
 USAGE_GROUPS: Final = {"tenant": None, "api_key": "api_key_id", "model": "model", "day": "day"}
 _USAGE_SUMS: Final = """
     sum(requests) AS requests,
@@ -399,6 +406,76 @@ FROM {source}
 {_where(where)}
 GROUP BY {keys}
 ORDER BY {keys}"""
+    return sql, params
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+def budgets(tenants: Sequence[str] | None = None) -> Query:
+    """The budgets in force: the latest version of each, unless it removed the budget; with
+    ``tenants``, only theirs (a key's budget is its tenant's when the key sent events of it)."""
+    params: dict[str, Any] = {}
+    where = ["deleted = 0"]
+    if tenants is not None:
+        params["tenants"] = list(tenants)
+        where.append(
+            "((entity_type = 'tenant' AND entity_id IN {tenants:Array(String)}) OR "
+            "(entity_type = 'api_key' AND entity_id IN (SELECT DISTINCT api_key_id FROM "
+            "usage_daily WHERE tenant_id IN {tenants:Array(String)})))"
+        )
+    sql = f"""SELECT entity_type, entity_id, period, unit, toString(amount) AS amount
+FROM budgets FINAL
+{_where(where)}
+ORDER BY entity_type, entity_id, period, unit"""
+    return sql, params
+
+
+def spenders(entity_type: str, tenants: Sequence[str] | None = None) -> Query:
+    """Every tenant or api key with usage (of ``tenants`` when given), sorted, as ``id``."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    params: dict[str, Any] = {}
+    where = _in("tenant_id", "tenants", tenants, params)
+    sql = f"""SELECT DISTINCT {column} AS id FROM usage_daily
+{_where(where) if where else ""}
+ORDER BY id"""
+    return sql, params
+
+
+def budget_keys() -> Query:
+    """Every (entity_type, entity_id, period, unit) the budgets table has had."""
+    return "SELECT DISTINCT entity_type, entity_id, period, unit FROM budgets", {}
+
+
+def hourly_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
+    """A tenant's or api key's exact cost and GPU microseconds per hour in [start, end)."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    params: dict[str, Any] = {"entity": entity_id}
+    where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
+    sql = f"""SELECT hour, toString(sum(cost_usd)) AS cost_usd, sum(gpu_us) AS gpu_us
+FROM usage_hourly
+{_where(where)}
+GROUP BY hour
+ORDER BY hour"""
+    return sql, params
+
+
+def entity_hours(entity_type: str, entity_id: str) -> Query:
+    """The first and last hour of a tenant's or api key's usage (no row when it has none)."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    sql = f"""SELECT min(hour), max(hour) FROM usage_hourly WHERE {column} = {{entity:String}}
+HAVING count() > 0"""
+    return sql, {"entity": entity_id}
+
+
+def period_spend(entity_type: str, entity_id: str, start: datetime, end: datetime) -> Query:
+    """A tenant's or api key's exact cost and GPU microseconds in [start, end) (whole hours),
+    from the hourly rollup (no row when it spent nothing then)."""
+    column = _column(_SPENDERS, entity_type, "entity")
+    params: dict[str, Any] = {"entity": entity_id}
+    where = [_range("hour", start, end, params), f"{column} = {{entity:String}}"]
+    sql = f"""SELECT toString(sum(cost_usd)), sum(gpu_us) FROM usage_hourly
+{_where(where)}
+HAVING count() > 0"""
     return sql, params
 
 

@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import decimal
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from pipeline.alerts import Alert
 from pipeline.engine import DeadLetter
 from pipeline.events import AllocationEvent
 from pipeline.metrics import MetricRow
+from pipeline.pricing import cost_units
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -192,18 +192,12 @@ def decimal_array(values: Sequence[float], scale: int = COST_SCALE) -> pa.Array:
         units = np.where(far, np.floor(product), nearest)
         units = np.where(exact | (product == 0), 0.0, units).astype(np.int64)
     for i in np.flatnonzero(exact).tolist():
-        units[i] = _decimal_units(float(floats[i]), scale)
+        units[i] = cost_units(float(floats[i]), scale)
     halves = np.empty((len(units), 2), dtype=np.int64)  # little-endian int128: low, sign
     halves[:, 0] = units
     halves[:, 1] = units >> 63
     kind = pa.decimal128(18, scale)
     return pa.Array.from_buffers(kind, len(units), [None, pa.py_buffer(halves)])
-
-
-def _decimal_units(value: float, scale: int) -> int:
-    with decimal.localcontext() as context:
-        context.prec = 18
-        return int(decimal.Decimal(str(value)) * 10**scale)
 
 
 def _truncated(values: Sequence[datetime], unit: pa.DataType) -> pa.Array:

@@ -19,9 +19,11 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
+from pipeline.budgets import budgets_from_settings
 from pipeline.config import Settings
 from pipeline.engine import StepOutput
 from pipeline.events import AllocationEvent
+from pipeline.storage.budgets import seed_budgets
 from pipeline.storage.client import connect, describe_url
 from pipeline.storage.errors import SinkBackpressure
 from pipeline.storage.migrations import Migration, check_schema, migrate
@@ -132,13 +134,15 @@ class Store:
 def open_store(
     settings: Settings, *, migrate_schema: bool = True, **sink_options: Any
 ) -> Iterator[Store]:
-    """Connect to ``settings.clickhouse``, bring the schema up to date (or only check it when
-    ``migrate_schema`` is False) and yield a :class:`Store`; flush and close on exit."""
+    """Connect to ``settings.clickhouse``, bring the schema up to date and seed the budgets
+    file's new budgets (or only check the schema when ``migrate_schema`` is False) and yield a
+    :class:`Store`; flush and close on exit."""
     ch = settings.clickhouse
     client = connect(ch, create_database=migrate_schema)
     try:
         if migrate_schema:
             migrate(client, ch)
+            seed_budgets(client, budgets_from_settings(settings))
         else:
             check_schema(client, ch.database)
         sink = ClickHouseSink.from_settings(client, settings, **sink_options)
@@ -150,10 +154,13 @@ def open_store(
 
 
 def migrate_database(settings: Settings) -> list[Migration]:
-    """Apply pending migrations to ``settings.clickhouse``; return those applied (may be [])."""
+    """Apply pending migrations to ``settings.clickhouse`` and seed the budgets from
+    ``COMPUTEWATCH_BUDGETS_FILE``; return the migrations applied (may be [])."""
     client = connect(settings.clickhouse, create_database=True)
     try:
-        return migrate(client, settings.clickhouse)
+        applied = migrate(client, settings.clickhouse)
+        seed_budgets(client, budgets_from_settings(settings))
+        return applied
     finally:
         client.close()
 

@@ -55,7 +55,7 @@ def open_alerts(store: SeededStore) -> int:
 def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None:
     at = open_page()
     assert at.title[0].value == "computewatch"
-    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost", "Budgets",
                               "Pipeline health"]
     lines = "\n".join(texts(at, "markdown"))
     assert f"{open_alerts(store)} new alerts in the last 24 hours of data." in lines
@@ -63,6 +63,8 @@ def test_overview_links_every_page_with_its_headline(store: SeededStore) -> None
     assert f"{dollars(sum(cost.to_pylist(), Decimal(0)))} spent since March 1." in lines
     assert f"{store.seeded.events:,} events stored" in lines
     assert "0 routing caps found, saving $0.00/day, over the last 7 days of data." in lines
+    assert "0 budgets set (tenants and API keys)." in lines
+    assert sum(t.startswith("Spend per hour") for t in chart_titles(at)) == 1  # usage's only
 
 
 # -- alerts -------------------------------------------------------------------------------------
@@ -411,7 +413,7 @@ def test_roles_decide_the_pages_and_tenants_scope_the_data(
     viewer = access.Viewer("fin", frozenset({"finance"}), ("tenant-03",))
     monkeypatch.setattr(access, "current_viewer", lambda: viewer)
     at = open_page()
-    assert page_links(at) == ["Usage & cost"]
+    assert page_links(at) == ["Usage & cost", "Budgets"]
     with pytest.raises(ValueError):
         at.switch_page(ALERTS)
     at.switch_page(USAGE).run()

@@ -46,6 +46,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 WIDTHS = (1400, 800)
 HEIGHT = 1000
 DEMO_ARGS = ("--rate", "3", "--tenants", "12", "--backfill-hours", "6")
+DEMO_BUDGETS = """[[budget]]
+tenant = "tenant-01"
+period = "day"
+usd = 5
+
+[[budget]]
+tenant = "tenant-02"
+period = "month"
+gpu_hours = 40
+"""  # six hours of history: spend shown, no projection yet (it needs three days)
 LIVE_S = 150.0
 """How long the demo runs live before the pages are read (a few live minutes to compare with
 the minute the history was stored in)."""
@@ -130,6 +140,7 @@ PAGES = (
               (("p95 latency", "Latency percentiles"),)),
     PageCheck("allocation", "allocation", "Allocation", "Savings found"),
     PageCheck("usage", "usage", "Usage & cost", "Download CSV"),
+    PageCheck("budgets", "budgets", "Budgets", "On course to run out"),
     PageCheck("health", "health", "Pipeline health", "Events stored"),
 )
 
@@ -188,8 +199,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """``computewatch demo`` on a fresh store; stopped (by its pid) afterwards."""
     tmp = tmp_path_factory.mktemp("demo")
     port = free_port()
+    budgets = tmp / "budgets.toml"
+    budgets.write_text(DEMO_BUDGETS)
     env = {**os.environ, "COMPUTEWATCH_CLICKHOUSE_URL": f"chdb://{tmp / 'engine'}",
-           "COMPUTEWATCH_CLICKHOUSE_DATABASE": "computewatch"}
+           "COMPUTEWATCH_CLICKHOUSE_DATABASE": "computewatch",
+           "COMPUTEWATCH_BUDGETS_FILE": str(budgets)}
     log = tmp / "demo.log"
     with log.open("wb") as out:
         server = subprocess.Popen(

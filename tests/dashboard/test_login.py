@@ -235,7 +235,7 @@ def test_a_finance_user_of_one_tenant_sees_usage_of_that_tenant_only(
     store: SeededStore, with_users: Path
 ) -> None:
     at = sign_in(app().run(), "fin", PASSWORDS["fin"])
-    assert page_links(at) == ["Usage & cost"]
+    assert page_links(at) == ["Usage & cost", "Budgets"]
     assert any("Signed in as **fin** · finance · tenant\\-03" in c for c in texts(at, "caption"))
     for forbidden in (ALERTS, EFFICIENCY, HEALTH):
         with pytest.raises(ValueError):
@@ -295,7 +295,7 @@ def test_a_security_user_of_one_tenant_sees_only_its_alerts(
 
 def test_an_admin_sees_every_page(with_users: Path) -> None:
     at = sign_in(app().run(), "root", PASSWORDS["root"])
-    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost", "Budgets",
                               "Pipeline health"]
     at.switch_page(HEALTH).run()
     assert not at.exception and at.title[0].value == "Pipeline health"
@@ -369,7 +369,7 @@ def test_signed_out_oidc_never_falls_back_to_the_open_mode(with_users: Path) -> 
 def test_the_open_mode_says_so_in_the_sidebar(store: SeededStore) -> None:
     with configured():
         at = app().run()
-    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost",
+    assert page_links(at) == ["Alerts", "Efficiency", "Allocation", "Usage & cost", "Budgets",
                               "Pipeline health"]
     [warning] = [str(w.value) for w in at.sidebar.warning]
     assert warning.startswith("**No sign-in.** Anyone who can open this address is the local "

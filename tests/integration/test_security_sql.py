@@ -65,6 +65,12 @@ CASES: dict[str, list[Builder]] = {
     "usage_by_hour": [lambda v: q.usage_by_hour(START, END, tenants=[v])],
     "usage_from_events": [lambda v: q.usage_from_events(DAY_FROM, DAY_TO, group_by="day",
                                                         tenants=[v])],
+    "budgets": [lambda v: q.budgets([v])],
+    "hourly_spend": [lambda v: q.hourly_spend("tenant", v, START, END),
+                     lambda v: q.hourly_spend("api_key", v, START, END)],
+    "entity_hours": [lambda v: q.entity_hours("tenant", v)],
+    "period_spend": [lambda v: q.period_spend("api_key", v, START, END)],
+    "spenders": [lambda v: q.spenders("api_key", [v])],
 }
 """Builders with string filters: one builder call per filter, the hostile value in it."""
 WHITELISTED: dict[str, Callable[[str], Query]] = {
@@ -74,12 +80,16 @@ WHITELISTED: dict[str, Callable[[str], Query]] = {
     "efficiency_breakdown": lambda v: q.efficiency_breakdown(START, END, by=v),
     "usage": lambda v: q.usage(DAY_FROM, DAY_TO, group_by=v),
     "usage_from_events": lambda v: q.usage_from_events(DAY_FROM, DAY_TO, group_by=v),
+    "hourly_spend": lambda v: q.hourly_spend(v, "k", START, END),
+    "entity_hours": lambda v: q.entity_hours(v, "k"),
+    "period_spend": lambda v: q.period_spend(v, "k", START, END),
+    "spenders": lambda v: q.spenders(v),
 }
 """Filters that pick a column name: only names from a fixed list are accepted."""
 TYPED = {"alert_triage_history": lambda v: q.alert_triage_history(v)}
 """A string filter whose parameter type is not String: the server refuses a non-UUID value."""
 NO_STRING_FILTERS = {"alert_counts", "events_per_minute", "pipeline_status",
-                     "dead_letters_by_reason"}
+                     "dead_letters_by_reason", "budget_keys"}
 
 
 def builders() -> set[str]:

@@ -24,6 +24,7 @@ from pipeline.storage.migrations import (
 TABLES = {
     "alert_triage",
     "alerts",
+    "budgets",
     "dead_letters",
     "engine_state",
     "events",
@@ -60,12 +61,12 @@ def test_apply_from_empty_then_rerun_is_a_no_op(
     with pytest.raises(SchemaNotReady, match="computewatch migrate"):
         check_schema(empty_client, db)
     applied = migrate(empty_client, clickhouse_settings)
-    assert [m.version for m in applied] == [m.version for m in discover()] == [1, 2, 3, 4, 5]
+    assert [m.version for m in applied] == [m.version for m in discover()] == [1, 2, 3, 4, 5, 6]
     assert tables(empty_client, db) == TABLES
-    assert check_schema(empty_client, db) == 5
+    assert check_schema(empty_client, db) == 6
     assert migrate(empty_client, clickhouse_settings) == []
     recorded = empty_client.query("SELECT version FROM schema_migrations ORDER BY version")
-    assert [r[0] for r in recorded.result_rows] == [1, 2, 3, 4, 5]
+    assert [r[0] for r in recorded.result_rows] == [1, 2, 3, 4, 5, 6]
 
 
 def test_refuses_a_newer_schema(

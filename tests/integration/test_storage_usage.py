@@ -151,7 +151,7 @@ def test_store_helpers_migrate_write_steps_and_export(
     from pipeline.engine import StepOutput
     from pipeline.storage.store import export_usage, migrate_database, open_store
 
-    assert [m.version for m in migrate_database(storage_settings)] == [1, 2, 3, 4, 5]
+    assert [m.version for m in migrate_database(storage_settings)] == [1, 2, 3, 4, 5, 6]
     assert migrate_database(storage_settings) == []
     events = synthetic_events(300, seed=41)
     with open_store(storage_settings, max_buffer_rows=100, batch_rows=50) as store:
