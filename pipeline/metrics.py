@@ -24,11 +24,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import msgspec
-
 from pipeline.detectors.base import EntityMinute
 from pipeline.events import AllocationEvent
 from pipeline.pricing import PriceTable
+from pipeline.records import MetricRow
 from pipeline.sketch import LatencySketch, quantiles_of
 
 WINDOW_S = 60
@@ -43,58 +42,6 @@ OVERFLOW_ID = "(overflow)"  # the ids of a group that stands for groups past the
 GroupKey = tuple[
     int, str, str, str, str, str
 ]  # (window epoch s, tenant, key, model, route, server)
-
-
-class MetricRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One closed 1-minute window for one (tenant, api key, model, route, server)."""
-
-    window_start: datetime
-    tenant_id: str
-    api_key_id: str
-    model: str
-    route: str
-    server_id: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-    passes: int
-    gpu_ms: float
-    latency_ms_sum: float
-    budget_tokens: int
-    budgeted_generated_tokens: int
-    confidence_sum: float
-    confidence_count: int
-    truncated: int
-    timeouts: int
-    errors: int
-    cancelled: int
-    latency_hist: dict[int, int]
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    cost_usd: float
-
-    @property
-    def generated_tokens(self) -> int:
-        return self.completion_tokens + self.reasoning_tokens
-
-    @property
-    def gpu_ms_per_1k_tokens(self) -> float | None:
-        return self.gpu_ms * 1000.0 / self.generated_tokens if self.generated_tokens else None
-
-    @property
-    def confidence_mean(self) -> float | None:
-        return self.confidence_sum / self.confidence_count if self.confidence_count else None
-
-    @property
-    def confidence_per_gpu_s(self) -> float | None:
-        """Efficiency: confidence gained per GPU-second."""
-        return self.confidence_sum / (self.gpu_ms / 1000.0) if self.gpu_ms > 0 else None
-
-    @property
-    def budget_utilisation(self) -> float | None:
-        return self.budgeted_generated_tokens / self.budget_tokens if self.budget_tokens else None
 
 
 class WindowTotals:
@@ -135,14 +82,14 @@ class WindowTotals:
         self.completion_tokens += e.completion_tokens
         self.reasoning_tokens += e.reasoning_tokens
         self.passes += e.passes
-        self.token_passes += (e.completion_tokens + e.reasoning_tokens) * e.passes
+        self.token_passes += e.generated_tokens * e.passes
         self.gpu_ms += e.gpu_ms
         self.latency_sum += e.latency_ms
         self.latency.add(min(e.latency_ms, MAX_SKETCH_MS))
         self.cost_usd += cost_usd
         if e.budget_tokens is not None:
             self.budget_tokens += e.budget_tokens
-            self.budgeted_generated += e.completion_tokens + e.reasoning_tokens
+            self.budgeted_generated += e.generated_tokens
         if e.confidence is not None:
             self.confidence_sum += e.confidence
             self.confidence_count += 1
@@ -280,12 +227,20 @@ class WindowAggregator:
             key = (window, *(OVERFLOW_ID,) * 5)
         return key
 
-    def restore_groups(self, groups: dict[GroupKey, WindowTotals]) -> None:
-        """Take open groups keyed as older snapshots kept them (one dict for all windows)."""
-        self._windows = {}
-        for key, acc in groups.items():
-            self._windows.setdefault(key[0], {})[key] = acc
-        self._groups = len(groups)
+    def upgrade(self, max_groups: int, max_keys_per_tenant: int) -> None:
+        """Bring an aggregator restored from an older snapshot to this version's shape: one
+        saved before the windows were bounded takes these bounds, one that kept every open
+        group in one dict gets them indexed by window. A current one is left as it is."""
+        state = vars(self)
+        if "max_groups" not in state:  # from before the windows were bounded
+            self.max_groups, self.max_keys_per_tenant = max_groups, max_keys_per_tenant
+            self._keys = {}
+        if "_open" in state:  # from before the groups were indexed by window
+            groups: dict[GroupKey, WindowTotals] = state.pop("_open")
+            self._windows = {}
+            for key, acc in groups.items():
+                self._windows.setdefault(key[0], {})[key] = acc
+            self._groups = len(groups)
 
     def open_groups(self, window: int) -> list[tuple[GroupKey, WindowTotals]]:
         """The still-open groups of one window (detectors read them before the window closes)."""

@@ -20,7 +20,6 @@ from typing import Final
 
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
-from pipeline.engine import Message, StepOutput
 from pipeline.fleet import (
     FleetNorms,
     FleetStage,
@@ -30,6 +29,7 @@ from pipeline.fleet import (
     encode_part,
 )
 from pipeline.instruments import Instruments, NoInstruments, timed
+from pipeline.records import Message, StepOutput
 from pipeline.storage import Store
 
 log = logging.getLogger(__name__)

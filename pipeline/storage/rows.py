@@ -6,7 +6,8 @@ LowCardinality, microsecond timestamps to its DateTime types), ``identity`` give
 batch's ``insert_deduplication_token`` is hashed from. Items are what the sink buffers:
 
 - ``events``: ``(event, cost_usd, ingested_at)`` (:data:`EventItem`);
-- ``metrics_1m``: :class:`~pipeline.metrics.MetricRow`; ``alerts``: :class:`~pipeline.alerts.Alert`;
+- ``metrics_1m``: :class:`~pipeline.records.MetricRow`;
+  ``alerts``: :class:`~pipeline.records.Alert`;
 - ``dead_letters``: ``(letter, received_at)`` (:data:`DeadLetterItem`).
 
 >>> from pipeline.events import example_event
@@ -31,10 +32,8 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from pipeline.alerts import Alert
-from pipeline.engine import DeadLetter
 from pipeline.events import AllocationEvent
-from pipeline.metrics import MetricRow
+from pipeline.records import Alert, DeadLetter, MetricRow
 
 __all__ = [
     "ALERT_COLUMNS",

@@ -13,7 +13,6 @@ from typing import cast
 
 import pytest
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
@@ -31,6 +30,7 @@ from pipeline.detectors import (
 from pipeline.detectors.request_norm import KeyMinute
 from pipeline.engine import Engine
 from pipeline.minute_view import build_minute_view, groups_of
+from pipeline.records import Alert
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 

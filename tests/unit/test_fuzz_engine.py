@@ -47,17 +47,9 @@ from hypothesis import strategies as st
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
-from pipeline.engine import (
-    EARLIEST_TS,
-    FUTURE_CONFIRM,
-    LATEST_TS,
-    DeadLetter,
-    Engine,
-    Message,
-    SeenIds,
-    StepOutput,
-)
+from pipeline.engine import EARLIEST_TS, FUTURE_CONFIRM, LATEST_TS, Engine, SeenIds
 from pipeline.events import MAX_INT, InvalidEvent, encode_event, example_event, parse_event, to_dict
+from pipeline.records import DeadLetter, Message, StepOutput
 from pipeline.storage.sink import ClickHouseSink, RetryPolicy
 from tests.unit import streams
 from tests.unit.test_event_contract import (
