@@ -333,6 +333,9 @@ class Engine:
 
     @classmethod
     def restore(cls, blob: bytes) -> Engine:
+        """The engine a :meth:`snapshot` saved, or one of an earlier version's. Those from
+        before :mod:`pipeline.records` name held messages ``pipeline.engine.Message``, which
+        this module's import of :class:`Message` still answers."""
         engine = cls.__new__(cls)
         # a snapshot taken before a field existed gets its default
         defaults = WorkerSettings()

@@ -714,6 +714,19 @@ def test_a_snapshot_from_before_these_rules_restores() -> None:
     assert len(restored.process([Message(wire_of(api_key_id="k-new"))]).events) == 1
 
 
+def test_a_snapshot_from_before_the_records_module_restores() -> None:
+    """Messages held for their far-ahead time were pickled as ``pipeline.engine.Message``
+    before the records moved to ``pipeline.records``."""
+    eng = engine()
+    eng.process([Message(wire_of(ts=rfc3339(T0)))])
+    eng.process([Message(wire_of(ts=rfc3339(T0 + timedelta(days=2))))])
+    blob = pickle.dumps(eng.__dict__, protocol=2)  # classes by name, unframed
+    assert len(eng.held) == 1 and b"pipeline.records\nMessage" in blob
+    old = blob.replace(b"pipeline.records\nMessage", b"pipeline.engine\nMessage")
+    restored = Engine.restore(old)
+    assert restored.held == eng.held
+
+
 @dataclass
 class OldShape:
     """Pickles as an instance of ``cls`` whose state is ``state`` (a shape from before)."""
