@@ -45,8 +45,9 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 
 from pipeline.config import ClickHouseSettings, Settings
-from pipeline.engine import Engine, Message, StepOutput
+from pipeline.engine import Engine
 from pipeline.events import AllocationEvent, encode_event, example_event
+from pipeline.records import Message, StepOutput
 from pipeline.simulate.fleet import FleetConfig
 from pipeline.simulate.generate import simulate
 from pipeline.storage.client import connect

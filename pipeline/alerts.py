@@ -16,46 +16,11 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final
 
 import msgspec
 
-AlertKind = Literal[
-    "reasoning_inflation",
-    "runaway_generation",
-    "pass_explosion",
-    "volume_spike",
-    "efficiency_degradation",
-    "confidence_collapse",
-    "budget_overrun",
-    "other",
-]
-EntityType = Literal["tenant", "api_key", "server", "model", "route"]
-Severity = Literal["low", "medium", "high", "critical"]
-ALERT_KINDS: Final[tuple[str, ...]] = AlertKind.__args__  # type: ignore[attr-defined]
-SEVERITIES: Final[tuple[str, ...]] = Severity.__args__  # type: ignore[attr-defined]
-
-
-class Evidence(msgspec.Struct, frozen=True):
-    value: float
-    baseline: float
-
-
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
-    """One alert, as on ``compute.alerts``, in ClickHouse ``alerts`` and in ``--alerts-out``."""
-
-    alert_id: str
-    kind: AlertKind
-    entity_type: EntityType
-    entity_id: str
-    window_start: datetime
-    window_end: datetime
-    detected_at: datetime
-    score: float
-    severity: Severity
-    summary: str
-    evidence: dict[str, Evidence]
-    event_count: int
+from pipeline.records import SEVERITIES, Alert, Severity
 
 
 def alert_id_for(kind: str, entity_type: str, entity_id: str, detected_at: datetime) -> str:

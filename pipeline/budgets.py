@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING, Final, Literal
 import msgspec
 import numpy as np
 
-from pipeline.alerts import Alert, Evidence, Severity, alert_id_for
+from pipeline.alerts import alert_id_for
 from pipeline.forecast import Projection, project
 from pipeline.pricing import cost_units
+from pipeline.records import Alert, Evidence, Severity
 
 if TYPE_CHECKING:
     from pipeline.config import Settings

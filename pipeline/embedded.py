@@ -25,8 +25,9 @@ import msgspec
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
-from pipeline.engine import DeadLetter, Engine, Message, StepOutput
+from pipeline.engine import Engine
 from pipeline.progress import ProgressFn
+from pipeline.records import DeadLetter, Message, StepOutput
 from pipeline.topology import Topology
 
 OutputHandler = Callable[[StepOutput], None]

@@ -23,14 +23,13 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any, Final
 
 import msgspec
 
-from pipeline.alerts import Alert
 from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
@@ -42,15 +41,10 @@ from pipeline.fleet import (
     MinutePart,
     request_detectors,
 )
-from pipeline.metrics import (
-    COST_LIMIT_USD,
-    WINDOW_S,
-    MetricRow,
-    WindowAggregator,
-    window_of,
-)
+from pipeline.metrics import COST_LIMIT_USD, WINDOW_S, WindowAggregator, window_of
 from pipeline.minute_view import groups_of
 from pipeline.pricing import PriceTable
+from pipeline.records import DeadLetter, Message, StepOutput
 
 PEEK_S: Final = 15  # the open minute is peeked at every 15 s of event time (see Engine._on_clock)
 # Times ClickHouse can store: metrics_1m and usage_hourly use DateTime (1970-01-01 to
@@ -60,53 +54,6 @@ LATEST_TS: Final = datetime(2106, 1, 1, tzinfo=UTC)
 FUTURE_CONFIRM: Final = 10  # far-ahead events in a row that show event time has moved on
 ID_SEPARATOR: Final = "\x00"  # between event ids in a snapshot
 OPEN_WINDOWS: Final = 4  # about how many 1-minute windows are open at once (lateness 120 s)
-
-
-class Message(msgspec.Struct, frozen=True, gc=False):
-    """One wire message and where it came from (topic/partition/offset, or file/line)."""
-
-    value: bytes
-    topic: str = ""
-    partition: int = -1
-    offset: int = -1
-
-
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """A rejected message: the original bytes, the reason and its source."""
-
-    reason: str
-    rule: str
-    payload: bytes
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(slots=True)
-class StepOutput:
-    events: list[AllocationEvent] = field(default_factory=list)
-    costs: list[float] = field(default_factory=list)
-    metrics: list[MetricRow] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    parts: list[MinutePart] = field(default_factory=list)  # for the fleet stage (stage 1 only)
-    norms: list[NormTick] = field(default_factory=list)  # for the fleet stage (stage 1 only)
-    spend: list[SpendTick] = field(default_factory=list)  # for the fleet stage (stage 1 only)
-    duplicates: int = 0
-    too_late: int = 0
-
-    def extend(self, other: StepOutput) -> None:
-        """Add another step's output to this one (several partitions' steps as one)."""
-        self.events.extend(other.events)
-        self.costs.extend(other.costs)
-        self.metrics.extend(other.metrics)
-        self.alerts.extend(other.alerts)
-        self.dead_letters.extend(other.dead_letters)
-        self.parts.extend(other.parts)
-        self.norms.extend(other.norms)
-        self.spend.extend(other.spend)
-        self.duplicates += other.duplicates
-        self.too_late += other.too_late
 
 
 class _Generation:
@@ -389,6 +336,9 @@ class Engine:
 
     @classmethod
     def restore(cls, blob: bytes) -> Engine:
+        """The engine a :meth:`snapshot` saved, or one of an earlier version's. Those from
+        before :mod:`pipeline.records` name held messages ``pipeline.engine.Message``, which
+        this module's import of :class:`Message` still answers."""
         engine = cls.__new__(cls)
         # a snapshot taken before a field existed gets its default
         defaults = WorkerSettings()
@@ -409,13 +359,10 @@ class Engine:
             engine.fleet.gate = state.pop("gate")
             engine.partition, engine.clock_s = 0, engine.aggregator.max_event_s
             state.pop("_peekers", None)
-        aggregator = engine.aggregator
-        if "max_groups" not in vars(aggregator):  # from before the windows were bounded
-            aggregator.max_groups = OPEN_WINDOWS * defaults.max_entities
-            aggregator.max_keys_per_tenant = max(1, defaults.max_entities // 10)
-            aggregator._keys = {}
-        if "_open" in vars(aggregator):  # from before the groups were indexed by window
-            aggregator.restore_groups(vars(aggregator).pop("_open"))
+        engine.aggregator.upgrade(  # the bounds, for an aggregator saved before them
+            max_groups=OPEN_WINDOWS * defaults.max_entities,
+            max_keys_per_tenant=max(1, defaults.max_entities // 10),
+        )
         return engine
 
     def accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:

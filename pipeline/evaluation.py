@@ -18,7 +18,8 @@ Rules (also in the README):
 >>> inc = Incident(kind="volume_spike", benign=False, entity_type="api_key", entity_id="k1",
 ...                tenant_id="t1", start=t0, end=t0 + timedelta(minutes=30), intensity=6.0,
 ...                variant="blatant")
->>> from pipeline.alerts import Alert, at_least
+>>> from pipeline.alerts import at_least
+>>> from pipeline.records import Alert
 >>> alert = Alert(alert_id="a", kind="volume_spike", entity_type="tenant", entity_id="t1",
 ...               window_start=t0, window_end=t0 + timedelta(minutes=2),
 ...               detected_at=t0 + timedelta(minutes=2), score=9.0, severity="high",
@@ -36,7 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from pipeline.alerts import Alert, at_least
+from pipeline.alerts import at_least
+from pipeline.records import Alert
 from pipeline.simulate.labels import ALL_ENTITIES, Incident
 
 GRACE = timedelta(minutes=10)

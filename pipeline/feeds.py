@@ -15,13 +15,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.embedded import OutputHandler, replay_file
-from pipeline.engine import Engine, StepOutput
+from pipeline.engine import Engine
 from pipeline.evaluation import Report, evaluate
 from pipeline.events import AllocationEvent
 from pipeline.progress import ProgressFn
+from pipeline.records import Alert, StepOutput
 from pipeline.simulate import (
     EventBatch,
     Fleet,

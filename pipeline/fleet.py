@@ -32,7 +32,7 @@ from typing import Final, cast
 
 import msgspec
 
-from pipeline.alerts import Alert, CooldownGate, Evidence, alert_id_for, grade
+from pipeline.alerts import CooldownGate, alert_id_for, grade
 from pipeline.budgets import BudgetBook, SpendTick, budgets_from_settings
 from pipeline.config import Settings
 from pipeline.detectors import (
@@ -54,6 +54,7 @@ from pipeline.detectors.norms import (
 from pipeline.detectors.request_norm import KeyMinute
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
+from pipeline.records import Alert, Evidence
 
 DETECTION_GRACE_S: Final = 5.0  # a minute is scored once events 5 s past its end have been seen
 CHUNK_GROUPS: Final = 2_000  # groups per message to the fleet stage (~250 kB)

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.detectors.base import BoundedStore
 
 if TYPE_CHECKING:
-    from pipeline.alerts import Alert
-    from pipeline.engine import StepOutput
+    from pipeline.records import Alert, StepOutput
 
 
 @dataclass(frozen=True, slots=True)

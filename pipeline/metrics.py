@@ -22,13 +22,23 @@ are all still counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import fields
 from datetime import UTC, datetime
-
-import msgspec
+from operator import itemgetter
+from typing import Any, Final
 
 from pipeline.detectors.base import EntityMinute
 from pipeline.events import AllocationEvent
+from pipeline.minute_fields import (
+    COST_COLUMN,
+    INDEX,
+    MINUTE_FIELDS,
+    SKETCH_COLUMN,
+    window_adder,
+)
 from pipeline.pricing import PriceTable
+from pipeline.records import MetricRow
 from pipeline.sketch import LatencySketch, quantiles_of
 
 WINDOW_S = 60
@@ -37,172 +47,86 @@ WINDOW_S = 60
 # would retry forever); the engine dead-letters a single request that costs more.
 UINT64_MAX = 2**64 - 1
 COST_LIMIT_USD = 1e9  # exclusive
-MAX_SKETCH_MS = 1e300  # larger latencies count as this in the sketch (its buckets overflow a float)
-LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 OVERFLOW_ID = "(overflow)"  # the ids of a group that stands for groups past the bounds
 GroupKey = tuple[
     int, str, str, str, str, str
 ]  # (window epoch s, tenant, key, model, route, server)
-
-
-class MetricRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One closed 1-minute window for one (tenant, api key, model, route, server)."""
-
-    window_start: datetime
-    tenant_id: str
-    api_key_id: str
-    model: str
-    route: str
-    server_id: str
-    requests: int
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-    passes: int
-    gpu_ms: float
-    latency_ms_sum: float
-    budget_tokens: int
-    budgeted_generated_tokens: int
-    confidence_sum: float
-    confidence_count: int
-    truncated: int
-    timeouts: int
-    errors: int
-    cancelled: int
-    latency_hist: dict[int, int]
-    latency_p50_ms: float
-    latency_p95_ms: float
-    latency_p99_ms: float
-    cost_usd: float
-
-    @property
-    def generated_tokens(self) -> int:
-        return self.completion_tokens + self.reasoning_tokens
-
-    @property
-    def gpu_ms_per_1k_tokens(self) -> float | None:
-        return self.gpu_ms * 1000.0 / self.generated_tokens if self.generated_tokens else None
-
-    @property
-    def confidence_mean(self) -> float | None:
-        return self.confidence_sum / self.confidence_count if self.confidence_count else None
-
-    @property
-    def confidence_per_gpu_s(self) -> float | None:
-        """Efficiency: confidence gained per GPU-second."""
-        return self.confidence_sum / (self.gpu_ms / 1000.0) if self.gpu_ms > 0 else None
-
-    @property
-    def budget_utilisation(self) -> float | None:
-        return self.budgeted_generated_tokens / self.budget_tokens if self.budget_tokens else None
+_ADD: Final = window_adder()
+_VIEW: Final = itemgetter(*(INDEX[f.name] for f in fields(EntityMinute)))  # in its order
+# the fields of an older WindowTotals (one slot per statistic) under their names in the spec
+_PREVIOUS_NAMES: Final = {
+    "latency_sum": "latency_ms_sum", "budgeted_generated": "budgeted_generated_tokens",
+    "latency": "latency_hist",
+}  # fmt: skip
 
 
 class WindowTotals:
-    """Running sums of one open window group."""
+    """Running values of one open window group: one per :data:`MINUTE_FIELDS` entry, in its
+    order (a sum, or a :class:`LatencySketch`)."""
 
-    __slots__ = (
-        "budget_tokens",
-        "budgeted_generated",
-        "cancelled",
-        "completion_tokens",
-        "confidence_count",
-        "confidence_sum",
-        "cost_usd",
-        "errors",
-        "gpu_ms",
-        "latency",
-        "latency_sum",
-        "passes",
-        "prompt_tokens",
-        "reasoning_tokens",
-        "requests",
-        "timeouts",
-        "token_passes",
-        "truncated",
-    )
+    __slots__ = ("values",)
 
     def __init__(self) -> None:
-        self.requests = self.prompt_tokens = self.completion_tokens = self.reasoning_tokens = 0
-        self.passes = self.budget_tokens = self.budgeted_generated = self.confidence_count = 0
-        self.truncated = self.timeouts = self.errors = self.cancelled = 0
-        self.gpu_ms = self.latency_sum = self.confidence_sum = self.cost_usd = 0.0
-        self.token_passes = 0  # generated tokens x passes: the decode work behind gpu_ms
-        self.latency = LatencySketch()
+        self.values: list[Any] = [
+            LatencySketch() if f.combine == "sketch" else f.kind() for f in MINUTE_FIELDS
+        ]
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        slots = state[1]
+        if "values" in slots:
+            self.values = slots["values"]
+            return
+        # saved before the spec: one slot per statistic, some under other names, the
+        # detectors' generated tokens and runaway requests not kept apart
+        named = {_PREVIOUS_NAMES.get(name, name): value for name, value in slots.items()}
+        named["generated_tokens"] = named["completion_tokens"] + named["reasoning_tokens"]
+        named["runaway"] = named["truncated"] + named["timeouts"]
+        self.values = [named[f.name] for f in MINUTE_FIELDS]
 
     def add(self, e: AllocationEvent, cost_usd: float) -> None:
-        self.requests += 1
-        self.prompt_tokens += e.prompt_tokens
-        self.completion_tokens += e.completion_tokens
-        self.reasoning_tokens += e.reasoning_tokens
-        self.passes += e.passes
-        self.token_passes += (e.completion_tokens + e.reasoning_tokens) * e.passes
-        self.gpu_ms += e.gpu_ms
-        self.latency_sum += e.latency_ms
-        self.latency.add(min(e.latency_ms, MAX_SKETCH_MS))
-        self.cost_usd += cost_usd
-        if e.budget_tokens is not None:
-            self.budget_tokens += e.budget_tokens
-            self.budgeted_generated += e.completion_tokens + e.reasoning_tokens
-        if e.confidence is not None:
-            self.confidence_sum += e.confidence
-            self.confidence_count += 1
-        status = e.status
-        if status != "ok":
-            if status == "truncated":
-                self.truncated += 1
-            elif status == "timeout":
-                self.timeouts += 1
-            elif status == "error":
-                self.errors += 1
-            else:
-                self.cancelled += 1
+        _ADD(self.values, e, cost_usd)
 
     def entity_minute(self) -> EntityMinute:
         """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`)."""
-        return EntityMinute(  # positional (in EntityMinute's field order): runs per group
-            self.requests,  # and peek, about as often as per event
-            self.prompt_tokens,
-            self.completion_tokens + self.reasoning_tokens,
-            self.reasoning_tokens,
-            self.passes,
-            self.token_passes,
-            self.gpu_ms,
-            self.truncated + self.timeouts,
-            self.confidence_sum,
-            self.confidence_count,
-        )
+        return EntityMinute(*_VIEW(self.values))
 
     def row(self, key: GroupKey, window_start: datetime) -> MetricRow:
-        _, tenant, api_key, model, route, server = key
-        p50, p95, p99 = quantiles_of(self.latency.buckets, LATENCY_QUANTILES)
-        return MetricRow(
-            window_start=window_start,
-            tenant_id=tenant,
-            api_key_id=api_key,
-            model=model,
-            route=route,
-            server_id=server,
-            requests=self.requests,
-            prompt_tokens=min(self.prompt_tokens, UINT64_MAX),
-            completion_tokens=min(self.completion_tokens, UINT64_MAX),
-            reasoning_tokens=min(self.reasoning_tokens, UINT64_MAX),
-            passes=min(self.passes, UINT64_MAX),
-            gpu_ms=self.gpu_ms,
-            latency_ms_sum=self.latency_sum,
-            budget_tokens=min(self.budget_tokens, UINT64_MAX),
-            budgeted_generated_tokens=min(self.budgeted_generated, UINT64_MAX),
-            confidence_sum=self.confidence_sum,
-            confidence_count=self.confidence_count,
-            truncated=self.truncated,
-            timeouts=self.timeouts,
-            errors=self.errors,
-            cancelled=self.cancelled,
-            latency_hist=dict(self.latency.buckets),
-            latency_p50_ms=p50,
-            latency_p95_ms=p95,
-            latency_p99_ms=p99,
-            cost_usd=min(round(self.cost_usd, 9), COST_LIMIT_USD - 0.001),
-        )
+        return _ROW(self.values, window_start, *key[1:])
+
+
+# how a value is stored in its column type: saturated, rounded, a sketch as its buckets
+_STORE: Final = {
+    "UInt64": "min({v}, UINT64_MAX)", "Float64": "{v}",
+    COST_COLUMN: "min(round({v}, 9), COST_LIMIT_USD - 0.001)", SKETCH_COLUMN: "dict({v}.buckets)",
+}  # fmt: skip
+
+
+def _row_maker() -> Callable[..., MetricRow]:
+    """``row(values, window_start, tenant, api_key, model, route, server)``: the metric row of a
+    group's values, compiled from the spec as :func:`~pipeline.minute_fields.window_adder`."""
+    lines = ["def row(values, window_start, tenant, api_key, model, route, server):"]
+    args = ["window_start=window_start", "tenant_id=tenant", "api_key_id=api_key",
+            "model=model", "route=route", "server_id=server"]  # fmt: skip
+    for i, f in enumerate(MINUTE_FIELDS):
+        if f.column is None:
+            continue
+        args.append(f"{f.name}={_STORE[f.column].format(v=f'values[{i}]')}")
+        if f.quantiles:
+            names = [name for name, _ in f.quantiles]
+            qs = [q for _, q in f.quantiles]
+            lines.append(f"    {', '.join(names)}, = quantiles_of(values[{i}].buckets, {qs!r})")
+            args += [f"{name}={name}" for name in names]
+    lines.append(f"    return MetricRow({', '.join(args)})")
+    namespace: dict[str, Any] = {
+        "MetricRow": MetricRow, "quantiles_of": quantiles_of, "UINT64_MAX": UINT64_MAX,
+        "COST_LIMIT_USD": COST_LIMIT_USD,
+    }  # fmt: skip
+    exec("\n".join(lines), namespace)
+    row: Callable[..., MetricRow] = namespace["row"]
+    return row
+
+
+_ROW: Final = _row_maker()
 
 
 def window_of(epoch_s: float) -> int:
@@ -280,12 +204,20 @@ class WindowAggregator:
             key = (window, *(OVERFLOW_ID,) * 5)
         return key
 
-    def restore_groups(self, groups: dict[GroupKey, WindowTotals]) -> None:
-        """Take open groups keyed as older snapshots kept them (one dict for all windows)."""
-        self._windows = {}
-        for key, acc in groups.items():
-            self._windows.setdefault(key[0], {})[key] = acc
-        self._groups = len(groups)
+    def upgrade(self, max_groups: int, max_keys_per_tenant: int) -> None:
+        """Bring an aggregator restored from an older snapshot to this version's shape: one
+        saved before the windows were bounded takes these bounds, one that kept every open
+        group in one dict gets them indexed by window. A current one is left as it is."""
+        state = vars(self)
+        if "max_groups" not in state:  # from before the windows were bounded
+            self.max_groups, self.max_keys_per_tenant = max_groups, max_keys_per_tenant
+            self._keys = {}
+        if "_open" in state:  # from before the groups were indexed by window
+            groups: dict[GroupKey, WindowTotals] = state.pop("_open")
+            self._windows = {}
+            for key, acc in groups.items():
+                self._windows.setdefault(key[0], {})[key] = acc
+            self._groups = len(groups)
 
     def open_groups(self, window: int) -> list[tuple[GroupKey, WindowTotals]]:
         """The still-open groups of one window (detectors read them before the window closes)."""

@@ -68,5 +68,5 @@ class PriceTable:
             model=event.model,
             gpu_ms=event.gpu_ms,
             prompt_tokens=event.prompt_tokens,
-            generated_tokens=event.completion_tokens + event.reasoning_tokens,
+            generated_tokens=event.generated_tokens,
         )

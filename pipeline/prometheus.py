@@ -6,7 +6,7 @@ is named ``computewatch_*`` and listed in the README's operations section.
 :func:`serve_instruments` serves them over HTTP (``computewatch worker --metrics-port``).
 
 >>> from prometheus_client import CollectorRegistry, generate_latest
->>> from pipeline.engine import StepOutput
+>>> from pipeline.records import StepOutput
 >>> registry = CollectorRegistry()
 >>> instruments = PrometheusInstruments(registry)
 >>> instruments.stepped(StepOutput(duplicates=2), records=2, seconds=0.01)
@@ -30,13 +30,12 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline.alerts import ALERT_KINDS, SEVERITIES
 from pipeline.instruments import Readings
+from pipeline.records import ALERT_KINDS, SEVERITIES
 
 if TYPE_CHECKING:
-    from pipeline.alerts import Alert
-    from pipeline.engine import StepOutput
     from pipeline.producer.emitter import TelemetryEmitter
+    from pipeline.records import Alert, StepOutput
 
 NAMESPACE = "computewatch"
 EVENT_OUTCOMES = ("valid", "duplicate", "dead_letter")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config import IngestSettings, Settings
-from pipeline.engine import StepOutput
+from pipeline.records import StepOutput
 from pipeline.simulate import FleetConfig
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
-from pipeline.engine import DeadLetter, Engine, Message, SeenChunk, StepOutput
+from pipeline.engine import Engine, SeenChunk
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
 from pipeline.fleet import decode_norms, encode_fleet_input, encode_norms, fleet_inputs
 from pipeline.instruments import (
@@ -51,6 +51,7 @@ from pipeline.instruments import (
     timed,
 )
 from pipeline.kafka_options import aiokafka_options, faust_credentials
+from pipeline.records import DeadLetter, Message, StepOutput
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.stream_fleet import StoredFleet
 from pipeline.webhook import WebhookNotifier

@@ -22,7 +22,6 @@ from typing import Final
 from pipeline.budgets import budgets_from_settings
 from pipeline.config import Settings
 from pipeline.detectors import default_detectors
-from pipeline.engine import Message, StepOutput
 from pipeline.fleet import (
     FleetNorms,
     FleetStage,
@@ -32,6 +31,7 @@ from pipeline.fleet import (
     encode_part,
 )
 from pipeline.instruments import Instruments, NoInstruments, timed
+from pipeline.records import Message, StepOutput
 from pipeline.storage import Store
 from pipeline.storage.budgets import read_budgets, seed_budgets
 

@@ -7,7 +7,7 @@ partitioner, runs one stage-1 :class:`~pipeline.engine.Engine` per partition and
 one process, so that ``replay`` and ``evaluate`` measure what production does:
 
 >>> from pipeline.config import Settings
->>> from pipeline.engine import Message
+>>> from pipeline.records import Message
 >>> from pipeline.events import encode_event, example_event
 >>> topology = Topology(Settings(), partitions=4)
 >>> out = topology.process([Message(encode_event(example_event())), Message(b"{")])
@@ -31,8 +31,9 @@ from kafka.partitioner.default import murmur2
 
 from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
-from pipeline.engine import Engine, Message, StepOutput, count_step, parse_message
+from pipeline.engine import Engine, count_step, parse_message
 from pipeline.fleet import FleetStage
+from pipeline.records import Message, StepOutput
 
 
 def partition_of(key: str, partitions: int) -> int:

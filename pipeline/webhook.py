@@ -5,7 +5,8 @@ counted when it is full) and are posted with retries and exponential backoff. On
 ``min_severity`` or above are sent (``medium`` by default: ``low`` findings are stored and shown,
 not paged); the others are counted in ``held_back``.
 
->>> from pipeline.alerts import Alert, Severity, at_least
+>>> from pipeline.alerts import at_least
+>>> from pipeline.records import Alert, Severity
 >>> notifier = WebhookNotifier(None)   # no URL configured: a no-op
 >>> notifier.enabled
 False
@@ -23,7 +24,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from pipeline.alerts import Alert, Severity, at_least
+from pipeline.alerts import at_least
+from pipeline.records import Alert, Severity
 
 log = logging.getLogger(__name__)
 

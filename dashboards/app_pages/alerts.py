@@ -10,7 +10,7 @@ import charts
 import components
 import data
 import frames
-from pipeline.alerts import ALERT_KINDS, SEVERITIES
+from pipeline.records import ALERT_KINDS, SEVERITIES
 from pipeline.storage import TRIAGE_STATUSES
 from pipeline.storage.queries import ENTITY_COLUMNS
 

@@ -12,7 +12,7 @@ import components
 import data
 import frames
 import site_map
-from pipeline.alerts import SEVERITIES
+from pipeline.records import SEVERITIES
 
 DAY = timedelta(hours=24)
 LAST_DAY = "last 24 hours of data"

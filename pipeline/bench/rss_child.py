@@ -18,7 +18,8 @@ import msgspec
 from pipeline.bench.rss import PERIOD_HOURS, RssResult
 from pipeline.bench.traffic import many_keys_lines
 from pipeline.config import Settings
-from pipeline.engine import Engine, Message
+from pipeline.engine import Engine
+from pipeline.records import Message
 from pipeline.simulate import FleetConfig
 
 BATCH = 10_000

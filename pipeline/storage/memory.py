@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from pipeline.alerts import Alert
-from pipeline.engine import DeadLetter, StepOutput
 from pipeline.events import AllocationEvent
-from pipeline.metrics import MetricRow
+from pipeline.records import Alert, DeadLetter, MetricRow, StepOutput
 from pipeline.storage.errors import SinkBackpressure
 
 __all__ = ["ListSink", "Storable"]
@@ -78,6 +76,9 @@ class ListSink:
 
     def flush(self) -> int:
         self.flushes += 1
+        return 0
+
+    def flush_due(self) -> int:
         return 0
 
     def close(self) -> None:

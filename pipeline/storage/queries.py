@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final
 
+from pipeline.minute_fields import MINUTE_FIELDS
 from pipeline.sketch import quantile_of
 
 __all__ = [
@@ -69,24 +70,11 @@ _USAGE_SUMS: Final = """
     sum(passes) AS passes,
     toDecimal128(sum(gpu_us), 3) / 1000 AS gpu_ms,
     sum(cost_usd) AS cost_usd"""
-_TOTALS: Final = """
-        sum(requests) AS requests,
-        sum(prompt_tokens) AS prompt_tokens,
-        sum(completion_tokens) AS completion_tokens,
-        sum(reasoning_tokens) AS reasoning_tokens,
-        sum(passes) AS passes,
-        sum(gpu_ms) AS gpu_ms,
-        sum(latency_ms_sum) AS latency_ms_sum,
-        sum(budget_tokens) AS budget_tokens,
-        sum(budgeted_generated_tokens) AS budgeted_generated_tokens,
-        sum(confidence_sum) AS confidence_sum,
-        sum(confidence_count) AS confidence_count,
-        sum(truncated) AS truncated,
-        sum(timeouts) AS timeouts,
-        sum(errors) AS errors,
-        sum(cancelled) AS cancelled,
-        sumMap(latency_hist) AS latency_hist,
-        sum(cost_usd) AS cost_usd"""
+_TOTALS: Final = "".join(  # every stored statistic of a minute, combined as the spec says
+    f"\n        {'sumMap' if f.combine == 'sketch' else 'sum'}({f.name}) AS {f.name},"
+    for f in MINUTE_FIELDS
+    if f.column is not None
+).rstrip(",")
 _RATIOS: Final = """
     gpu_ms * 1000 / nullIf(completion_tokens + reasoning_tokens, 0) AS gpu_ms_per_1k_tokens,
     gpu_ms / nullIf(requests, 0) AS gpu_ms_per_request,

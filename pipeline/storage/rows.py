@@ -6,7 +6,8 @@ LowCardinality, microsecond timestamps to its DateTime types), ``identity`` give
 batch's ``insert_deduplication_token`` is hashed from. Items are what the sink buffers:
 
 - ``events``: ``(event, cost_usd, ingested_at)`` (:data:`EventItem`);
-- ``metrics_1m``: :class:`~pipeline.metrics.MetricRow`; ``alerts``: :class:`~pipeline.alerts.Alert`;
+- ``metrics_1m``: :class:`~pipeline.records.MetricRow`;
+  ``alerts``: :class:`~pipeline.records.Alert`;
 - ``dead_letters``: ``(letter, received_at)`` (:data:`DeadLetterItem`).
 
 >>> from pipeline.events import example_event
@@ -30,11 +31,10 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 
-from pipeline.alerts import Alert
-from pipeline.engine import DeadLetter
 from pipeline.events import AllocationEvent
-from pipeline.metrics import MetricRow
+from pipeline.minute_fields import COST_COLUMN, SKETCH_COLUMN, metric_columns
 from pipeline.pricing import cost_units
+from pipeline.records import Alert, DeadLetter, MetricRow
 
 __all__ = [
     "ALERT_COLUMNS",
@@ -78,13 +78,13 @@ _EVENT_FIELDS: Final = (
 )  # fmt: skip
 EVENT_COLUMNS: Final = (*(name for name, _ in _EVENT_FIELDS), "cost_usd", "ingested_at")
 METRIC_COLUMNS: Final = tuple(MetricRow.__struct_fields__)
-_METRIC_TYPES: Final = {
-    "window_start": _MICROS, "gpu_ms": _F64, "latency_ms_sum": _F64, "confidence_sum": _F64,
-    "latency_p50_ms": _F64, "latency_p95_ms": _F64, "latency_p99_ms": _F64,
-    "latency_hist": pa.map_(pa.uint16(), _U64),
+_METRIC_KINDS: Final = {
+    "UInt64": _U64, "Float64": _F64, SKETCH_COLUMN: pa.map_(pa.uint16(), _U64),
 }  # fmt: skip
-# every other metric column but the strings (and cost_usd, a decimal) is a count: UInt64
-_METRIC_STRINGS: Final = frozenset({"tenant_id", "api_key_id", "model", "route", "server_id"})
+# the statistics' types by the spec (cost_usd, a decimal, has its own path); the ids are strings
+_METRIC_TYPES: Final = {
+    name: _METRIC_KINDS[column] for name, column in metric_columns() if column != COST_COLUMN
+}
 ALERT_COLUMNS: Final = (
     "alert_id", "kind", "entity_type", "entity_id", "window_start", "window_end", "detected_at",
     "score", "severity", "summary", "evidence", "event_count",
@@ -121,8 +121,7 @@ def metrics_table(rows: Sequence[MetricRow]) -> pa.Table:
         elif name == "cost_usd":
             columns.append(decimal_array(values))
         else:
-            kind = _STR if name in _METRIC_STRINGS else _METRIC_TYPES.get(name, _U64)
-            columns.append(pa.array(values, kind))
+            columns.append(pa.array(values, _METRIC_TYPES.get(name, _STR)))
     return pa.Table.from_arrays(columns, names=list(METRIC_COLUMNS))
 
 

@@ -33,12 +33,10 @@ from typing import Any, Final, Protocol
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
-from pipeline.engine import DeadLetter, StepOutput
 from pipeline.events import AllocationEvent
-from pipeline.metrics import MetricRow
 from pipeline.pricing import PriceTable
+from pipeline.records import Alert, DeadLetter, MetricRow, StepOutput
 from pipeline.storage import rows as R
 from pipeline.storage.errors import SinkBackpressure, SinkUnavailable
 from pipeline.storage.memory import ListSink, Storable
@@ -68,6 +66,7 @@ class Sink(Protocol):
     def add_event(self, event: AllocationEvent, cost_usd: float | None = None) -> None: ...
     def add_step(self, out: StepOutput) -> None: ...
     def flush(self) -> int: ...
+    def flush_due(self) -> int: ...
     def close(self) -> None: ...
 
 

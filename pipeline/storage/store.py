@@ -21,13 +21,13 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.budgets import budgets_from_settings
 from pipeline.config import Settings
-from pipeline.engine import StepOutput
 from pipeline.events import AllocationEvent
+from pipeline.records import StepOutput
 from pipeline.storage.budgets import seed_budgets
 from pipeline.storage.client import connect, describe_url
 from pipeline.storage.errors import SinkBackpressure
 from pipeline.storage.migrations import Migration, check_schema, migrate
-from pipeline.storage.sink import ClickHouseSink
+from pipeline.storage.sink import ClickHouseSink, Sink
 from pipeline.storage.usage import usage_report, write_usage
 
 __all__ = ["Store", "export_usage", "migrate_database", "open_store"]
@@ -40,7 +40,7 @@ class Store:
     """A client on the computewatch database and the sink writing to it."""
 
     client: Client
-    sink: ClickHouseSink
+    sink: Sink
 
     def save_snapshots(self, snapshots: Sequence[tuple[str, int, bytes]]) -> None:
         """Store ``(key, offset, state)`` engine snapshots, each covering messages up to its

@@ -20,11 +20,11 @@ from typing import Final
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.alerts import Alert
 from pipeline.budgets import Budget, load_budgets
 from pipeline.cli import app
 from pipeline.config import Settings
 from pipeline.embedded import replay_file
+from pipeline.records import Alert
 from pipeline.simulate.labels import Incident, load_labels
 from pipeline.storage.client import connect, quote_database
 from pipeline.storage.store import open_store

@@ -34,9 +34,10 @@ from kafka.errors import KafkaError
 from msgspec.structs import replace
 
 from pipeline.config import KafkaSettings, Settings
-from pipeline.engine import Engine, Message
+from pipeline.engine import Engine
 from pipeline.events import encode_event, example_event
 from pipeline.producer import TelemetryEmitter
+from pipeline.records import Message
 from pipeline.simulate import FleetConfig, simulate
 from pipeline.storage.errors import SinkUnavailable
 from pipeline.storage.faults import FlakyClient, InjectedFailure

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from pipeline.alerts import Alert, Evidence, alert_id_for
+from pipeline.alerts import alert_id_for
 from pipeline.config import Settings
-from pipeline.engine import DeadLetter
 from pipeline.events import example_event
 from pipeline.metrics import WindowAggregator
 from pipeline.pricing import PriceTable
+from pipeline.records import Alert, DeadLetter, Evidence
 from pipeline.storage import queries as q
 from pipeline.storage.sink import ClickHouseSink
 from pipeline.storage.triage import record_triage

@@ -11,11 +11,10 @@ from decimal import ROUND_DOWN, Decimal
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from pipeline.alerts import Alert, Evidence
 from pipeline.config import ClickHouseSettings, Settings
-from pipeline.engine import DeadLetter, StepOutput
 from pipeline.metrics import WindowAggregator
 from pipeline.pricing import PriceTable
+from pipeline.records import Alert, DeadLetter, Evidence, StepOutput
 from pipeline.storage import rows as R
 from pipeline.storage.client import connect, quote_database
 from pipeline.storage.errors import SinkBackpressure

@@ -6,8 +6,9 @@ from functools import partial
 
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
-from pipeline.engine import Engine, Message
+from pipeline.engine import Engine
 from pipeline.fleet import FleetInput, FleetStage, MinutePart, encode_fleet_input
+from pipeline.records import Message
 from pipeline.storage import open_store
 from pipeline.stream_fleet import StoredFleet
 from tests.fixtures.clickhouse import synthetic_events

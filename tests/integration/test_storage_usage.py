@@ -148,7 +148,7 @@ def test_store_helpers_migrate_write_steps_and_export(
     storage_settings: Settings, tmp_path: Path
 ) -> None:
     """The calls the CLI makes: migrate, replay --store (write_step), usage export."""
-    from pipeline.engine import StepOutput
+    from pipeline.records import StepOutput
     from pipeline.storage.store import export_usage, migrate_database, open_store
 
     assert [m.version for m in migrate_database(storage_settings)] == [1, 2, 3, 4, 5, 6]

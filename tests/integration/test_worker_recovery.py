@@ -18,8 +18,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from pipeline.config import Settings
-from pipeline.engine import Message
 from pipeline.events import encode_event
+from pipeline.records import Message
 from pipeline.simulate import FleetConfig, simulate
 from pipeline.storage import ClickHouseSink, Store
 from pipeline.stream import PartitionEngines

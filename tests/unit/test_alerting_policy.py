@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline.alerts import Alert, grade
+from pipeline.alerts import grade
 from pipeline.config import WorkerSettings
+from pipeline.records import Alert
 from pipeline.webhook import WebhookNotifier
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)

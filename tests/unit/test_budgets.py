@@ -15,14 +15,14 @@ import msgspec
 import numpy as np
 import pytest
 
-from pipeline.alerts import Alert
 from pipeline.budgets import Budget, BudgetBook, format_budgets
 from pipeline.config import Settings
-from pipeline.engine import Engine, Message
+from pipeline.engine import Engine
 from pipeline.events import encode_event, example_event, parse_event
 from pipeline.fleet import FleetStage
 from pipeline.forecast import project
 from pipeline.pricing import PriceTable, cost_units
+from pipeline.records import Alert, Message
 from pipeline.topology import Topology
 
 START = datetime(2026, 3, 2, tzinfo=UTC)

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from pipeline.config import IngestSettings, Settings
-from pipeline.engine import StepOutput
 from pipeline.feeds import LiveFeed
 from pipeline.ingest.mapping import SpanMapping
 from pipeline.ingest.spans import span_event_id
+from pipeline.records import StepOutput
 from pipeline.serve import receive_into
 from pipeline.simulate import FleetConfig
 

@@ -14,7 +14,6 @@ from typing import cast
 
 import pytest
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
@@ -33,6 +32,7 @@ from pipeline.detectors.norms import Learned, learn
 from pipeline.detectors.request_norm import ContextNorm, KeyMinute
 from pipeline.engine import Engine
 from pipeline.minute_view import build_minute_view, groups_of
+from pipeline.records import Alert
 from tests.unit import streams
 from tests.unit.streams import Change, Request, on_key
 

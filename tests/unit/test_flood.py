@@ -25,12 +25,12 @@ from typing import Final
 
 import pytest
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors.base import BoundedStore
 from pipeline.engine import Engine
 from pipeline.events import AllocationEvent, example_event
 from pipeline.metrics import OVERFLOW_ID
+from pipeline.records import Alert
 from pipeline.simulate import FleetConfig, ReasoningInflation, VolumeSpike, build_fleet, simulate
 
 T0: Final = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -47,17 +47,9 @@ from hypothesis import strategies as st
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
-from pipeline.engine import (
-    EARLIEST_TS,
-    FUTURE_CONFIRM,
-    LATEST_TS,
-    DeadLetter,
-    Engine,
-    Message,
-    SeenIds,
-    StepOutput,
-)
+from pipeline.engine import EARLIEST_TS, FUTURE_CONFIRM, LATEST_TS, Engine, SeenIds
 from pipeline.events import MAX_INT, InvalidEvent, encode_event, example_event, parse_event, to_dict
+from pipeline.records import DeadLetter, Message, StepOutput
 from pipeline.storage.sink import ClickHouseSink, RetryPolicy
 from tests.unit import streams
 from tests.unit.test_event_contract import (
@@ -720,6 +712,19 @@ def test_a_snapshot_from_before_these_rules_restores() -> None:
     assert restored.aggregator.max_groups == 800_000
     assert restored.process([Message(wire_of(ts="2030-01-01T00:00:00Z"))]).events == []
     assert len(restored.process([Message(wire_of(api_key_id="k-new"))]).events) == 1
+
+
+def test_a_snapshot_from_before_the_records_module_restores() -> None:
+    """Messages held for their far-ahead time were pickled as ``pipeline.engine.Message``
+    before the records moved to ``pipeline.records``."""
+    eng = engine()
+    eng.process([Message(wire_of(ts=rfc3339(T0)))])
+    eng.process([Message(wire_of(ts=rfc3339(T0 + timedelta(days=2))))])
+    blob = pickle.dumps(eng.__dict__, protocol=2)  # classes by name, unframed
+    assert len(eng.held) == 1 and b"pipeline.records\nMessage" in blob
+    old = blob.replace(b"pipeline.records\nMessage", b"pipeline.engine\nMessage")
+    restored = Engine.restore(old)
+    assert restored.held == eng.held
 
 
 @dataclass

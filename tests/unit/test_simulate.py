@@ -12,8 +12,8 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 import pipeline.simulate as sim
-from pipeline.alerts import ALERT_KINDS
 from pipeline.events import parse_event
+from pipeline.records import ALERT_KINDS
 from pipeline.simulate import (
     BENIGN_KINDS,
     FleetConfig,

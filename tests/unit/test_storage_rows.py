@@ -10,8 +10,8 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import example, given
 
-from pipeline.engine import DeadLetter
 from pipeline.events import example_event
+from pipeline.records import DeadLetter
 from pipeline.storage import rows as R
 
 

@@ -17,12 +17,11 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from pipeline.alerts import Alert
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
 from pipeline.detectors.norms import FleetNorms, Learned, NormReport, NormTick, learn
 from pipeline.detectors.request_norm import ContextNorm, KeyMinute, RequestNormDetector
-from pipeline.engine import Engine, Message
+from pipeline.engine import Engine
 from pipeline.events import encode_event
 from pipeline.fleet import (
     FleetInput,
@@ -34,6 +33,7 @@ from pipeline.fleet import (
     encode_norms,
     fleet_inputs,
 )
+from pipeline.records import Alert, Message
 from pipeline.simulate import FleetConfig, simulate
 from pipeline.topology import Topology, partition_of
 from tests.fixtures.fleet import slowed_server
