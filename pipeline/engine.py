@@ -369,28 +369,25 @@ class Engine:
         """Apply the storage and event-time rules of :meth:`process` to one valid event (end
         the step with :meth:`end_step`)."""
         cost = self.prices.event_cost(event)
-        if cost >= COST_LIMIT_USD:
-            reason = (
-                f"out_of_range: cost_usd ({cost:.6g} USD for one request; storage holds less "
-                f"than {COST_LIMIT_USD:.0e})"
-            )
+        reason = _unstorable(event, cost)
+        if reason is not None:
             _reject(out, event, message, reason)
             return
-        if not EARLIEST_TS <= event.ts < LATEST_TS:
-            rule = "past_timestamp" if event.ts < EARLIEST_TS else "future_timestamp"
-            reason = (
-                f"{rule}: ts {event.ts.isoformat()} is outside the storable range "
-                f"[{EARLIEST_TS.isoformat()}, {LATEST_TS.isoformat()})"
-            )
-            _reject(out, event, message, reason)
-            return
-        latest = self.aggregator.max_event_s  # -inf until the first event is in a window
         epoch = event.ts.timestamp()
-        if latest > -math.inf and epoch - latest > self.future_horizon_s:
+        if self._far_ahead(epoch):
             self._hold(event, message, out)
             return
         self._release_held(out, as_events=False)
         self._ingest(event, out, cost, epoch)
+
+    def admits(self, event: AllocationEvent) -> bool:
+        """Whether :meth:`accept` would count ``event`` now: not a dead letter, not held."""
+        reason = _unstorable(event, self.prices.event_cost(event))
+        return reason is None and not self._far_ahead(event.ts.timestamp())
+
+    def _far_ahead(self, epoch: float) -> bool:
+        latest = self.aggregator.max_event_s  # -inf until the first event is in a window
+        return latest > -math.inf and epoch - latest > self.future_horizon_s
 
     def _hold(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
         """Keep a far-ahead event until the stream confirms or contradicts its time."""
@@ -576,6 +573,22 @@ def _as_in(group: tuple[int, str, str, str, str, str], event: AllocationEvent) -
     return msgspec.structs.replace(
         event, tenant_id=tenant, api_key_id=api_key, model=model, route=route, server_id=server
     )
+
+
+def _unstorable(event: AllocationEvent, cost: float) -> str | None:
+    """Why storage cannot hold ``event`` (its cost, its time), or None."""
+    if cost >= COST_LIMIT_USD:
+        return (
+            f"out_of_range: cost_usd ({cost:.6g} USD for one request; storage holds less "
+            f"than {COST_LIMIT_USD:.0e})"
+        )
+    if not EARLIEST_TS <= event.ts < LATEST_TS:
+        rule = "past_timestamp" if event.ts < EARLIEST_TS else "future_timestamp"
+        return (
+            f"{rule}: ts {event.ts.isoformat()} is outside the storable range "
+            f"[{EARLIEST_TS.isoformat()}, {LATEST_TS.isoformat()})"
+        )
+    return None
 
 
 def _reject(out: StepOutput, event: AllocationEvent, message: Message | None, reason: str) -> None:

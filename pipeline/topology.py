@@ -72,7 +72,7 @@ class Topology:
                 continue
             engine = self.engines[partition_of(getattr(event, self.message_key), partitions)]
             epoch = event.ts.timestamp()
-            if epoch >= self._due_s:
+            if epoch >= self._due_s and engine.admits(event):  # not a dead letter's clock
                 self._advance(epoch, out)
             engine.accept(event, message, out)
             self._due_s = min(self._due_s, engine.due_s)

@@ -332,3 +332,20 @@ def test_a_catch_up_sends_its_norm_reports_in_messages_under_the_brokers_limit()
     for stage in (split, whole):
         stage.add([], {0: 50.0})
     assert split.norms == whole.norms and len(split.norms["reasoning_inflation"]) == 10
+
+
+def test_an_event_dated_far_ahead_moves_no_partitions_clock(
+    stream: tuple[list[Message], str],
+) -> None:
+    """One event stamped in the year 2300 is a dead letter; it used to move every partition's
+    clock there first, and the fleet stage then took every real minute as long judged."""
+    messages, _ = stream
+    config = FleetConfig(tenants=8, rate=10.0, hours=0.1, seed=8, start=T0)
+    [stray, *_] = [e for batch in simulate(config, []) for e in batch.to_events()]
+    far = Message(encode_event(msgspec.structs.replace(stray, ts=datetime(2300, 1, 1, tzinfo=UTC))))
+    half = len(messages) // 2
+    clean = _run(Topology(SETTINGS, partitions=4), messages)
+    topology = Topology(SETTINGS, partitions=4)
+    dirty = _run(topology, [*messages[:half], far, *messages[half:]])
+    assert clean and dirty == clean
+    assert topology.counters["dead_letters"] == 1
