@@ -68,7 +68,7 @@ def test_budget_alerts_fire_once_through_a_crash(kafka_bootstrap: str, tmp_path:
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
     minutes = Settings(kafka={"consumer_group": group}).kafka.minutes_topic
     kill_mid_stream(
-        env, log, kafka_bootstrap, group, topic, total=len(events), after=4 / 5, started=[minutes]
+        env, log, kafka_bootstrap, group, topic, total=len(events), after=3 / 5, started=[minutes]
     )
     killed = {
         (row[0], row[1]) for row in query(
@@ -83,8 +83,9 @@ def test_budget_alerts_fire_once_through_a_crash(kafka_bootstrap: str, tmp_path:
         stop_worker(worker, log)
 
     assert "fleet stage: state restored" in log.read_text()
-    # the restarted worker raised the rest (how many fired before the kill depends on how far
-    # the fleet stage had got: 6 of 18 on one run, none on two others)
+    # killed at 3/5: at 4/5 a quiet machine's worker committed the last 50,000 events between
+    # two polls (CI: "killed too late to matter"). The restarted worker raised the rest (how
+    # many fired before the kill depends on how far the fleet stage had got)
     assert len(killed) < len(expected)
     stored = query(
         env,
