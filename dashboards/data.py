@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -210,20 +212,30 @@ class TriageRefused(ValueError):
     """ClickHouse refused the triage write: the dashboard's user may only read."""
 
 
-def triage(alert_id: str, status: str, actor: str, note: str) -> None:
-    """Record a triage action and drop the cached results it changes."""
+@contextlib.contextmanager
+def _writing(
+    what: str, may_not: str, grant: str, refused: type[ValueError]
+) -> Iterator[Client]:
+    """The store's client, under its lock, for one write; ClickHouse refusing it to a read-only
+    user becomes ``refused``, saying what the user ``may_not`` do and the ``grant`` file."""
     db = database()
     with db.lock:
         try:
-            record_triage(db.client, alert_id, status, actor, note)
+            yield db.client
         except DatabaseError as exc:
             if not _READ_ONLY.search(str(exc)):
                 raise
-            logger.warning("triage refused by ClickHouse: %s", _first_line(exc))
-            raise TriageRefused(
-                "The dashboard's ClickHouse user may not record triage (it is read-only). "
-                "Grant it with schemas/clickhouse/roles/triage_grant.sql."
+            logger.warning("%s refused by ClickHouse: %s", what, _first_line(exc))
+            raise refused(
+                f"The dashboard's ClickHouse user may not {may_not} (it is read-only). "
+                f"Grant it with schemas/clickhouse/roles/{grant}."
             ) from None
+
+
+def triage(alert_id: str, status: str, actor: str, note: str) -> None:
+    """Record a triage action and drop the cached results it changes."""
+    with _writing("triage", "record triage", "triage_grant.sql", TriageRefused) as client:
+        record_triage(client, alert_id, status, actor, note)
     alerts.clear()
     triage_history.clear()
 
@@ -271,19 +283,9 @@ class BudgetRefused(ValueError):
 
 def change_budget(budget: Budget, actor: str, *, remove: bool = False) -> None:
     """Set or remove a budget and drop the cached results it changes."""
-    db = database()
-    with db.lock:
-        try:
-            write = stored_budgets.delete_budget if remove else stored_budgets.save_budget
-            write(db.client, budget, actor)
-        except DatabaseError as exc:
-            if not _READ_ONLY.search(str(exc)):
-                raise
-            logger.warning("budget change refused by ClickHouse: %s", _first_line(exc))
-            raise BudgetRefused(
-                "The dashboard's ClickHouse user may not change budgets (it is read-only). "
-                "Grant it with schemas/clickhouse/roles/budgets_grant.sql."
-            ) from None
+    write = stored_budgets.delete_budget if remove else stored_budgets.save_budget
+    with _writing("budget change", "change budgets", "budgets_grant.sql", BudgetRefused) as client:
+        write(client, budget, actor)
     budgets.clear()
     _forecast.clear()
 
