@@ -13,7 +13,11 @@ alarm at ``h``, once the server is at least 10 % dearer than usual) adds up a sl
 single window shows: a GPU throttling by a few percent a minute is found within minutes of its
 start; a run that has not become a fault within an hour ends (the server settled a little off
 its old level). While a server's last two minutes stand out, its peers' baselines do not learn:
-the median they are measured against has moved with it.
+the median they are measured against has moved with it. A server whose minutes go 3 of its
+spreads out more often than a Gaussian's would (a real token mix makes some servers' minutes
+heavy-tailed) is judged, by both tests, on a spread widened until they would not
+(:mod:`pipeline.detectors.tails`; each excursion counted for at most the window's 2 minutes:
+how often they start is the noise, how long a fault lasts is not).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -48,8 +52,8 @@ from pipeline.detectors.base import (
     MinuteView,
 )
 from pipeline.detectors.baseline import EWBaseline
+from pipeline.detectors.tails import GAUSSIAN_TAIL, SUSPECT_Z, learn_excursion, widening
 
-SUSPECT_Z = 3.0  # beyond this many standard deviations a minute is not learned
 CUSUM_K = 0.5  # standard deviations of drift per minute that the sequential test ignores
 CUSUM_H = 10.0  # ... and the sum at which it alarms
 CUSUM_MIN_RATIO = 1.1  # ... once the server is at least this much dearer than usual
@@ -63,7 +67,7 @@ SUSPECT_MAX_S = 6 * 60 * 60  # a server standing out from its peers holds their 
 
 
 class _DriftState:
-    __slots__ = ("baseline", "cusum", "cusum_start", "horizon", "suspect_since")
+    __slots__ = ("baseline", "cusum", "cusum_start", "horizon", "run", "suspect_since", "tail")
 
     def __init__(self, minutes: int, min_sd: float) -> None:
         self.horizon = Horizon[tuple[float, EntityMinute]](minutes)
@@ -71,10 +75,12 @@ class _DriftState:
         self.cusum = 0.0
         self.cusum_start: datetime | None = None
         self.suspect_since: datetime | None = None  # standing out from its peers since
+        self.tail, self.run = GAUSSIAN_TAIL, 0  # its own tail (pipeline.detectors.tails)
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         self.cusum, self.cusum_start = 0.0, None  # absent from snapshots taken before it
         self.suspect_since = None
+        self.tail, self.run = GAUSSIAN_TAIL, 0
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -162,12 +168,17 @@ class EfficiencyDriftDetector:
         recent = state.horizon.push(view.start, (relative, minute))
         mean_relative = sum(r for r, _ in recent) / len(recent)
         base = state.baseline
-        score = base.score_one(mean_relative)
+        z, raw = base.score_one(relative), base.score_one(mean_relative)
+        widen = widening(state.tail)  # as learned before this minute
+        score = raw / widen
         if base.warm:
             self.threshold.update(score)
+            state.tail, state.run = learn_excursion(
+                state.tail, state.run, z, max_run=self.horizon_minutes
+            )
         threshold = self.threshold.value
         excess = mean_relative - base.level
-        sequential = self._sequential(state, base.score_one(relative), view.start)
+        sequential = self._sequential(state, z / widen, view.start)
         if excess < math.log(CUSUM_MIN_RATIO):  # a slow wander of a few percent is not a fault
             sequential = None
             started = state.cusum_start
@@ -175,7 +186,7 @@ class EfficiencyDriftDetector:
                 state.cusum, state.cusum_start = 0.0, None
         windowed = base.warm and score >= threshold and excess >= self.min_log_ratio
         if not windowed and sequential is None:
-            if learn and score < SUSPECT_Z and state.cusum < CUSUM_H / 2:
+            if learn and raw < SUSPECT_Z and state.cusum < CUSUM_H / 2:
                 base.learn_one(relative)  # a drifting server must not teach its baseline
             return None
         if sequential is not None and not windowed:
@@ -227,7 +238,8 @@ class EfficiencyDriftDetector:
 
 
 class ConfidenceCollapseDetector:
-    """Mean answer confidence of each model against its own baseline, with compute held up.
+    """Mean answer confidence of each model against its own baseline, with compute held up;
+    judged on a spread widened by the model's own tail of falls, as a server's cost is.
 
     >>> from datetime import UTC, datetime, timedelta
     >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -295,15 +307,19 @@ class ConfidenceCollapseDetector:
         total = EntityMinute.total([m for _, (_, m) in recent])
         mean_confidence = total.confidence_mean or 0.0
         base = state.baseline
-        score = -base.score_one(mean_confidence)
+        raw = -base.score_one(mean_confidence)
+        score = raw / widening(state.tail)
         if base.warm and not peek:
             self.threshold.update(score)
+            state.tail, state.run = learn_excursion(
+                state.tail, state.run, -base.score_one(confidence), max_run=self.horizon_minutes
+            )
         threshold = self.threshold.value
         drop = base.level - mean_confidence
         gpu_per_request = total.gpu_ms / total.requests
         if not base.warm or score < threshold or drop < self.min_drop:
             if not peek:
-                if score < SUSPECT_Z:
+                if raw < SUSPECT_Z:
                     base.learn_one(confidence)
                 compute.learn_one(minute.gpu_ms / minute.requests)
             return None

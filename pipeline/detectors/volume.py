@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from statistics import NormalDist, median
+from statistics import median
 from typing import Final
 
 from pipeline.detectors.base import (
@@ -82,6 +82,7 @@ from pipeline.detectors.base import (
     poisson_surprise,
 )
 from pipeline.detectors.baseline import EWBaseline
+from pipeline.detectors.tails import GAUSSIAN_TAIL, SUSPECT_Z, learn_excursion, widening
 
 TENANT_CAP: Final = 3.0  # in the fleet total, a tenant counts for at most 3x the median tenant
 LONG_MINUTES: Final = 15  # the two long horizons (VolumeDetector._windows)
@@ -93,9 +94,6 @@ SPREAD_PRIOR: Final = (1.0, 30)  # the spread starts at 1 (a factor e), fading o
 # of learning for a 1-minute horizon, 30 * sqrt(minutes) for longer ones (which need longer to see
 # an entity's bursts come and go)
 MIN_SPREAD: Final = 0.05
-SUSPECT_Z: Final = 3.0  # a window this far out teaches neither the level nor the spread
-GAUSSIAN_TAIL: Final = 0.00135  # a Gaussian's share of windows past SUSPECT_Z
-TAIL_PACE: Final = 1 / 360  # an entity's share follows its last 6 hours (bursts may be hourly)
 YOUNG_MINUTES: Final = 120  # an entity seen for less than this follows its own ramp
 SLOT_MIN_EXCESS: Final = math.log(1.5)  # a minute this far above share feeds the burst memory
 SLOT_MIN_SURPRISE: Final = 2.0  # ... and this surprising to counting noise (decades)
@@ -177,25 +175,15 @@ class _ShareState:
         (to the width at which they would be that frequent)."""
         if z <= 0:
             return 0.0
-        widen = 1.0
-        if z > SUSPECT_Z and self.tail[index] > GAUSSIAN_TAIL:
-            quantile = _STANDARD.inv_cdf(1.0 - min(self.tail[index], 0.5))
-            if quantile <= 0:  # half its windows go that far out: none is a surprise
-                return 0.0
-            widen = SUSPECT_Z / quantile
-        z /= widen
+        if z > SUSPECT_Z:
+            z /= widening(self.tail[index])
         return z * z / 2 / math.log(10)
 
     def learn_tail(self, index: int, z: float) -> None:
         """Follow excursions past SUSPECT_Z spreads; learn each one's windows once it is over,
         back within a spread of usual (so that a lasting rise, flapping about SUSPECT_Z as it
         sets in, does not widen the tail it is judged by while it lasts)."""
-        self.tail[index] *= 1.0 - TAIL_PACE
-        if z >= SUSPECT_Z:
-            self.run[index] += 1
-        elif self.run[index] and z < 1.0:
-            self.tail[index] += TAIL_PACE * self.run[index]
-            self.run[index] = 0
+        self.tail[index], self.run[index] = learn_excursion(self.tail[index], self.run[index], z)
 
     def season(self, start: datetime) -> float:
         """How many times its share the entity usually sends at this minute of the hour, from
@@ -539,8 +527,6 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
     now = level.level
     level.learn_one(now + pace * (min(share, cap * now) - now) if level.warm else share)
 
-
-_STANDARD: Final = NormalDist()
 
 
 def _rest_rise(key: Window, tenant: Window) -> float:
