@@ -19,7 +19,7 @@ rises with it.
 >>> from pipeline.detectors.request_norm import KeyMinute
 >>> import random
 >>> rng = random.Random(42)
->>> test = KeyCusum(k=0.2, h0=28.0)
+>>> test = KeyCusum(h0=28.0)
 >>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
 >>> def minute(shift):
 ...     m = KeyMinute()
@@ -48,6 +48,12 @@ from pipeline.detectors.base import BoundedStore
 if TYPE_CHECKING:
     from pipeline.detectors.request_norm import KeyMinute
 
+# Half the per-request shift worth finding, in standard deviations. With unit-variance residuals
+# a benign key's walk crosses h = 28 about once per (exp(2kh) - 2kh - 1) / (2k^2) requests
+# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours (two
+# false alarms a day by design); 9.6 million at 0.25 (one in 4.5 days), for about a quarter more
+# requests before a 2x decoy on 30 % of a key's requests (a shift of ~0.46) is found.
+CUSUM_K = 0.25
 WARM_MINUTES = 30  # minutes of a key's traffic before its usual residual is trusted
 WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
 MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
@@ -82,7 +88,9 @@ class CusumState:
 class KeyCusum:
     """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
 
-    def __init__(self, k: float = 0.2, h0: float = 28.0, max_entities: int = 200_000) -> None:
+    def __init__(
+        self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000
+    ) -> None:
         self.k = k
         self.h0 = h0
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)

@@ -42,7 +42,7 @@ from pipeline.detectors.base import (
     MinuteView,
     binomial_surprise,
 )
-from pipeline.detectors.cusum import CusumState, KeyCusum
+from pipeline.detectors.cusum import CUSUM_K, CusumState, KeyCusum
 from pipeline.detectors.norms import MAX_UNMERGED, Context, Learned, NormReport, NormState, learn
 from pipeline.events import AllocationEvent
 
@@ -254,7 +254,7 @@ class RequestNormDetector:
         max_entities: int = 200_000,
         min_sd: float = 0.1,
         cusum_h0: float | None = None,
-        cusum_k: float = 0.2,
+        cusum_k: float = CUSUM_K,
     ) -> None:
         self.name = kind
         self.kind = kind
