@@ -23,6 +23,8 @@ from pipeline.outputs import removed_on_failure, unwritable
 from pipeline.progress import progress_line
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to keep start-up fast
+    from prometheus_client import CollectorRegistry
+
     from pipeline.embedded import OutputHandler
     from pipeline.ingest.mapping import SpanMapping
     from pipeline.simulate import FleetConfig
@@ -691,24 +693,32 @@ def worker(
         clickhouse__url=clickhouse_url,
         worker__metrics_port=metrics_port,
     )
-    worker_settings = settings.worker
+    host, port = settings.worker.metrics_host, settings.worker.metrics_port
     instruments = None
-    if worker_settings.metrics_port is not None:
-        if importlib.util.find_spec("prometheus_client") is None:
-            fail("metrics need prometheus-client: pip install 'computewatch[metrics]'")
-        from pipeline.prometheus import serve_instruments
+    if port is not None:
+        registry = serve_metrics("worker", host, port)  # checks for the extra first
+        from pipeline.prometheus import PrometheusInstruments
 
-        host, port = worker_settings.metrics_host, worker_settings.metrics_port
-        try:
-            instruments = serve_instruments(port, host)
-        except OSError as exc:
-            fail(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
-                 "--metrics-port")  # fmt: skip
-        typer.echo(f"worker metrics at http://{host}:{port}/metrics", err=True)
+        instruments = PrometheusInstruments(registry)
     reachable_kafka(settings)
     created_topics(settings)
     note_new_store(settings)
     run_worker(settings, loglevel=loglevel, instruments=instruments)
+
+
+def serve_metrics(what: str, host: str, port: int) -> CollectorRegistry:
+    """A Prometheus registry served at http://host:port/metrics, or a one-line exit."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        fail("metrics need prometheus-client: pip install 'computewatch[metrics]'")
+    from pipeline.prometheus import serving
+
+    try:
+        registry = serving(port, host)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port} ({exc.strerror}): choose another "
+             "--metrics-port")  # fmt: skip
+    typer.echo(f"{what} metrics at http://{host}:{port}/metrics", err=True)
+    return registry
 
 
 def reachable_kafka(settings: Settings) -> None:
@@ -921,6 +931,16 @@ def ingest_otlp(
         str | None,
         typer.Option(metavar="HOST:PORT", help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (HOST: "
+            "COMPUTEWATCH_INGEST_METRICS_HOST, default 127.0.0.1). Overrides "
+            "COMPUTEWATCH_INGEST_METRICS_PORT; needs the metrics extra.",
+        ),
+    ] = None,
 ) -> None:
     """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip).
 
@@ -932,14 +952,20 @@ def ingest_otlp(
     """
     settings = load_settings(
         ingest__host=host, ingest__port=port, ingest__mapping_file=mapping,
-        kafka__bootstrap=kafka_bootstrap,
+        kafka__bootstrap=kafka_bootstrap, ingest__metrics_port=metrics_port,
     )  # fmt: skip
     span_mapping = otlp_mapping(settings)
+    ingest = settings.ingest
+    metrics = None
+    if ingest.metrics_port is not None:
+        registry = serve_metrics("receiver", ingest.metrics_host, ingest.metrics_port)
+        from pipeline.prometheus import ReceiverMetrics
+
+        metrics = ReceiverMetrics(registry)
     from pipeline.ingest.receiver import run_receiver
     from pipeline.ingest.sink import DeliveryError, KafkaSink
     from pipeline.kafka_options import KafkaConfigError
 
-    ingest = settings.ingest
     try:
         sink = KafkaSink(settings.kafka, timeout_s=ingest.delivery_timeout_s)
     except KafkaConfigError as exc:
@@ -947,7 +973,7 @@ def ingest_otlp(
     guarded = "bearer token required" if ingest.token else "no token (COMPUTEWATCH_INGEST_TOKEN)"
     try:
         run_receiver(
-            ingest, span_mapping, sink,
+            ingest, span_mapping, sink, instruments=metrics,
             ready=lambda url: typer.echo(f"receiving OTLP traces on {url} ({guarded})", err=True),
         )  # fmt: skip
     except DeliveryError as exc:

@@ -136,6 +136,8 @@ class IngestSettings(BaseModel):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # after gzip is undone, too
     max_spans: int = Field(10_000, ge=1)  # per export request
     delivery_timeout_s: float = Field(30.0, gt=0)  # Kafka acknowledgement per request
+    metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
 
     @model_validator(mode="after")
     def _token_from_file(self) -> Self:

@@ -1,5 +1,5 @@
-"""What a worker tells its operator about itself: the hooks it calls as it works, and the
-readings it gives whenever it is asked (a Prometheus scrape).
+"""What a worker (and the OTLP receiver) tells its operator about itself: the hooks it calls
+as it works, and the readings it gives whenever it is asked (a Prometheus scrape).
 
 Transport-free: :mod:`pipeline.prometheus` (the ``metrics`` extra) turns both into Prometheus
 metrics; without it the worker calls :class:`NoInstruments`, which does nothing.
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 from pipeline.detectors.base import BoundedStore
 
 if TYPE_CHECKING:
+    from pipeline.ingest.batch import MappedBatch
     from pipeline.records import Alert, StepOutput
 
 
@@ -128,3 +129,11 @@ class NoInstruments:
 
     def watch(self, read: Callable[[], Readings]) -> None:
         pass
+
+
+class ReceiverInstruments(Protocol):
+    """The hook the OTLP receiver calls (:mod:`pipeline.ingest.receiver`)."""
+
+    def exported(self, status: int, batch: MappedBatch | None, seconds: float) -> None:
+        """An export request was answered with HTTP ``status`` after ``seconds`` (Kafka's
+        acknowledgement included); ``batch`` is what it mapped to, when it was delivered."""

@@ -1,9 +1,12 @@
-"""Prometheus metrics of the worker and of an emitter's host process (the ``metrics`` extra).
+"""Prometheus metrics of the worker, the OTLP receiver and an emitter's host process (the
+``metrics`` extra).
 
 :class:`PrometheusInstruments` records what the worker's hooks report
-(:class:`~pipeline.instruments.Instruments`) and reads its state at every scrape; every metric
-is named ``computewatch_*`` and listed in the README's operations section.
-:func:`serve_instruments` serves them over HTTP (``computewatch worker --metrics-port``).
+(:class:`~pipeline.instruments.Instruments`) and reads its state at every scrape;
+:class:`ReceiverMetrics` records the OTLP receiver's answers. Every metric is named
+``computewatch_*`` and listed in the README's operations section. :func:`serving` serves a
+registry over HTTP (``computewatch worker --metrics-port``, ``computewatch ingest otlp
+--metrics-port``).
 
 >>> from prometheus_client import CollectorRegistry, generate_latest
 >>> from pipeline.records import StepOutput
@@ -34,6 +37,7 @@ from pipeline.instruments import Readings
 from pipeline.records import ALERT_KINDS, SEVERITIES
 
 if TYPE_CHECKING:
+    from pipeline.ingest.batch import MappedBatch
     from pipeline.producer.emitter import TelemetryEmitter
     from pipeline.records import Alert, StepOutput
 
@@ -42,6 +46,7 @@ EVENT_OUTCOMES = ("valid", "duplicate", "dead_letter")
 WRITES = ("marks", "step", "flush", "alerts")
 SNAPSHOTS = ("partition", "fleet")
 MESSAGE_BUCKETS = (1, 10, 100, 1_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+SPAN_OUTCOMES = ("event", "dead_letter", "skipped")
 BYTE_BUCKETS = tuple(float(4**i * 1024) for i in range(1, 12))  # 4 KiB .. 4 GiB
 
 
@@ -219,9 +224,52 @@ class EmitterCollector(Collector):
         yield from (events, pending, depth)
 
 
-def serve_instruments(port: int, host: str = "127.0.0.1") -> PrometheusInstruments:
-    """Instruments on a registry of their own, served at ``http://host:port/metrics`` from a
-    daemon thread."""
+class ReceiverMetrics:
+    """The OTLP receiver's :class:`~pipeline.instruments.ReceiverInstruments`: requests by HTTP
+    status, spans by what became of them, and the time to answer.
+
+    >>> from pipeline.ingest.batch import MappedBatch
+    >>> registry = CollectorRegistry()
+    >>> metrics = ReceiverMetrics(registry)
+    >>> metrics.exported(200, MappedBatch(spans=3, skipped=1), seconds=0.02)
+    >>> metrics.exported(401, None, seconds=0.001)
+    >>> registry.get_sample_value("computewatch_otlp_requests_total", {"status": "401"})
+    1.0
+    >>> registry.get_sample_value("computewatch_otlp_spans_total", {"outcome": "skipped"})
+    1.0
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        counter = partial(Counter, namespace=NAMESPACE, registry=registry)
+        self.requests = counter(
+            "otlp_requests", "Export requests answered, by HTTP status (503: Kafka did not take "
+            "the batch; the exporter retries).", ["status"],
+        )  # fmt: skip
+        self.spans = counter(
+            "otlp_spans", "Spans of delivered requests: GenAI spans sent as events or as dead "
+            "letters, other spans skipped.", ["outcome"],
+        )  # fmt: skip
+        self.seconds = Histogram(
+            "otlp_request_seconds", "Time to answer an export request, Kafka's "
+            "acknowledgement included.", namespace=NAMESPACE, registry=registry,
+        )  # fmt: skip
+        for status in ("200", "400", "401", "413", "415", "503"):
+            self.requests.labels(status)
+        for outcome in SPAN_OUTCOMES:
+            self.spans.labels(outcome)
+        ProcessCollector(namespace=NAMESPACE, registry=registry)
+
+    def exported(self, status: int, batch: MappedBatch | None, seconds: float) -> None:
+        self.requests.labels(str(status)).inc()
+        self.seconds.observe(seconds)
+        if batch is not None:
+            self.spans.labels("event").inc(len(batch.events))
+            self.spans.labels("dead_letter").inc(batch.rejected)
+            self.spans.labels("skipped").inc(batch.skipped)
+
+
+def serving(port: int, host: str = "127.0.0.1") -> CollectorRegistry:
+    """A registry of its own, served at ``http://host:port/metrics`` from a daemon thread."""
     registry = CollectorRegistry()
     start_http_server(port, addr=host, registry=registry)
-    return PrometheusInstruments(registry)
+    return registry

@@ -21,6 +21,7 @@ import contextlib
 import hmac
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ from pipeline.ingest.otlp import (
     span_count,
 )
 from pipeline.ingest.sink import DeliveryError, Sink
+from pipeline.instruments import ReceiverInstruments
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,27 @@ class Receiver:
     """Handles ``POST /v1/traces``: decodes and maps in a worker thread, then waits for the sink
     (Kafka's acknowledgement) on the event loop."""
 
-    def __init__(self, settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        mapping: SpanMapping,
+        sink: Sink,
+        instruments: ReceiverInstruments | None = None,
+    ) -> None:
         self._settings, self._mapping, self._sink = settings, mapping, sink
+        self._instruments = instruments
         token = settings.token.get_secret_value() if settings.token else None
         self._expected = f"Bearer {token}".encode() if token else None
 
     async def traces(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response, batch = await self._answer(request)
+        if self._instruments is not None:
+            self._instruments.exported(response.status, batch, time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: web.Request) -> tuple[web.Response, MappedBatch | None]:
+        """The answer to an export request, and the batch it delivered (None if refused)."""
         reply_type = JSON if request.content_type == JSON else PROTOBUF
         try:
             self._authorize(request)
@@ -71,14 +88,14 @@ class Receiver:
             await self._sink.deliver(batch)
         except BadRequest as exc:
             log.info("OTLP export refused (%d): %s", exc.status, exc.summary)
-            return _error(exc.status, str(exc), reply_type)
+            return _error(exc.status, str(exc), reply_type), None
         except DeliveryError as exc:
             log.warning("OTLP export not delivered (503): %s", exc)
-            return _error(503, f"{exc}; the exporter should retry", reply_type)
+            return _error(503, f"{exc}; the exporter should retry", reply_type), None
         if batch.rejected:
             log.info("OTLP export: %s", batch.message())
         body = export_response(batch.rejected, batch.message(), reply_type)
-        return web.Response(body=body, content_type=reply_type)
+        return web.Response(body=body, content_type=reply_type), batch
 
     def _authorize(self, request: web.Request) -> None:
         if self._expected is None:
@@ -131,7 +148,12 @@ def _error(status: int, message: str, content_type: str) -> web.Response:
     return web.Response(status=status, body=body, content_type=content_type, headers=headers)
 
 
-def create_app(settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> web.Application:
+def create_app(
+    settings: IngestSettings,
+    mapping: SpanMapping,
+    sink: Sink,
+    instruments: ReceiverInstruments | None = None,
+) -> web.Application:
     """The aiohttp application: ``POST /v1/traces`` only (other paths 404, methods 405); the
     sink starts and stops with it."""
 
@@ -142,17 +164,22 @@ def create_app(settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> we
         await sink.stop()
 
     app = web.Application()
-    app.router.add_post(TRACES_PATH, Receiver(settings, mapping, sink).traces)
+    app.router.add_post(TRACES_PATH, Receiver(settings, mapping, sink, instruments).traces)
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return app
 
 
 @contextlib.contextmanager
-def receiving(settings: IngestSettings, mapping: SpanMapping, sink: Sink) -> Iterator[str]:
+def receiving(
+    settings: IngestSettings,
+    mapping: SpanMapping,
+    sink: Sink,
+    instruments: ReceiverInstruments | None = None,
+) -> Iterator[str]:
     """The receiver on its own event loop in a background thread (``computewatch demo`` runs
     it next to the dashboard); yields its URL (port 0 picks a free port)."""
-    runner = web.AppRunner(create_app(settings, mapping, sink), **SERVER_OPTIONS)
+    runner = web.AppRunner(create_app(settings, mapping, sink, instruments), **SERVER_OPTIONS)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, settings.host, settings.port).start())
@@ -173,11 +200,12 @@ def run_receiver(
     mapping: SpanMapping,
     sink: Sink,
     *,
+    instruments: ReceiverInstruments | None = None,
     ready: Callable[[str], None] = lambda url: None,
 ) -> None:
     """Serve until SIGINT/SIGTERM (blocking); raises DeliveryError when Kafka is unreachable."""
     url = f"http://{settings.host}:{settings.port}{TRACES_PATH}"
     web.run_app(
-        create_app(settings, mapping, sink), host=settings.host, port=settings.port,
+        create_app(settings, mapping, sink, instruments), host=settings.host, port=settings.port,
         print=lambda _banner: ready(url), **SERVER_OPTIONS,
     )  # fmt: skip

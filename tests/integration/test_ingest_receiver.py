@@ -19,12 +19,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from prometheus_client import CollectorRegistry
 
 from pipeline.config import IngestSettings, KafkaSettings
 from pipeline.events import parse_event
 from pipeline.ingest.mapping import SpanMapping
 from pipeline.ingest.receiver import receiving
 from pipeline.ingest.sink import KafkaSink
+from pipeline.instruments import ReceiverInstruments
+from pipeline.prometheus import ReceiverMetrics
 from tests.fixtures.kafka import consume_all, unique_topic_name
 from tests.fixtures.otlp import T0_NS, export_request
 
@@ -36,10 +39,12 @@ PROTOBUF = {**AUTH, "Content-Type": "application/x-protobuf"}
 
 
 @contextlib.contextmanager
-def serving(kafka: KafkaSettings, ingest: IngestSettings) -> Iterator[str]:
+def serving(
+    kafka: KafkaSettings, ingest: IngestSettings, instruments: ReceiverInstruments | None = None
+) -> Iterator[str]:
     """The receiver's app on a free port in a background thread; yields its /v1/traces URL."""
     sink = KafkaSink(kafka, timeout_s=ingest.delivery_timeout_s)
-    with receiving(ingest, SpanMapping(), sink) as url:
+    with receiving(ingest, SpanMapping(), sink, instruments) as url:
         yield url
 
 
@@ -177,3 +182,30 @@ def test_the_receiver_produces_over_sasl_scram(
     assert response.status_code == 200
     assert len(consume_all(kafka.bootstrap, kafka.events_topic)) == 1
 
+
+
+def test_its_metrics_count_answers_and_spans_as_they_landed(kafka: KafkaSettings) -> None:
+    """Requests by status and spans by outcome (what `ingest otlp --metrics-port` serves) agree
+    with what the answers said and what landed on the topics."""
+    registry = CollectorRegistry()
+    ingest = IngestSettings(port=0, token=TOKEN, max_spans=100)
+    with serving(kafka, ingest, ReceiverMetrics(registry)) as url:
+        body = export(GOOD, GOOD, {**GOOD, "gen_ai.usage.output_tokens": "nine"}, {"x": 1})
+        assert requests.post(url, data=body.SerializeToString(), headers=PROTOBUF,
+                             timeout=30).status_code == 200  # fmt: skip
+        assert requests.post(url, data=b"", headers={}, timeout=30).status_code == 401
+        assert requests.post(url, data=b"\xff", headers=PROTOBUF, timeout=30).status_code == 400
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"computewatch_{name}", labels)
+
+    assert [sample("otlp_requests_total", status=s) for s in ("200", "401", "400", "503")] == [
+        1.0, 1.0, 1.0, 0.0
+    ]  # fmt: skip
+    events = len(consume_all(kafka.bootstrap, kafka.events_topic))
+    dead = len(consume_all(kafka.bootstrap, kafka.dlq_topic))
+    assert (events, dead) == (2, 1)
+    assert sample("otlp_spans_total", outcome="event") == events
+    assert sample("otlp_spans_total", outcome="dead_letter") == dead
+    assert sample("otlp_spans_total", outcome="skipped") == 1.0
+    assert sample("otlp_request_seconds_count") == 3.0
