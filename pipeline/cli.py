@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -665,6 +665,17 @@ def forecast(
     sys.stdout.write(text)
 
 
+def metrics_port_option(section: str) -> Any:
+    """``--metrics-port`` of a command whose settings are ``COMPUTEWATCH_<section>_METRICS_*``."""
+    return typer.Option(
+        min=1,
+        max=65535,
+        help=f"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST: "
+        f"COMPUTEWATCH_{section}_METRICS_HOST, default 127.0.0.1). Overrides "
+        f"COMPUTEWATCH_{section}_METRICS_PORT; needs the metrics extra.",
+    )
+
+
 @app.command()
 def worker(
     kafka_bootstrap: Annotated[
@@ -674,16 +685,7 @@ def worker(
         str | None, typer.Option(help="Overrides COMPUTEWATCH_CLICKHOUSE_URL.")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="Faust log level.")] = "WARNING",
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Serve Prometheus metrics at http://HOST:PORT/metrics (HOST: "
-            "COMPUTEWATCH_WORKER_METRICS_HOST, default 127.0.0.1). Overrides "
-            "COMPUTEWATCH_WORKER_METRICS_PORT; needs the metrics extra.",
-        ),
-    ] = None,
+    metrics_port: Annotated[int | None, metrics_port_option("WORKER")] = None,
 ) -> None:
     """Consume compute.events with Faust: metrics and alerts to ClickHouse and compute.alerts."""
     from pipeline.stream import run_worker
@@ -931,16 +933,7 @@ def ingest_otlp(
         str | None,
         typer.Option(metavar="HOST:PORT", help="Overrides COMPUTEWATCH_KAFKA_BOOTSTRAP."),
     ] = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=65535,
-            help="Serve Prometheus metrics at http://HOST:PORT/metrics (HOST: "
-            "COMPUTEWATCH_INGEST_METRICS_HOST, default 127.0.0.1). Overrides "
-            "COMPUTEWATCH_INGEST_METRICS_PORT; needs the metrics extra.",
-        ),
-    ] = None,
+    metrics_port: Annotated[int | None, metrics_port_option("INGEST")] = None,
 ) -> None:
     """OTLP/HTTP receiver: POST /v1/traces (protobuf or JSON, gzip).
 

@@ -10,6 +10,19 @@ from pipeline.detectors import EfficiencyDriftDetector, EntityMinute, MinuteView
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 
 
+def servers_minute(i: int, gpu_ms: list[float]) -> MinuteView:
+    """Minute ``i`` of servers s0, s1, ... of one model, each serving 40 requests of 1,000
+    token-passes at these GPU-ms."""
+    servers = {
+        f"s{j}": EntityMinute(requests=40, token_passes=40_000, gpu_ms=cost)
+        for j, cost in enumerate(gpu_ms)
+    }
+    start = T0 + timedelta(minutes=i)
+    fleet = EntityMinute(gpu_ms=sum(gpu_ms))
+    return MinuteView(start, start + timedelta(minutes=1), {"server": servers}, fleet,
+                      model_of_server=dict.fromkeys(servers, "m"))  # fmt: skip
+
+
 def run(
     slowdown: float,
     ramp_start: int,
@@ -25,17 +38,9 @@ def run(
     for i in range(minutes):
         drift = 1.0 + slowdown * max(0, i - ramp_start)
         drift *= settle[1] if i >= settle[0] else 1.0
-        servers = {
-            f"s{j}": EntityMinute(requests=40, token_passes=40_000,
-                                  gpu_ms=40_000.0 * rng.lognormvariate(0, 0.04)
-                                  * (drift if j == 0 else 1.0))
-            for j in range(5)
-        }  # fmt: skip
-        start = T0 + timedelta(minutes=i)
-        fleet = EntityMinute(gpu_ms=sum(m.gpu_ms for m in servers.values()))
-        view = MinuteView(start, start + timedelta(minutes=1), {"server": servers}, fleet,
-                          model_of_server={s: "m" for s in servers})  # fmt: skip
-        if any(f.entity_id == "s0" for f in detector.observe_minute(view)):
+        costs = [40_000.0 * rng.lognormvariate(0, 0.04) * (drift if j == 0 else 1.0)
+                 for j in range(5)]  # fmt: skip
+        if any(f.entity_id == "s0" for f in detector.observe_minute(servers_minute(i, costs))):
             alarms.append(i)
     return alarms
 
@@ -62,17 +67,10 @@ def test_a_peer_s_long_degradation_does_not_page_the_others_once_it_is_over() ->
     factors = [0.8, 0.9, 1.0, 1.15, 1.3]  # servers differ, steadily
     paged: dict[str, list[int]] = {}
     for i in range(10 * 60):
-        servers = {
-            f"s{j}": EntityMinute(requests=40, token_passes=40_000,
-                                  gpu_ms=40_000.0 * factor * rng.lognormvariate(0, 0.04)
-                                  * (2.0 if j == 2 and 180 <= i < 360 else 1.0))
-            for j, factor in enumerate(factors)
-        }  # fmt: skip
-        start = T0 + timedelta(minutes=i)
-        fleet = EntityMinute(gpu_ms=sum(m.gpu_ms for m in servers.values()))
-        view = MinuteView(start, start + timedelta(minutes=1), {"server": servers}, fleet,
-                          model_of_server={s: "m" for s in servers})  # fmt: skip
-        for finding in detector.observe_minute(view):
+        costs = [40_000.0 * factor * rng.lognormvariate(0, 0.04)
+                 * (2.0 if j == 2 and 180 <= i < 360 else 1.0)
+                 for j, factor in enumerate(factors)]  # fmt: skip
+        for finding in detector.observe_minute(servers_minute(i, costs)):
             paged.setdefault(finding.entity_id, []).append(i)
     assert set(paged) == {"s2"} and 180 <= paged["s2"][0] <= 182
 

@@ -6,7 +6,10 @@ the code before the tails (a Gaussian spread)."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
 
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
@@ -14,8 +17,8 @@ from pipeline.detectors import (
     EntityMinute,
     MinuteView,
 )
+from tests.unit.test_efficiency_ramp import T0, servers_minute
 
-T0 = datetime(2026, 3, 2, tzinfo=UTC)
 LEARNED = 6 * 60  # minutes after which the tail is learned
 
 
@@ -51,17 +54,9 @@ def server_alarms(seed: int, minutes: int, throttle_at: int | None = None) -> li
         factor = 1.0 + heavy.next()
         if throttle_at is not None:
             factor *= 1.0 + 2.0 * min(1.0, max(0, i - throttle_at) / 15)
-        servers = {
-            f"s{j}": EntityMinute(requests=40, token_passes=40_000,
-                                  gpu_ms=40_000.0 * rng.lognormvariate(0, 0.04)
-                                  * (factor if j == 0 else 1.0))
-            for j in range(5)
-        }  # fmt: skip
-        start = T0 + timedelta(minutes=i)
-        fleet = EntityMinute(gpu_ms=sum(m.gpu_ms for m in servers.values()))
-        view = MinuteView(start, start + timedelta(minutes=1), {"server": servers}, fleet,
-                          model_of_server={s: "m" for s in servers})  # fmt: skip
-        if any(f.entity_id == "s0" for f in detector.observe_minute(view)):
+        costs = [40_000.0 * rng.lognormvariate(0, 0.04) * (factor if j == 0 else 1.0)
+                 for j in range(5)]  # fmt: skip
+        if any(f.entity_id == "s0" for f in detector.observe_minute(servers_minute(i, costs))):
             alarms.append(i)
     return alarms
 
@@ -86,19 +81,18 @@ def model_alarms(seed: int, minutes: int, collapse_at: int | None = None) -> lis
     return alarms
 
 
-def test_a_server_with_heavy_tailed_costs_is_judged_by_its_own_tail() -> None:
-    """Paged at most once in the 18 h after it learned its tail (a Gaussian spread: 2-7
-    times on these seeds); a throttle on that server is still found within 6 minutes."""
+@pytest.mark.parametrize(
+    "alarms",
+    [server_alarms, model_alarms],
+    ids=["server cost, then a throttle", "model confidence, then a collapse"],
+)
+def test_heavy_tails_are_learned_and_the_fault_is_still_found(
+    alarms: Callable[[int, int, int | None], list[int]],
+) -> None:
+    """Paged at most once in the 18 h after it learned its tail (judged on a Gaussian spread,
+    the server 2-7 times and the model 3-5 times on these seeds); the fault on the same entity
+    is still found within 6 minutes of its start."""
     for seed in range(4):
-        assert len(episodes([m for m in server_alarms(seed, 24 * 60) if m >= LEARNED])) <= 1
-        throttled = [m for m in server_alarms(seed, 400, throttle_at=300) if m >= 300]
-        assert throttled and throttled[0] <= 306, throttled[:3]
-
-
-def test_a_model_whose_confidence_dips_in_heavy_tails_is_judged_by_its_own_tail() -> None:
-    """Paged at most once in the 18 h after it learned its tail (a Gaussian spread: 3-5
-    times on these seeds); a collapse of that model is still found within 6 minutes."""
-    for seed in range(4):
-        assert len(episodes([m for m in model_alarms(seed, 24 * 60) if m >= LEARNED])) <= 1
-        collapsed = [m for m in model_alarms(seed, 400, collapse_at=300) if m >= 300]
-        assert collapsed and collapsed[0] <= 306, collapsed[:3]
+        assert len(episodes([m for m in alarms(seed, 24 * 60, None) if m >= LEARNED])) <= 1
+        faulty = [m for m in alarms(seed, 400, 300) if m >= 300]
+        assert faulty and faulty[0] <= 306, faulty[:3]
