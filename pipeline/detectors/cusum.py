@@ -88,9 +88,7 @@ class CusumState:
 class KeyCusum:
     """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
 
-    def __init__(
-        self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000
-    ) -> None:
+    def __init__(self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000) -> None:
         self.k = k
         self.h0 = h0
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)

@@ -528,7 +528,6 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
     level.learn_one(now + pace * (min(share, cap * now) - now) if level.warm else share)
 
 
-
 def _rest_rise(key: Window, tenant: Window) -> float:
     """How many times its usual share the rest of a key's tenant sends (at least 1)."""
     return max(1.0, (tenant[0] - key[0] + 1.0) / (max(tenant[1] - key[1], 0.0) + 1.0))
