@@ -6,6 +6,7 @@ message by message); and the engine keeps each reject's place among a step's dea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Final
 
@@ -15,7 +16,14 @@ from hypothesis import strategies as st
 
 from pipeline.config import Settings
 from pipeline.engine import Engine
-from pipeline.events import InvalidEvent, encode_event, example_event, parse_event, parse_events
+from pipeline.events import (
+    PARSE_SLICE,
+    InvalidEvent,
+    encode_event,
+    example_event,
+    parse_event,
+    parse_events,
+)
 from pipeline.records import Message
 from tests.unit.test_event_contract import (
     FAST,
@@ -92,6 +100,15 @@ def test_one_reject_among_valid_messages_keeps_its_exact_reason() -> None:
         verdicts = _batch_verdicts(raws, MAX_BYTES)
         assert verdicts == _verdicts(raws, MAX_BYTES), name
         assert isinstance(verdicts[1], str) and isinstance(verdicts[2], bytes), name
+
+
+def test_rejects_at_the_edges_of_slices_in_a_long_batch_keep_their_places() -> None:
+    raws = [example_wire(event_id=str(uuid.UUID(int=i))) for i in range(3 * PARSE_SLICE + 7)]
+    for at in (0, PARSE_SLICE - 1, PARSE_SLICE, 3 * PARSE_SLICE + 6):
+        raws[at] = REJECTS["space for T"]
+    verdicts = _batch_verdicts(raws, MAX_BYTES)
+    assert verdicts == _verdicts(raws, MAX_BYTES)
+    assert sum(isinstance(v, str) for v in verdicts) == 4
 
 
 def test_messages_that_join_into_a_json_array_are_each_rejected() -> None:
