@@ -96,7 +96,7 @@ _TS_VALUES = re.compile(rb'"ts"\s*:\s*"([^"]*)"')
 _RFC3339_TEXT = rb"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 _RFC3339 = re.compile(_RFC3339_TEXT + rb"\Z")
 # Where a "ts" value is not RFC 3339: hits wherever _TS_VALUES finds one that _RFC3339 refuses
-# (and perhaps elsewhere, which only sends a batch to the per-message parser).
+# (and perhaps elsewhere, which only sends a slice to the per-message parser).
 _TS_NOT_RFC3339 = re.compile(rb'"ts"\s*:\s*"(?!' + _RFC3339_TEXT + rb'")')
 _EVENT_ID = operator.attrgetter("event_id")
 
@@ -149,8 +149,9 @@ def parse_events(
 
 
 def _parse_valid(raws: Sequence[bytes], max_bytes: int | None) -> list[AllocationEvent] | None:
-    """Every message's event when :func:`parse_event` takes them all, else None."""
-    if not raws or (max_bytes is not None and max(map(len, raws)) > max_bytes):
+    """Every message's event when :func:`parse_event` takes them all (a non-empty slice), else
+    None."""
+    if max_bytes is not None and max(map(len, raws)) > max_bytes:
         return None
     try:
         if not all(map(bytes.isascii, raws)):
