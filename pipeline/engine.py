@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -34,7 +34,7 @@ from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.detectors.norms import FleetNorms, NormTick, SharesNorms
-from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_event
+from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_events
 from pipeline.fleet import (
     DETECTION_GRACE_S,
     FleetStage,
@@ -259,14 +259,11 @@ class Engine:
         :meth:`finish` does. Events older than the open windows are still events (``too_late``).
         """
         out = StepOutput()
-        count = 0
-        for message in messages:
-            count += 1
-            event = parse_message(message, self.max_message_bytes, out)
-            if event is not None:
-                self.accept(event, message, out)
+        batch = list(messages)
+        for message, event in parse_messages(batch, self.max_message_bytes, out):
+            self.accept(event, message, out)
         self.end_step(out)
-        count_step(self.counters, out, count)
+        count_step(self.counters, out, len(batch))
         return out
 
     def process_events(self, events: Iterable[AllocationEvent]) -> StepOutput:
@@ -549,13 +546,17 @@ class Engine:
         self.next_minute = window_of(last_start) + WINDOW_S
 
 
-def parse_message(message: Message, max_bytes: int, out: StepOutput) -> AllocationEvent | None:
-    """The message's event, or None when it is a dead letter (added to ``out``)."""
-    try:
-        return parse_event(message.value, max_bytes=max_bytes)
-    except InvalidEvent as exc:
-        out.dead_letters.append(_dead_letter(message, exc))
-        return None
+def parse_messages(
+    messages: Sequence[Message], max_bytes: int, out: StepOutput
+) -> Iterator[tuple[Message, AllocationEvent]]:
+    """Each valid message with its event, in order; a reject is added to ``out`` as a dead
+    letter when the iteration passes it, so it keeps its place among the step's dead letters."""
+    parsed = parse_events([message.value for message in messages], max_bytes=max_bytes)
+    for message, event in zip(messages, parsed, strict=True):
+        if isinstance(event, InvalidEvent):
+            out.dead_letters.append(_dead_letter(message, event))
+        else:
+            yield message, event
 
 
 def count_step(counters: dict[str, int], out: StepOutput, messages: int) -> None:

@@ -1,8 +1,9 @@
 """The allocation event, contract v1: a typed model, a fast parser and precise rejection reasons.
 
 Every entry point (worker, replay, demo) turns wire bytes into :class:`AllocationEvent` with
-:func:`parse_event`; anything that breaks the contract raises :class:`InvalidEvent` whose
-``reason`` names the field and the rule, and goes to the dead-letter topic with its bytes.
+:func:`parse_event` (a batch with :func:`parse_events`); anything that breaks the contract raises
+:class:`InvalidEvent` whose ``reason`` names the field and the rule, and goes to the
+dead-letter topic with its bytes.
 
 >>> raw = encode_event(example_event())
 >>> parse_event(raw).route
@@ -16,7 +17,9 @@ missing_field: event_id
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -26,6 +29,7 @@ from msgspec import Meta
 SCHEMA_VERSION: Final = "1"
 STATUSES: Final = ("ok", "truncated", "timeout", "error", "cancelled")
 MAX_INT: Final = 2**63 - 1
+PARSE_SLICE: Final = 500  # messages checked at once by parse_events (a reject re-parses them)
 UUID_PATTERN: Final = (
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
@@ -89,9 +93,12 @@ _KEY_BEFORE = re.compile(rb'"([A-Za-z_0-9]+)"\s*:\s*$')
 _NON_FINITE = re.compile(rb"-?(NaN|Infinity)")
 # msgspec also takes a space for "T" and "+HHMM" offsets; RFC 3339 (and the schema) do not.
 _TS_VALUES = re.compile(rb'"ts"\s*:\s*"([^"]*)"')
-_RFC3339 = re.compile(
-    rb"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
-)
+_RFC3339_TEXT = rb"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+_RFC3339 = re.compile(_RFC3339_TEXT + rb"\Z")
+# Where a "ts" value is not RFC 3339: hits wherever _TS_VALUES finds one that _RFC3339 refuses
+# (and perhaps elsewhere, which only sends a slice to the per-message parser).
+_TS_NOT_RFC3339 = re.compile(rb'"ts"\s*:\s*"(?!' + _RFC3339_TEXT + rb'")')
+_EVENT_ID = operator.attrgetter("event_id")
 
 
 def parse_event(raw: bytes, *, max_bytes: int | None = None) -> AllocationEvent:
@@ -115,6 +122,59 @@ def parse_event(raw: bytes, *, max_bytes: int | None = None) -> AllocationEvent:
     if event.event_id != event.event_id.lower():
         event = msgspec.structs.replace(event, event_id=event.event_id.lower())
     return event
+
+
+def parse_events(
+    raws: Sequence[bytes], *, max_bytes: int | None = None
+) -> list[AllocationEvent | InvalidEvent]:
+    """:func:`parse_event` over a batch: for each message, in order, its event or the
+    :class:`InvalidEvent` that :func:`parse_event` raises for it.
+
+    Each slice of :data:`PARSE_SLICE` messages that are all valid is checked in passes over the
+    slice and decoded message by message in C, without the parser's Python frame per message
+    (one JSON array of the joined messages measured no faster, and messages that are not JSON
+    on their own can join into a valid array); a slice with a reject is parsed message by
+    message, so every reject keeps its exact reason and costs its slice a second parse.
+
+    >>> good = encode_event(example_event())
+    >>> [type(e).__name__ for e in parse_events([good, b"{", good])]
+    ['AllocationEvent', 'InvalidEvent', 'AllocationEvent']
+    """
+    parsed: list[AllocationEvent | InvalidEvent] = []
+    for start in range(0, len(raws), PARSE_SLICE):
+        part = raws[start : start + PARSE_SLICE]
+        events = _parse_valid(part, max_bytes)
+        parsed.extend(events if events is not None else (_parsed(r, max_bytes) for r in part))
+    return parsed
+
+
+def _parse_valid(raws: Sequence[bytes], max_bytes: int | None) -> list[AllocationEvent] | None:
+    """Every message's event when :func:`parse_event` takes them all (a non-empty slice), else
+    None."""
+    if max_bytes is not None and max(map(len, raws)) > max_bytes:
+        return None
+    try:
+        if not all(map(bytes.isascii, raws)):
+            for raw in raws:
+                raw.decode("utf-8")
+        events = [_decoder.decode(raw) for raw in raws]
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if any(map(_TS_NOT_RFC3339.search, raws)):
+        return None
+    ids = "".join(map(_EVENT_ID, events))
+    if ids != ids.lower():
+        for i, event in enumerate(events):
+            if event.event_id != event.event_id.lower():
+                events[i] = msgspec.structs.replace(event, event_id=event.event_id.lower())
+    return events
+
+
+def _parsed(raw: bytes, max_bytes: int | None) -> AllocationEvent | InvalidEvent:
+    try:
+        return parse_event(raw, max_bytes=max_bytes)
+    except InvalidEvent as exc:
+        return exc
 
 
 def _raise_if_malformed(raw: bytes) -> None:

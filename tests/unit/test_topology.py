@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from kafka.partitioner.default import murmur2
 
 from pipeline.config import Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
@@ -35,11 +36,20 @@ from pipeline.fleet import (
 )
 from pipeline.records import Alert, Message
 from pipeline.simulate import FleetConfig, simulate
-from pipeline.topology import Topology, partition_of
+from pipeline.topology import ROUTED_KEYS, Topology, partition_of
 from tests.fixtures.fleet import slowed_server
 
 SETTINGS = Settings()
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+# Kafka's own vectors for its murmur2 (the Java client's UtilsTest.testMurmur2), signed.
+KAFKA_MURMUR2 = {
+    "21": -973932308,
+    "foobar": -790332482,
+    "a-little-bit-long-string": -985981536,
+    "a-little-bit-longer-string": -1486304829,
+    "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    "abc": 479470107,
+}
 
 
 def _messages() -> tuple[list[Message], str]:
@@ -349,3 +359,25 @@ def test_an_event_dated_far_ahead_moves_no_partitions_clock(
     dirty = _run(topology, [*messages[:half], far, *messages[half:]])
     assert clean and dirty == clean
     assert topology.counters["dead_letters"] == 1
+
+
+def test_routing_is_kafkas_default_partitioner() -> None:
+    for key, signed in KAFKA_MURMUR2.items():
+        for partitions in (1, 3, 4, 12):
+            assert partition_of(key, partitions) == (signed & 0x7FFFFFFF) % partitions
+
+
+def test_remembered_routes_equal_murmur2_for_more_keys_than_are_remembered() -> None:
+    """Routing remembers recent keys; every answer, remembered, forgotten or asked again at
+    another partition count, is murmur2's, for keys of every length and alphabet."""
+    rng = random.Random(19)
+    alphabet = "abcdef0123456789-_é漢🙂"
+    expected: dict[str, int] = {}
+    while len(expected) < ROUTED_KEYS // 2 + 2_000:  # two counts each: more than remembered
+        key = "".join(rng.choices(alphabet, k=rng.randint(1, 24)))
+        expected[key] = murmur2(key.encode("utf-8")) & 0x7FFFFFFF
+    for _ in range(2):  # the second pass asks again after the first filled the memory
+        for key in expected:
+            for partitions in (4, 7):
+                assert partition_of(key, partitions) == expected[key] % partitions
+    assert partition_of.cache_info().currsize == ROUTED_KEYS
