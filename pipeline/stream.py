@@ -36,6 +36,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from faust.types import TP
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
@@ -412,12 +413,14 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         """Partitions with nothing left to read follow the busiest one's event time."""
         if "engines" not in state:  # before the first batch (and the consumer's start)
             return
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic == kafka.events_topic]
-        async with store_lock:
+        async with store_lock:  # a rebalance may have run meanwhile: the assignment after it
             parts = state["engines"]
             caught_up = []
-            for tp in assigned:
+            for tp in _owned(app, kafka.events_topic):
                 await retrying(partial(parts.restore, tp.partition), "restoring state")
+                if tp not in app.consumer.assignment():  # revoked while restoring
+                    parts.drop([tp.partition])
+                    continue
                 highwater = app.consumer.highwater(tp)
                 if highwater is not None and parts.offsets[tp.partition] + 1 >= highwater:
                     caught_up.append(tp.partition)
@@ -553,6 +556,11 @@ def exit_unacknowledged(messages: int) -> NoReturn:
     )  # fmt: skip
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)
+
+
+def _owned(app: faust.App, topic: str) -> list[TP]:
+    """The partitions of ``topic`` assigned to this worker now."""
+    return [tp for tp in app.consumer.assignment() if tp.topic == topic]
 
 
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:
