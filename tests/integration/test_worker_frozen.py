@@ -1,11 +1,13 @@
 """A worker frozen (SIGSTOP) past its group's session timeout while another worker takes its
-partitions, then resumed (SIGCONT): nothing is lost, nothing written twice, no alert sent twice.
+partitions, then resumed (SIGCONT): nothing is lost, nothing written twice, no alert sent twice,
+and events a producer sends again afterwards are recognised by whichever worker owns them then.
 
 Both workers write to one store, as in production. No ClickHouse server runs on the test
 machines and chDB lets one process hold a directory, so the store is one embedded engine
 served over ClickHouse's HTTP interface by :mod:`tests.fixtures.clickhouse_http`: the workers
 use clickhouse-connect's HTTP client, the server path of production, and the engine does the
-SQL and the insert deduplication.
+SQL and the insert deduplication. The README's "The frozen worker and its shared store" says
+what this proves and what it does not.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tests.integration.test_worker_two_stages import Webhook, webhook  # noqa: F
 pytestmark = pytest.mark.kafka
 SESSION_TIMEOUT_S = 10  # the group drops a member that has not sent a heartbeat for this long
 ALERTS = "COMPUTEWATCH_KAFKA_ALERTS_TOPIC"
+RETRIED = 500  # events sent again once A is back
 
 
 @pytest.fixture
@@ -103,6 +106,7 @@ def test_a_frozen_worker_resumed_after_losing_its_partitions_writes_and_sends_no
     env["COMPUTEWATCH_WORKER_WEBHOOK_URL"] = webhook.url
     minutes = Settings(kafka={"consumer_group": group}).kafka.minutes_topic
     produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
+    retried = events[-RETRIED:]  # the last ones sent: B stores them (A is frozen before)
 
     # A owns every partition, and the fleet stage, and is frozen in the middle of the stream
     log_a, log_b = tmp_path / "worker_a.log", tmp_path / "worker_b.log"
@@ -126,8 +130,13 @@ def test_a_frozen_worker_resumed_after_losing_its_partitions_writes_and_sends_no
         # A resumes with what it held, finds itself out of the group and joins again
         worker_a.send_signal(signal.SIGCONT)
         wait_until(lambda: members(kafka_bootstrap, group) == 2, "A is back in the group")
+
+        # a producer retries events that B stored: whichever worker now owns their partition
+        # restored B's state (not A's, older), so it recognises them
+        produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in retried])
         wait_consumed(worker_a, kafka_bootstrap, group, topic)
-        wait_consumed(worker_a, kafka_bootstrap, group, minutes)
+        wait_consumed(worker_b, kafka_bootstrap, group, minutes)
+        assert worker_b.poll() is None, log_b.read_text()[-3000:]
     finally:
         worker_a.send_signal(signal.SIGCONT)
         stop_worker(worker_a, log_a)
