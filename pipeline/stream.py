@@ -17,6 +17,12 @@ mark); after a crash between writing and the snapshot, events of messages up to 
 already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
 While ClickHouse fails, the agent waits with the batch in hand and retries (:func:`until_stored`);
 a revoked partition whose snapshot cannot be saved is left to its next owner.
+
+A worker that was frozen (SIGSTOP, a VM or GC pause) past the group's session timeout has lost
+its partitions to another worker without knowing it. Before a batch's rows are written, before
+the fleet stage sends its alerts, and before a revoked partition's snapshot is saved, the worker
+asks the group coordinator whether it still owns them (:func:`create_app`'s ``still_owned``);
+if not, it drops their state and writes, sends and saves nothing of them.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from faust.types import TP
 
 from pipeline.alerts import encode_alert
 from pipeline.config import Settings
@@ -372,6 +379,23 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
                 pending.append(await minutes_out.send(value=value, partition=0))
         await asyncio.gather(*pending)
 
+    async def still_owned(offsets: dict[TP, int], otherwise: str = "") -> bool:
+        """Whether this worker still owns the partitions of ``offsets``, asked of the group
+        coordinator: it takes a commit only from a member of the group's current generation.
+        The offsets committed are ones the store's snapshots already cover (each partition's
+        snapshot offset + 1), so the commit itself changes nothing that matters. A worker
+        frozen past its session learns here that another worker has taken its partitions.
+        """
+        if not offsets:
+            return True
+        owned = all(tp in app.consumer.assignment() for tp in offsets)
+        # Faust's consumer thread runs the commit; False when the group has rebalanced
+        if owned and await app.consumer._thread.commit(offsets):  # type: ignore[attr-defined]
+            return True
+        if otherwise:
+            log.warning("partitions %s are no longer this worker's: %s", sorted(offsets), otherwise)
+        return False
+
     @app.agent(events_topic)
     async def process(stream: faust.StreamT[RecordBatch]) -> None:
         for topic in (alerts_topic, dlq_topic, minutes_out, norms_out):  # producers do not
@@ -391,14 +415,20 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         async with store_lock:
             parts = await retrying(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
-            outs = {}
+            outs, covered = {}, {}
             for partition, messages in groups.items():
                 await retrying(partial(parts.restore, partition), "restoring state")
+                covered[TP(kafka.events_topic, partition)] = parts.offsets[partition] + 1
                 started = time.perf_counter()
                 out = await asyncio.to_thread(parts.step, partition, messages)
                 instruments.stepped(out, len(messages), time.perf_counter() - started)
                 outs[partition] = out
             await retrying(partial(parts.mark_written, list(outs)), "recording marks", "marks")
+            if not await still_owned(covered):  # after the marks: a new owner reads them
+                log.warning("partitions %s were taken by another worker while this one was not "
+                            "answering; their batch is dropped", list(groups))  # fmt: skip
+                parts.drop(list(groups))
+                return
             for partition, out in outs.items():
                 await retrying(partial(parts.store_step, partition, out), "storing a step", "step")
                 for dead in out.dead_letters:
@@ -412,12 +442,14 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         """Partitions with nothing left to read follow the busiest one's event time."""
         if "engines" not in state:  # before the first batch (and the consumer's start)
             return
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic == kafka.events_topic]
-        async with store_lock:
+        async with store_lock:  # a rebalance may have run meanwhile: the assignment after it
             parts = state["engines"]
             caught_up = []
-            for tp in assigned:
+            for tp in _owned(app, kafka.events_topic):
                 await retrying(partial(parts.restore, tp.partition), "restoring state")
+                if tp not in app.consumer.assignment():  # revoked while restoring
+                    parts.drop([tp.partition])
+                    continue
                 highwater = app.consumer.highwater(tp)
                 if highwater is not None and parts.offsets[tp.partition] + 1 >= highwater:
                     caught_up.append(tp.partition)
@@ -438,10 +470,16 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
             stored = await retrying(fleet, "opening the store")
             messages = [m for ms in _by_partition(batch, kafka.minutes_topic).values() for m in ms]
             await retrying(stored.restore, "restoring the fleet stage")
+            covered = {TP(kafka.minutes_topic, 0): stored.offset + 1}
             started = time.perf_counter()
             out, norms = await asyncio.to_thread(stored.step, messages)
             instruments.judged(out.alerts, time.perf_counter() - started)
             await retrying(partial(stored.store.write_step, out), "storing alerts", "alerts")
+            if not await still_owned(covered):  # its new owner judges and sends them
+                log.warning("the fleet stage was taken by another worker while this one was not "
+                            "answering; its batch is dropped")  # fmt: skip
+                stored.drop()
+                return
             for alert in out.alerts:
                 await alerts_topic.send(
                     key=alert.entity_id.encode(),
@@ -477,21 +515,28 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         async with store_lock:
             if "engines" in state:
+                parts = state["engines"]
                 partitions = [tp.partition for tp in revoked if tp.topic == kafka.events_topic]
+                held = {TP(kafka.events_topic, p): parts.offsets[p] + 1 for p in parts.offsets
+                        if p in partitions}  # fmt: skip
                 try:
-                    await asyncio.to_thread(state["engines"].commit, partitions)
+                    if await still_owned(held, "their snapshots are not saved"):
+                        await asyncio.to_thread(parts.commit, partitions)
                 except STORAGE_ERRORS as exc:  # a rebalance or shutdown does not wait
                     log.warning(
                         "partitions %s revoked without a snapshot (%s); their next owner "
                         "resumes from the last one", partitions, exc,
                     )  # fmt: skip
-                state["engines"].drop(partitions)
+                parts.drop(partitions)
             if "fleet" in fleet_state and any(tp.topic == kafka.minutes_topic for tp in revoked):
+                stored = fleet_state["fleet"]
+                held = {TP(kafka.minutes_topic, 0): stored.offset + 1} if stored.stage else {}
                 try:
-                    await asyncio.to_thread(fleet_state["fleet"].commit)
+                    if await still_owned(held, "its snapshot is not saved"):
+                        await asyncio.to_thread(stored.commit)
                 except STORAGE_ERRORS as exc:
                     log.warning("fleet stage revoked without a snapshot (%s)", exc)
-                fleet_state["fleet"].drop()
+                stored.drop()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # see on_revoked
     async def on_shutdown(app: faust.App, **_: Any) -> None:
@@ -553,6 +598,11 @@ def exit_unacknowledged(messages: int) -> NoReturn:
     )  # fmt: skip
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)
+
+
+def _owned(app: faust.App, topic: str) -> list[TP]:
+    """The partitions of ``topic`` assigned to this worker now."""
+    return [tp for tp in app.consumer.assignment() if tp.topic == topic]
 
 
 def _by_partition(batch: Sequence[Any], topic: str) -> dict[int, list[Message]]:
