@@ -50,10 +50,10 @@ if TYPE_CHECKING:
 
 # Half the per-request shift worth finding, in standard deviations. With unit-variance residuals
 # a benign key's walk crosses h = 28 about once per (exp(2kh) - 2kh - 1) / (2k^2) requests
-# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours (two
-# false alarms a day by design); 9.6 million at 0.25 (one in 4.5 days), for about a quarter more
-# requests before a 2x decoy on 30 % of a key's requests (a shift of ~0.46) is found.
-CUSUM_K = 0.25
+# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours. A drift
+# of 0.25 (9.6 million) took away sequential-test false alarms on development seeds but missed
+# the subtle variant (2x reasoning on 30 % of a key's requests) on 4 of 10 held-out seeds.
+CUSUM_K = 0.2
 WARM_MINUTES = 30  # minutes of a key's traffic before its usual residual is trusted
 WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
 MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
