@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.clickhouse"]
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.clickhouse", "tests.fixtures.webhook"]
 
 
 @pytest.fixture(scope="session", autouse=True)

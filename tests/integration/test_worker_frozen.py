@@ -30,6 +30,7 @@ from pipeline.simulate import FleetConfig
 from pipeline.topology import Topology
 from tests.fixtures.fleet import slowed_server
 from tests.fixtures.kafka import committed_total, consume_all
+from tests.fixtures.webhook import Webhook
 from tests.integration.test_worker_crash import fresh_worker_env
 from tests.integration.test_worker_kafka import (
     T0,
@@ -39,7 +40,6 @@ from tests.integration.test_worker_kafka import (
     stop_worker,
     wait_consumed,
 )
-from tests.integration.test_worker_two_stages import Webhook, webhook  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka
 SESSION_TIMEOUT_S = 10  # the group drops a member that has not sent a heartbeat for this long
@@ -84,7 +84,7 @@ def members(bootstrap: str, group: str) -> int:
 
 
 def test_a_frozen_worker_resumed_after_losing_its_partitions_writes_and_sends_nothing_twice(
-    kafka_bootstrap: str, tmp_path: Path, shared_store: str, webhook: Webhook  # noqa: F811
+    kafka_bootstrap: str, tmp_path: Path, shared_store: str, webhook: Webhook
 ) -> None:
     config = FleetConfig(tenants=8, rate=30.0, hours=2.5, seed=7, start=T0)
     events, server = slowed_server(config, 100, 140)

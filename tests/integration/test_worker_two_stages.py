@@ -7,11 +7,7 @@ idempotency key (its ``alert_id``), so a receiver can drop the repeat."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,6 +18,7 @@ from pipeline.simulate import FleetConfig
 from pipeline.topology import Topology
 from tests.fixtures.fleet import slowed_server
 from tests.fixtures.kafka import consume_all
+from tests.fixtures.webhook import Webhook
 from tests.integration.test_worker_crash import fresh_worker_env, kill_mid_stream
 from tests.integration.test_worker_kafka import (
     T0,
@@ -34,35 +31,6 @@ from tests.integration.test_worker_kafka import (
 
 pytestmark = pytest.mark.kafka
 ALERTS = "COMPUTEWATCH_KAFKA_ALERTS_TOPIC"
-
-
-class Webhook:
-    """A real HTTP endpoint on loopback that keeps every alert posted to it, with its key."""
-
-    def __init__(self) -> None:
-        self.posted: list[tuple[str | None, dict[str, Any]]] = []
-        received = self.posted
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                received.append((self.headers.get("Idempotency-Key"), body["alert"]))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.server.shutdown()
 
 
 def test_a_fleet_incident_is_alerted_once_through_a_crash(
