@@ -33,8 +33,8 @@ from kafka.errors import CoordinatorNotAvailableError, KafkaError
 
 from pipeline.config import ClickHouseSettings, KafkaSettings, Settings
 from pipeline.kafka_check import KafkaUnreachable, check_reachable
-from pipeline.kafka_options import KafkaConfigError, kafka_python_options
-from pipeline.topics import expected_partitions
+from pipeline.kafka_options import KafkaConfigError
+from pipeline.topics import admin_client, expected_partitions, no_session
 
 __all__ = ["Finding", "Status", "diagnose"]
 
@@ -73,12 +73,12 @@ def kafka_findings(kafka: KafkaSettings, *, timeout_s: float, max_lag: int) -> I
     """The broker, the topics and the consumer group; nothing more once the broker fails."""
     try:
         server = check_reachable(kafka, timeout_s=timeout_s)
-        admin = _admin(kafka, timeout_s)
+        admin = admin_client(kafka, timeout_s, "computewatch-doctor")
     except (KafkaUnreachable, KafkaConfigError) as exc:
         yield Finding("fail", "kafka", str(exc))
         return
     except KafkaError as exc:
-        yield Finding("fail", "kafka", _no_session(kafka, exc, timeout_s))
+        yield Finding("fail", "kafka", no_session(kafka, exc, timeout_s))
         return
     try:
         brokers = len(admin.describe_cluster()["brokers"])
@@ -93,32 +93,11 @@ def kafka_findings(kafka: KafkaSettings, *, timeout_s: float, max_lag: int) -> I
         admin.close()
 
 
-def _admin(kafka: KafkaSettings, timeout_s: float) -> KafkaAdminClient:
-    ms = max(int(timeout_s * 1000), 1)
-    return KafkaAdminClient(
-        **kafka_python_options(kafka),
-        client_id="computewatch-doctor",
-        bootstrap_timeout_ms=ms,
-        request_timeout_ms=ms,
-        reconnect_backoff_max_ms=min(ms, 1000),
-    )
-
-
 def _how(kafka: KafkaSettings) -> str:
     protocol = kafka.security_protocol.strip().upper()
     if protocol.startswith("SASL_"):
         return f"over {protocol} as {kafka.sasl_username} ({kafka.sasl_mechanism})"
     return f"over {protocol}"
-
-
-def _no_session(kafka: KafkaSettings, exc: KafkaError, timeout_s: float) -> str:
-    protocol = kafka.security_protocol.strip().upper()
-    check = "the SASL settings (COMPUTEWATCH_KAFKA_SASL_*) and " if "SASL" in protocol else ""
-    return (
-        f"the broker accepts connections but no Kafka session opened within {timeout_s:g} s "
-        f"({type(exc).__name__}): check {check}that its listener is {protocol} "
-        "(COMPUTEWATCH_KAFKA_SECURITY_PROTOCOL)"
-    )
 
 
 def topic_findings(

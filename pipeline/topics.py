@@ -24,7 +24,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorization
 from pipeline.config import KafkaSettings
 from pipeline.kafka_options import kafka_python_options
 
-__all__ = ["TopicsUnavailable", "create_missing", "expected_partitions"]
+__all__ = [
+    "TopicsUnavailable", "admin_client", "create_missing", "expected_partitions", "no_session"
+]
 
 BROKER_DEFAULT_REPLICATION = -1  # KIP-464: the broker's default.replication.factor
 
@@ -44,16 +46,43 @@ def expected_partitions(kafka: KafkaSettings) -> dict[str, tuple[str, int]]:
     }
 
 
-def create_missing(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
+def admin_client(kafka: KafkaSettings, timeout_s: float, client_id: str) -> KafkaAdminClient:
+    """An admin client with a Kafka session, or :class:`~kafka.errors.KafkaError` when none
+    opens within ``timeout_s`` (retrying at least every second, so a refused login is logged
+    as such: ``SaslAuthenticationFailed``)."""
+    ms = max(int(timeout_s * 1000), 1)
+    return KafkaAdminClient(
+        **kafka_python_options(kafka),
+        client_id=client_id,
+        bootstrap_timeout_ms=ms,
+        request_timeout_ms=ms,
+        reconnect_backoff_max_ms=min(ms, 1000),
+    )
+
+
+def no_session(kafka: KafkaSettings, exc: KafkaError, timeout_s: float) -> str:
+    """What to check when the broker takes connections but no Kafka session opens."""
+    protocol = kafka.security_protocol.strip().upper()
+    check = "the SASL settings (COMPUTEWATCH_KAFKA_SASL_*) and " if "SASL" in protocol else ""
+    return (
+        f"the broker accepts connections but no Kafka session opened within {timeout_s:g} s "
+        f"({type(exc).__name__}): check {check}that its listener is {protocol} "
+        "(COMPUTEWATCH_KAFKA_SECURITY_PROTOCOL)"
+    )
+
+
+def create_missing(kafka: KafkaSettings, timeout_s: float = 15.0) -> list[str]:
     """Create the topics of :func:`expected_partitions` that do not exist; return their names.
 
     A topic another worker creates meanwhile counts as present. Raises :class:`TopicsUnavailable`
-    when the broker refuses (no ``CREATE`` permission, for example).
+    when no session opens (refused credentials, for example) or the broker refuses (no
+    ``CREATE`` permission).
     """
     ms = max(int(timeout_s * 1000), 1)
-    admin = KafkaAdminClient(
-        **kafka_python_options(kafka), client_id="computewatch-topics", request_timeout_ms=ms
-    )
+    try:
+        admin = admin_client(kafka, timeout_s, "computewatch-topics")
+    except KafkaError as exc:
+        raise TopicsUnavailable(no_session(kafka, exc, timeout_s)) from exc
     try:
         expected = expected_partitions(kafka)
         present = set(admin.list_topics())
