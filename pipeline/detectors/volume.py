@@ -16,6 +16,10 @@ variability, learned from its own history:
   bursty tenant (whose 3x bursts are inside its normal, while a lasting 3x still stands out
   over 15 minutes). Longer horizons learn more slowly (their windows overlap), so a rise that
   takes ten minutes to show over 15 is not learned as normal on the way;
+* **one minute is one minute** — a window of several minutes counts its highest minute at most
+  as many times its expected as its next highest: those windows are for rises that last, and a
+  bursty key's single giant minute, judged by the 1-minute horizon against its single minutes,
+  would otherwise stand out more over 5 or 15 minutes than it does over one;
 * **tail** — how often its windows do go 3 spreads out, learned from each excursion once it is
   over. An entity that goes there more often than a Gaussian would is judged on a spread
   widened until it would (its random bursts, which no minute of the hour predicts), while a
@@ -68,6 +72,7 @@ A key whose traffic always comes in bursts is judged against them:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from statistics import median
 from typing import Final
@@ -237,6 +242,7 @@ class VolumeDetector:
         findings: list[Finding] = []
         fleet = robust_fleet(view)
         tenants: dict[str, list[Window]] = {}
+        spiking: dict[str, float] = {}  # tenant -> the most excess one of its keys sends
         for entity_type in self.entity_types:
             # A tenant whose key already alerted is the same incident: name the key only.
             covered = {view.tenant_of_key.get(f.entity_id) for f in findings}
@@ -245,11 +251,26 @@ class VolumeDetector:
                     continue
                 tenant = view.tenant_of_key.get(entity_id) if entity_type == "api_key" else None
                 finding = self._observe(
-                    entity_type, entity_id, minute, view, fleet, peek, tenant, tenants
+                    entity_type, entity_id, minute, view, fleet, peek, tenant, tenants, spiking
                 )
-                if finding is not None:
+                if finding is not None and not (
+                    entity_type == "tenant" and self._one_key(entity_id, tenants, spiking)
+                ):
                     findings.append(finding)
         return findings
+
+    def _one_key(
+        self, tenant: str, tenants: dict[str, list[Window]], spiking: dict[str, float]
+    ) -> bool:
+        """Whether one key of ``tenant``, itself at ``min_ratio`` times its expected or more,
+        sends at least half the tenant's excess over the longest short horizon: the tenant's
+        rise is that key's incident (paged on the key, even in a minute its own score falls
+        short of the threshold)."""
+        windows = tenants.get(tenant)
+        if not windows or tenant not in spiking:
+            return False
+        observed, expected = windows[len(self.horizons_min) - 1][:2]
+        return spiking[tenant] >= 0.5 * (observed - expected)
 
     def _tenant_windows(
         self,
@@ -285,11 +306,13 @@ class VolumeDetector:
         peek: bool,
         tenant: str | None,
         tenants: dict[str, list[Window]],
+        spiking: dict[str, float],
     ) -> Finding | None:
         """Judge one entity's minute (learning from it unless ``peek``). A key's expected
         traffic rises with the rest of its ``tenant``'s (whose windows are built once a minute
         into ``tenants``): a tenant's batch job lifts its keys together, while a leaked key
-        rises on its own."""
+        rises on its own. A key at ``min_ratio`` times its expected or more over the longest
+        short horizon notes its excess there in ``spiking`` (by tenant)."""
         name = f"{entity_type}:{entity_id}"
         if peek:
             found = self.states.get(name)
@@ -324,6 +347,8 @@ class VolumeDetector:
         short = len(self.horizons_min)
         now = judged[short - 1]  # the longest short horizon: what the entity sends now
         ongoing = (now[0] + 1.0) / (now[1] + 1.0) >= STILL_ELEVATED
+        if tenant is not None and now[0] >= self.min_ratio * now[1]:
+            spiking[tenant] = max(spiking.get(tenant, 0.0), now[0] - now[1])
         scored = [
             (self._score(state, i, w), i, w)
             for i, w in enumerate(judged)
@@ -405,11 +430,12 @@ class VolumeDetector:
                 m = minutes[inside]
                 o, e, g, eg, f = o + m[0], e + m[1], g + m[2], eg + m[3], f + m[4]
                 inside += 1
-            windows.append((o, e, g, eg, f, inside))
+            windows.append(_top_minute_capped((o, e, g, eg, f, inside), minutes[:inside]))
         if closed is not None:
+            ew = self._ew_window(state, closed)
+            windows.append(_top_minute_capped(ew, minutes, fading=1.0 - 1.0 / LONG_MINUTES))
             minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
             kept = minutes[: len(minutes) - len(minutes) // 3]
-            windows.append(self._ew_window(state, closed))
             windows.append(
                 (
                     sum(m[0] for m in kept),
@@ -460,7 +486,7 @@ class VolumeDetector:
         remembered even when they alarmed); each horizon's spread from its windows that are not
         suspect; the level from minutes that no horizon finds suspect (a young entity's level
         from every minute that does not alarm). ``windows`` are the minute's, as scored (each
-        short horizon, then the long one; none during the warm-up)."""
+        short horizon, then the long ones; none during the warm-up)."""
         requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
         if fleet_requests <= 0:
             return
@@ -483,7 +509,7 @@ class VolumeDetector:
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
-            state.long = list(windows[-2][:5])
+            state.long = list(self._ew_window(state, sums)[:5])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return
@@ -526,6 +552,35 @@ def _learn_level(level: EWBaseline, share: float, cap: float, pace: float) -> No
     """Learn ``share``, at most ``cap`` times the level, moved ``pace`` of the way from it."""
     now = level.level
     level.learn_one(now + pace * (min(share, cap * now) - now) if level.warm else share)
+
+
+def _top_minute_capped(
+    window: Window, minutes: Sequence[tuple[float, ...]], fading: float = 1.0
+) -> Window:
+    """A window of several ``minutes`` (newest first, each: observed and expected requests and
+    GPU-ms, fleet GPU-ms, age), with the minute that adds the most excess to it counted at
+    most as many times its expected as the next highest minute. A window of several minutes
+    is for rises that last, whose minutes run alike; a single giant minute is the 1-minute
+    horizon's to judge (a bursty key's would otherwise stand out more over 5 or 15 minutes than
+    it does over one). With ``fading`` the window is exponentially weighted by minute the
+    entity was seen in.
+
+    >>> ordinary = [(10.0, 10.0, 1.0, 1.0, 1.0, 60.0 * i) for i in range(1, 5)]
+    >>> giant = [(180.0, 10.0, 18.0, 1.0, 1.0, 0.0), *ordinary]
+    >>> _top_minute_capped((220.0, 50.0, 22.0, 5.0, 5.0, 5), giant)[:3]
+    (50.0, 50.0, 5.0)
+    """
+    if len(minutes) < 2:
+        return window
+    top = max(range(len(minutes)), key=lambda i: fading**i * (minutes[i][0] - minutes[i][1]))
+    o, e, g = minutes[top][0], minutes[top][1], minutes[top][2]
+    next_ratio = max((m[0] + 1.0) / (m[1] + 1.0) for i, m in enumerate(minutes) if i != top)
+    capped = min(o, max(next_ratio * (e + 1.0) - 1.0, 0.0))
+    if capped >= o:
+        return window
+    cut = fading**top * (o - capped)
+    # (clipped at 0: the window's sums start at the end of the warm-up, its minutes before it)
+    return (max(window[0] - cut, 0.0), window[1], max(window[2] - cut * g / o, 0.0), *window[3:])
 
 
 def _rest_rise(key: Window, tenant: Window) -> float:
