@@ -33,7 +33,7 @@ import msgspec
 from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings, WorkerSettings
 from pipeline.detectors import WindowDetector, default_detectors
-from pipeline.detectors.norms import FleetNorms, NormTick, SharesNorms
+from pipeline.detectors.norms import FleetNorms, NormTick, shares_norms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_events
 from pipeline.fleet import (
     DETECTION_GRACE_S,
@@ -374,7 +374,8 @@ class Engine:
         if self._far_ahead(epoch):
             self._hold(event, message, out)
             return
-        self._release_held(out, as_events=False)
+        if self.held:
+            self._release_held(out, as_events=False)
         self._ingest(event, out, cost, epoch)
 
     def admits(self, event: AllocationEvent) -> bool:
@@ -431,14 +432,14 @@ class Engine:
             self.clock_s = epoch
         if cost is None:
             cost = self.prices.event_cost(event)
-        self.ledger.add(event, cost)
-        group = self.aggregator.add(event, cost)
+        self.ledger.add(event, cost, epoch)
+        group = self.aggregator.add(event, cost, epoch)
         if group is None:
             out.too_late += 1
         else:
             seen = event if group[2] == event.api_key_id else _as_in(group, event)
             for detector in self._request_detectors:
-                detector.observe_event(seen)
+                detector.observe_event(seen, group[0])
         out.events.append(event)
         out.costs.append(cost)
 
@@ -477,7 +478,7 @@ class Engine:
         if tick <= self._norms_s:
             return
         self._norms_s = tick
-        shared = [d for d in self._request_detectors if isinstance(d, SharesNorms)]
+        shared = [d for d in self._request_detectors if shares_norms(d)]
         reports = {d.name: d.report_norms(tick) for d in shared}
         if any(reports.values()):
             out.norms.append(NormTick(partition=self.partition, tick_s=tick, reports=reports))
@@ -519,7 +520,7 @@ class Engine:
         if fleet is None:
             return
         for detector in self._request_detectors:
-            if isinstance(detector, SharesNorms) and detector.name in fleet.by_detector:
+            if shares_norms(detector) and detector.name in fleet.by_detector:
                 detector.take_norms(fleet.by_detector[detector.name], fleet.through_s)
 
     def end_step(self, out: StepOutput) -> None:

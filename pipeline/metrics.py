@@ -52,6 +52,8 @@ GroupKey = tuple[
     int, str, str, str, str, str
 ]  # (window epoch s, tenant, key, model, route, server)
 _ADD: Final = window_adder()
+_ZEROS: Final = tuple(None if f.combine == "sketch" else f.kind() for f in MINUTE_FIELDS)
+_SKETCHES: Final = tuple(i for i, f in enumerate(MINUTE_FIELDS) if f.combine == "sketch")
 _VIEW: Final = itemgetter(*(INDEX[f.name] for f in fields(EntityMinute)))  # in its order
 # the fields of an older WindowTotals (one slot per statistic) under their names in the spec
 _PREVIOUS_NAMES: Final = {
@@ -67,9 +69,11 @@ class WindowTotals:
     __slots__ = ("values",)
 
     def __init__(self) -> None:
-        self.values: list[Any] = [
-            LatencySketch() if f.combine == "sketch" else f.kind() for f in MINUTE_FIELDS
-        ]
+        # a copy of the zeros, then a sketch of its own per sketch field: most groups see one
+        # or two events a minute, so making a group costs as much as adding to it
+        self.values: list[Any] = [*_ZEROS]
+        for i in _SKETCHES:
+            self.values[i] = LatencySketch()
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         slots = state[1]
@@ -96,7 +100,7 @@ class WindowTotals:
 
 # how a value is stored in its column type: saturated, rounded, a sketch as its buckets
 _STORE: Final = {
-    "UInt64": "min({v}, UINT64_MAX)", "Float64": "{v}",
+    "UInt64": "({v} if {v} <= UINT64_MAX else UINT64_MAX)", "Float64": "{v}",
     COST_COLUMN: "min(round({v}, 9), COST_LIMIT_USD - 0.001)", SKETCH_COLUMN: "dict({v}.buckets)",
 }  # fmt: skip
 
@@ -163,10 +167,14 @@ class WindowAggregator:
     def watermark_s(self) -> float:
         return self.max_event_s - self.allowed_lateness_s
 
-    def add(self, e: AllocationEvent, cost_usd: float | None = None) -> GroupKey | None:
+    def add(
+        self, e: AllocationEvent, cost_usd: float | None = None, epoch: float | None = None
+    ) -> GroupKey | None:
         """Add one event and return its group; None when it is later than the allowed lateness
-        (then it is only counted)."""
-        epoch = e.ts.timestamp()
+        (then it is only counted). ``epoch`` is its ``ts`` as a timestamp, when the caller has
+        it."""
+        if epoch is None:
+            epoch = e.ts.timestamp()
         window = window_of(epoch)
         if window < self._closed_before:
             self.too_late += 1

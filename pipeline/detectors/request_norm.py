@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import partial
 from itertools import zip_longest
+from operator import attrgetter
 from statistics import NormalDist
 
 from river import stats
@@ -208,6 +209,11 @@ class KeyMinute:
     def __getstate__(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
 
+    def copy(self) -> KeyMinute:
+        """A copy (an open minute's sums handed to a peek; faster than ``dataclasses.replace``,
+        which a peek did for every key)."""
+        return KeyMinute(*_KEY_MINUTE_VALUES(self))
+
     def add(self, other: KeyMinute) -> None:
         """Add another part of the same key's minute (the overflow key of two partitions)."""
         for f in fields(self):
@@ -217,6 +223,9 @@ class KeyMinute:
         # a snapshot from before the residual fields existed holds fewer values: defaults
         for f, value in zip_longest(fields(self), state[: len(fields(self))]):
             setattr(self, f.name, f.default if value is None else value)
+
+
+_KEY_MINUTE_VALUES = attrgetter(*(f.name for f in fields(KeyMinute)))
 
 
 class KeyOffset:
@@ -284,14 +293,14 @@ class RequestNormDetector:
         self.__dict__.update(state)
         self.gaussian_rate = 1.0 - NormalDist().cdf(self.flag_z)  # ... as was this
 
-    def observe_event(self, e: AllocationEvent) -> None:
+    def observe_event(self, e: AllocationEvent, minute: int) -> None:
         value = float(getattr(e, self.feature))
         band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
         norm = self.contexts.get_or_create((e.model, e.route, band), self._new_norm)
         warm = norm.n >= norm.warm_up
         expected = norm.expected if warm else value
         z = norm.score_and_learn(value)
-        slot = (int(e.ts.timestamp() // 60) * 60, e.api_key_id)
+        slot = (minute, e.api_key_id)
         acc = self._pending.get(slot)
         if acc is None:
             acc = self._pending[slot] = KeyMinute()
@@ -334,7 +343,7 @@ class RequestNormDetector:
         open one's are copied."""
         if not closed:
             return [
-                (key, replace(acc)) for (m, key), acc in self._pending.items() if m == minute
+                (key, acc.copy()) for (m, key), acc in self._pending.items() if m == minute
             ]
         ready = [slot for slot in self._pending if slot[0] <= minute]
         handed = [(slot, self._pending.pop(slot)) for slot in ready]
