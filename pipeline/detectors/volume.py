@@ -309,7 +309,11 @@ class VolumeDetector:
             if not state.share.warm:
                 self._learn(state, sums, [], view.start, alarming=False)
                 return None
-        windows = self._windows(state, recent, view.start, None if peek else sums)
+        # A tenant's windows were built already if one of its keys was judged this minute
+        # (_tenant_windows): from the same state, sums and minutes (its keys come first, and
+        # judging a key changes nothing of its tenant's state), so they are the same windows.
+        cached = tenants.get(entity_id) if entity_type == "tenant" else None
+        windows = cached or self._windows(state, recent, view.start, None if peek else sums)
         if peek and not any(w[0] >= self.min_ratio * w[1] for w in windows):
             return None  # no window could alarm (what its tenant adds only raises expected)
         tenant_windows = self._tenant_windows(tenant, view, fleet, peek, tenants)
