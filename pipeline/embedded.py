@@ -80,11 +80,13 @@ def replay_file(
     handlers: list[OutputHandler] | None = None,
     engine: Engine | Topology | None = None,
     progress: ProgressFn | None = None,
+    metric_rows: bool = True,
 ) -> ReplaySummary:
     """Run the pipeline over a JSONL file in event time and hand every step's output on;
     ``progress`` hears of each step (stage ``replaying``). The pipeline is by default the
-    two stages over the production partition count (``kafka.partitions``)."""
-    engine = engine or Topology(settings, settings.kafka.partitions)
+    two stages over the production partition count (``kafka.partitions``), whose steps carry
+    metric rows only if ``metric_rows`` (no handler that reads them, no need to build them)."""
+    engine = engine or Topology(settings, settings.kafka.partitions, metric_rows=metric_rows)
     log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
     with _replay_collector():
         started = time.perf_counter()

@@ -235,18 +235,19 @@ class WindowAggregator:
         """Start times of the windows that hold at least one open group, in order."""
         return sorted(self._windows)
 
-    def close_ready(self) -> list[MetricRow]:
-        """Close and return every window whose end is at or before the watermark."""
+    def close_ready(self, *, rows: bool = True) -> list[MetricRow]:
+        """Close and return every window whose end is at or before the watermark (closed
+        without their rows, which are then not built, when ``rows`` is False)."""
         cutoff = window_of(self.watermark_s - WINDOW_S) + WINDOW_S
         if cutoff <= self._closed_before:
             return []
-        return self._close(cutoff)
+        return self._close(cutoff, rows)
 
-    def close_all(self) -> list[MetricRow]:
-        """Close every open window (end of a replay)."""
-        return self._close(float("inf"))
+    def close_all(self, *, rows: bool = True) -> list[MetricRow]:
+        """Close every open window (end of a replay); as :meth:`close_ready` for ``rows``."""
+        return self._close(float("inf"), rows)
 
-    def _close(self, cutoff: float) -> list[MetricRow]:
+    def _close(self, cutoff: float, rows_wanted: bool) -> list[MetricRow]:
         self._closed_before = max(self._closed_before, cutoff)
         if self._keys:
             self._keys = {k: v for k, v in self._keys.items() if k[0] >= cutoff}
@@ -254,6 +255,7 @@ class WindowAggregator:
         for window in sorted(w for w in self._windows if w < cutoff):
             groups = self._windows.pop(window)
             self._groups -= len(groups)
-            start = datetime.fromtimestamp(window, UTC)
-            rows.extend(groups[key].row(key, start) for key in sorted(groups))
+            if rows_wanted:
+                start = datetime.fromtimestamp(window, UTC)
+                rows.extend(groups[key].row(key, start) for key in sorted(groups))
         return rows
