@@ -201,7 +201,9 @@ class WindowAggregator:
         docstring)."""
         window, tenant, api_key = key[:3]
         if self.max_keys_per_tenant is not None:
-            keys = self._keys.setdefault((window, tenant), set())
+            keys = self._keys.get((window, tenant))
+            if keys is None:  # not setdefault: that makes a set for every new group
+                keys = self._keys[(window, tenant)] = set()
             if api_key not in keys:
                 if len(keys) < self.max_keys_per_tenant:
                     keys.add(api_key)

@@ -178,8 +178,9 @@ class ContextNorm:
             return 0.0
         z = (x - self.mean) / self.sd
         bound = 4 * self.sd
+        low, high = self.mean - bound, self.mean + bound
         learned = self.learned
-        learned.add_value(min(max(x, self.mean - bound), self.mean + bound))
+        learned.add_value(low if x < low else (high if x > high else x))  # min(max()), inline
         learned.scored += 1
         learned.outliers += z >= self.flag_z
         return z
@@ -295,7 +296,13 @@ class RequestNormDetector:
 
     def observe_event(self, e: AllocationEvent, minute: int) -> None:
         value = float(getattr(e, self.feature))
-        band = -1 if e.difficulty is None else min(int(e.difficulty * 10), 9)
+        # (the bounds below are conditional expressions rather than min() and max(): the same
+        # values, NaN included, without two calls per bound; this runs twice per event)
+        if e.difficulty is None:
+            band = -1
+        else:
+            band = int(e.difficulty * 10)
+            band = band if band < 9 else 9
         norm = self.contexts.get_or_create((e.model, e.route, band), self._new_norm)
         warm = norm.n >= norm.warm_up
         expected = norm.expected if warm else value
@@ -305,10 +312,11 @@ class RequestNormDetector:
         if acc is None:
             acc = self._pending[slot] = KeyMinute()
         acc.requests += 1
-        clipped = min(max(z, Z_CLIP[0]), Z_CLIP[1])
+        clipped = Z_CLIP[0] if z < Z_CLIP[0] else (Z_CLIP[1] if z > Z_CLIP[1] else z)
         acc.z_sum += clipped
         if norm.n > MATURE and norm.var > 0.0 and self.cusum is not None:
-            r = min(max(norm.residual(clipped), -R_CLIP), R_CLIP)
+            r = norm.residual(clipped)
+            r = -R_CLIP if r < -R_CLIP else (R_CLIP if r > R_CLIP else r)
             acc.r_n += 1
             acc.r_sum += r
             acc.r_sq += r * r
