@@ -371,8 +371,12 @@ class BudgetBook:
 
     def _apply(self, partition: int, entry: SpendEntry) -> bool:
         entity = (entry.entity_type, entry.entity_id)
-        by_day = self.spent.setdefault(entity, {})
-        parts = by_day.setdefault(entry.day, {})
+        by_day = self.spent.get(entity)  # (not setdefault: a dict made for every entry)
+        if by_day is None:
+            by_day = self.spent[entity] = {}
+        parts = by_day.get(entry.day)
+        if parts is None:
+            parts = by_day[entry.day] = {}
         old = parts.get(partition)
         if old is not None and old[2] >= entry.requests:
             return False  # sent again (a restarted partition), or older

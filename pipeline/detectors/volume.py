@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from operator import itemgetter
 from statistics import median
 from typing import Final
 
@@ -414,16 +415,9 @@ class VolumeDetector:
             minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
             kept = minutes[: len(minutes) - len(minutes) // 3]
             windows.append(self._ew_window(state, closed))
-            windows.append(
-                (
-                    sum(m[0] for m in kept),
-                    sum(m[1] for m in kept),
-                    sum(m[2] for m in kept),
-                    sum(m[3] for m in kept),
-                    sum(m[4] for m in kept),
-                    LONG_MINUTES,
-                )
-            )
+            # each sum over the same values in the same order, without a generator's frames
+            sums = [sum(map(itemgetter(i), kept)) for i in range(5)]
+            windows.append((*sums, LONG_MINUTES))
         return windows
 
     @staticmethod
