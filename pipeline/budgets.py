@@ -265,13 +265,16 @@ class SpendLedger:
         self._changed: set[tuple[str, str, int]] = set()
         self.untracked = 0  # events of keys past max_keys (still counted for their tenant)
 
-    def add(self, event: AllocationEvent, cost: float) -> None:
-        """Count one valid, first-seen event with its cost (:meth:`PriceTable.event_cost`)."""
-        ms = int(event.ts.timestamp() * 1000)
+    def add(self, event: AllocationEvent, cost: float, epoch: float | None = None) -> None:
+        """Count one valid, first-seen event with its cost (:meth:`PriceTable.event_cost`);
+        ``epoch`` is its ``ts`` as a timestamp, when the caller has it."""
+        ms = int((event.ts.timestamp() if epoch is None else epoch) * 1000)
         day = ms // 1000 // DAY_S * DAY_S
         usd, gpu = cost_units(cost), gpu_units(event.gpu_ms)
         self._count(("tenant", event.tenant_id, day), usd, gpu, ms)
-        keys = self._keys.setdefault(day, set())
+        keys = self._keys.get(day)
+        if keys is None:
+            keys = self._keys[day] = set()
         if event.api_key_id in keys or len(keys) < self.max_keys:
             keys.add(event.api_key_id)
             self._count(("api_key", event.api_key_id, day), usd, gpu, ms)
@@ -286,7 +289,8 @@ class SpendLedger:
             total[0] += usd
             total[1] += gpu
             total[2] += 1
-            total[3] = max(total[3], ms)
+            if ms > total[3]:
+                total[3] = ms
         self._changed.add(key)
 
     def report(self) -> list[SpendEntry]:
@@ -367,8 +371,12 @@ class BudgetBook:
 
     def _apply(self, partition: int, entry: SpendEntry) -> bool:
         entity = (entry.entity_type, entry.entity_id)
-        by_day = self.spent.setdefault(entity, {})
-        parts = by_day.setdefault(entry.day, {})
+        by_day = self.spent.get(entity)  # (not setdefault: a dict made for every entry)
+        if by_day is None:
+            by_day = self.spent[entity] = {}
+        parts = by_day.get(entry.day)
+        if parts is None:
+            parts = by_day[entry.day] = {}
         old = parts.get(partition)
         if old is not None and old[2] >= entry.requests:
             return False  # sent again (a restarted partition), or older

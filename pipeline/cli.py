@@ -184,7 +184,9 @@ def replay(
         if dead_letters_out is not None:
             handlers.append(DeadLettersWriter(stack.enter_context(open_output(dead_letters_out))))
         with progress_line() as progress:
-            summary = replay_file(events, settings, handlers, progress=progress)
+            summary = replay_file(  # metric rows are only read by the store
+                events, settings, handlers, progress=progress, metric_rows=store
+            )
     typer.echo(summary.line())
 
 

@@ -187,8 +187,12 @@ def evaluate_files(
         ) from None
     alerts: list[Alert] = []
     span = _Span()
-    summary = replay_file(
-        events, settings, [span, lambda out: alerts.extend(out.alerts)], progress=progress
+    summary = replay_file(  # the alerts and event times are read, not the metric rows
+        events,
+        settings,
+        [span, lambda out: alerts.extend(out.alerts)],
+        progress=progress,
+        metric_rows=False,
     )
     if summary.valid == 0:
         raise UnusableInput(

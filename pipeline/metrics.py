@@ -52,6 +52,8 @@ GroupKey = tuple[
     int, str, str, str, str, str
 ]  # (window epoch s, tenant, key, model, route, server)
 _ADD: Final = window_adder()
+_ZEROS: Final = tuple(None if f.combine == "sketch" else f.kind() for f in MINUTE_FIELDS)
+_SKETCHES: Final = tuple(i for i, f in enumerate(MINUTE_FIELDS) if f.combine == "sketch")
 _VIEW: Final = itemgetter(*(INDEX[f.name] for f in fields(EntityMinute)))  # in its order
 # the fields of an older WindowTotals (one slot per statistic) under their names in the spec
 _PREVIOUS_NAMES: Final = {
@@ -67,9 +69,11 @@ class WindowTotals:
     __slots__ = ("values",)
 
     def __init__(self) -> None:
-        self.values: list[Any] = [
-            LatencySketch() if f.combine == "sketch" else f.kind() for f in MINUTE_FIELDS
-        ]
+        # a copy of the zeros, then a sketch of its own per sketch field: most groups see one
+        # or two events a minute, so making a group costs as much as adding to it
+        self.values: list[Any] = [*_ZEROS]
+        for i in _SKETCHES:
+            self.values[i] = LatencySketch()
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         slots = state[1]
@@ -96,7 +100,7 @@ class WindowTotals:
 
 # how a value is stored in its column type: saturated, rounded, a sketch as its buckets
 _STORE: Final = {
-    "UInt64": "min({v}, UINT64_MAX)", "Float64": "{v}",
+    "UInt64": "({v} if {v} <= UINT64_MAX else UINT64_MAX)", "Float64": "{v}",
     COST_COLUMN: "min(round({v}, 9), COST_LIMIT_USD - 0.001)", SKETCH_COLUMN: "dict({v}.buckets)",
 }  # fmt: skip
 
@@ -163,10 +167,14 @@ class WindowAggregator:
     def watermark_s(self) -> float:
         return self.max_event_s - self.allowed_lateness_s
 
-    def add(self, e: AllocationEvent, cost_usd: float | None = None) -> GroupKey | None:
+    def add(
+        self, e: AllocationEvent, cost_usd: float | None = None, epoch: float | None = None
+    ) -> GroupKey | None:
         """Add one event and return its group; None when it is later than the allowed lateness
-        (then it is only counted)."""
-        epoch = e.ts.timestamp()
+        (then it is only counted). ``epoch`` is its ``ts`` as a timestamp, when the caller has
+        it."""
+        if epoch is None:
+            epoch = e.ts.timestamp()
         window = window_of(epoch)
         if window < self._closed_before:
             self.too_late += 1
@@ -193,7 +201,9 @@ class WindowAggregator:
         docstring)."""
         window, tenant, api_key = key[:3]
         if self.max_keys_per_tenant is not None:
-            keys = self._keys.setdefault((window, tenant), set())
+            keys = self._keys.get((window, tenant))
+            if keys is None:  # not setdefault: that makes a set for every new group
+                keys = self._keys[(window, tenant)] = set()
             if api_key not in keys:
                 if len(keys) < self.max_keys_per_tenant:
                     keys.add(api_key)
@@ -227,18 +237,19 @@ class WindowAggregator:
         """Start times of the windows that hold at least one open group, in order."""
         return sorted(self._windows)
 
-    def close_ready(self) -> list[MetricRow]:
-        """Close and return every window whose end is at or before the watermark."""
+    def close_ready(self, *, rows: bool = True) -> list[MetricRow]:
+        """Close and return every window whose end is at or before the watermark (closed
+        without their rows, which are then not built, when ``rows`` is False)."""
         cutoff = window_of(self.watermark_s - WINDOW_S) + WINDOW_S
         if cutoff <= self._closed_before:
             return []
-        return self._close(cutoff)
+        return self._close(cutoff, rows)
 
-    def close_all(self) -> list[MetricRow]:
-        """Close every open window (end of a replay)."""
-        return self._close(float("inf"))
+    def close_all(self, *, rows: bool = True) -> list[MetricRow]:
+        """Close every open window (end of a replay); as :meth:`close_ready` for ``rows``."""
+        return self._close(float("inf"), rows)
 
-    def _close(self, cutoff: float) -> list[MetricRow]:
+    def _close(self, cutoff: float, rows_wanted: bool) -> list[MetricRow]:
         self._closed_before = max(self._closed_before, cutoff)
         if self._keys:
             self._keys = {k: v for k, v in self._keys.items() if k[0] >= cutoff}
@@ -246,6 +257,7 @@ class WindowAggregator:
         for window in sorted(w for w in self._windows if w < cutoff):
             groups = self._windows.pop(window)
             self._groups -= len(groups)
-            start = datetime.fromtimestamp(window, UTC)
-            rows.extend(groups[key].row(key, start) for key in sorted(groups))
+            if rows_wanted:
+                start = datetime.fromtimestamp(window, UTC)
+                rows.extend(groups[key].row(key, start) for key in sorted(groups))
         return rows

@@ -53,20 +53,20 @@ class PriceTable:
         self, *, model: str, gpu_ms: float, prompt_tokens: int, generated_tokens: int
     ) -> float:
         """USD for one request, rounded to the precision ClickHouse keeps."""
-        price = self._prices.get(model, self._default)
-        usd = (
-            gpu_ms / MS_PER_HOUR * price.gpu_hour_usd
-            + prompt_tokens / 1000.0 * price.per_1k_prompt_usd
-            + generated_tokens / 1000.0 * price.per_1k_output_usd
-        )
-        return round(usd, COST_DECIMALS)
+        return _usd(self._prices.get(model, self._default), gpu_ms, prompt_tokens, generated_tokens)
 
     def event_cost(self, event: AllocationEvent) -> float:
         """:meth:`cost` of one event; its generated tokens are the completion and reasoning
         tokens."""
-        return self.cost(
-            model=event.model,
-            gpu_ms=event.gpu_ms,
-            prompt_tokens=event.prompt_tokens,
-            generated_tokens=event.generated_tokens,
-        )
+        # positional, not through cost()'s keywords: this runs for every event
+        price = self._prices.get(event.model, self._default)
+        return _usd(price, event.gpu_ms, event.prompt_tokens, event.generated_tokens)
+
+
+def _usd(price: PriceSettings, gpu_ms: float, prompt_tokens: int, generated_tokens: int) -> float:
+    usd = (
+        gpu_ms / MS_PER_HOUR * price.gpu_hour_usd
+        + prompt_tokens / 1000.0 * price.per_1k_prompt_usd
+        + generated_tokens / 1000.0 * price.per_1k_output_usd
+    )
+    return round(usd, COST_DECIMALS)

@@ -51,13 +51,18 @@ def partition_of(key: str, partitions: int) -> int:
 class Topology:
     """``partitions`` stage-1 engines and one fleet stage, fed one stream in event time."""
 
-    def __init__(self, settings: Settings, partitions: int) -> None:
+    def __init__(self, settings: Settings, partitions: int, *, metric_rows: bool = True) -> None:
+        """``metric_rows``: whether closed windows become metric rows (see :class:`Engine`)."""
+
         def make() -> list[WindowDetector]:
             return default_detectors(max_entities=settings.worker.max_entities)
 
         self.max_message_bytes = settings.worker.max_message_bytes
         self.message_key = settings.kafka.message_key  # routes as the producers key
-        self.engines = [Engine(settings, make(), partition=p) for p in range(partitions)]
+        self.engines = [
+            Engine(settings, make(), partition=p, metric_rows=metric_rows)
+            for p in range(partitions)
+        ]
         self.fleet = FleetStage(settings, make(), partitions)
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
         self._due_s = math.inf  # the earliest event time at which a partition scores or peeks

@@ -143,7 +143,9 @@ class RequestDetector(WindowDetector, Protocol):
     sums of their minute (:meth:`hand_over`, :attr:`MinuteView.key_minutes`) where every
     partition's minute is seen (the fleet stage)."""
 
-    def observe_event(self, event: AllocationEvent) -> None: ...
+    def observe_event(self, event: AllocationEvent, minute: int) -> None:
+        """Score one request of ``minute`` (the start of its window, in epoch seconds)."""
+        ...
 
     def hand_over(self, minute: int, *, closed: bool) -> list[tuple[str, KeyMinute]]: ...
 

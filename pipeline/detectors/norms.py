@@ -26,7 +26,7 @@ norm, and detect the same.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 import msgspec
 
@@ -153,3 +153,17 @@ class SharesNorms(Protocol):
     def report_norms(self, tick_s: float) -> list[NormReport]: ...
 
     def take_norms(self, fleet: list[tuple[Context, NormState]], through_s: float) -> None: ...
+
+
+_SHARING: dict[type, bool] = {}  # per detector class, whether it shares norms
+
+
+def shares_norms(detector: object) -> TypeGuard[SharesNorms]:
+    """``isinstance(detector, SharesNorms)``, checked once per detector class: a runtime
+    protocol check walks the protocol's members on every call, and partitions ask at every
+    tick (1.5 % of a replay)."""
+    cls = type(detector)
+    known = _SHARING.get(cls)
+    if known is None:
+        known = _SHARING[cls] = isinstance(detector, SharesNorms)
+    return known

@@ -74,6 +74,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from statistics import median
 from typing import Final
 
@@ -332,7 +333,11 @@ class VolumeDetector:
             if not state.share.warm:
                 self._learn(state, sums, [], view.start, alarming=False)
                 return None
-        windows = self._windows(state, recent, view.start, None if peek else sums)
+        # A tenant's windows were built already if one of its keys was judged this minute
+        # (_tenant_windows): from the same state, sums and minutes (its keys come first, and
+        # judging a key changes nothing of its tenant's state), so they are the same windows.
+        cached = tenants.get(entity_id) if entity_type == "tenant" else None
+        windows = cached or self._windows(state, recent, view.start, None if peek else sums)
         if peek and not any(w[0] >= self.min_ratio * w[1] for w in windows):
             return None  # no window could alarm (what its tenant adds only raises expected)
         tenant_windows = self._tenant_windows(tenant, view, fleet, peek, tenants)
@@ -436,16 +441,9 @@ class VolumeDetector:
             windows.append(_top_minute_capped(ew, minutes, fading=1.0 - 1.0 / LONG_MINUTES))
             minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
             kept = minutes[: len(minutes) - len(minutes) // 3]
-            windows.append(
-                (
-                    sum(m[0] for m in kept),
-                    sum(m[1] for m in kept),
-                    sum(m[2] for m in kept),
-                    sum(m[3] for m in kept),
-                    sum(m[4] for m in kept),
-                    LONG_MINUTES,
-                )
-            )
+            # each sum over the same values in the same order, without a generator's frames
+            sums = [sum(map(itemgetter(i), kept)) for i in range(5)]
+            windows.append((*sums, LONG_MINUTES))
         return windows
 
     @staticmethod

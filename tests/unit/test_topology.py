@@ -381,3 +381,26 @@ def test_remembered_routes_equal_murmur2_for_more_keys_than_are_remembered() -> 
             for partitions in (4, 7):
                 assert partition_of(key, partitions) == expected[key] % partitions
     assert partition_of.cache_info().currsize == ROUTED_KEYS
+
+
+def test_without_metric_rows_the_topology_alerts_and_counts_alike(
+    stream: tuple[list[Message], str],
+) -> None:
+    """A replay that stores nothing closes its windows without building metric rows; that
+    changes nothing else: the same alerts, events and counters, and windows still close."""
+    messages, _ = stream
+    with_rows, without = Topology(SETTINGS, partitions=4), Topology(
+        SETTINGS, partitions=4, metric_rows=False
+    )
+    steps = [(with_rows.process(batch), without.process(batch)) for batch in _batches(messages)]
+    steps.append((with_rows.finish(), without.finish()))
+    assert sum(len(a.metrics) for a, _ in steps) > 0
+    assert all(not b.metrics for _, b in steps)
+    assert [a.alerts for a, _ in steps] == [b.alerts for _, b in steps]
+    assert [a.events for a, _ in steps] == [b.events for _, b in steps]
+    assert with_rows.counters == without.counters
+    assert all(engine.aggregator.open_group_count == 0 for engine in without.engines)
+
+
+def _batches(messages: list[Message]) -> list[list[Message]]:
+    return [messages[start : start + 5_000] for start in range(0, len(messages), 5_000)]
