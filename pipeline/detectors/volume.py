@@ -337,7 +337,10 @@ class VolumeDetector:
         # (_tenant_windows): from the same state, sums and minutes (its keys come first, and
         # judging a key changes nothing of its tenant's state), so they are the same windows.
         cached = tenants.get(entity_id) if entity_type == "tenant" else None
-        windows = cached or self._windows(state, recent, view.start, None if peek else sums)
+        floor = self.min_ratio if peek else None  # a peek judges only what could alarm
+        windows = cached or self._windows(
+            state, recent, view.start, None if peek else sums, floor=floor
+        )
         if peek and not any(w[0] >= self.min_ratio * w[1] for w in windows):
             return None  # no window could alarm (what its tenant adds only raises expected)
         tenant_windows = self._tenant_windows(tenant, view, fleet, peek, tenants)
@@ -415,10 +418,13 @@ class VolumeDetector:
         horizon: list[tuple[datetime, Sums]],
         now: datetime,
         closed: Sums | None,
+        floor: float | None = None,
     ) -> list[Window]:
         """Observed and expected requests and GPU-ms (seasonal) over each short horizon ending
         with the minute starting ``now``, then, for a ``closed`` minute, the two long ones.
-        ``horizon`` holds the entity's latest minutes, oldest first, this one included."""
+        ``horizon`` holds the entity's latest minutes, oldest first, this one included. None at
+        all when no short window reaches ``floor`` times its expected before its top minute is
+        capped (capping only lowers a window)."""
         share, gpu_share = state.share.level, state.gpu_share.level
         limit = (LONG_MINUTES if closed is not None else self.horizons_min[-1]) * 60
         minutes = []  # newest first: observed, expected, their GPU-ms, fleet GPU-ms, age
@@ -435,7 +441,10 @@ class VolumeDetector:
                 m = minutes[inside]
                 o, e, g, eg, f = o + m[0], e + m[1], g + m[2], eg + m[3], f + m[4]
                 inside += 1
-            windows.append(_top_minute_capped((o, e, g, eg, f, inside), minutes[:inside]))
+            windows.append((o, e, g, eg, f, inside))
+        if floor is not None and not any(w[0] >= floor * w[1] for w in windows):
+            return []
+        windows = [w if w[5] < 2 else _top_minute_capped(w, minutes[: w[5]]) for w in windows]
         if closed is not None:
             ew = self._ew_window(state, closed)
             windows.append(_top_minute_capped(ew, minutes, fading=1.0 - 1.0 / LONG_MINUTES))
@@ -570,13 +579,25 @@ def _top_minute_capped(
     """
     if len(minutes) < 2:
         return window
-    top = max(range(len(minutes)), key=lambda i: fading**i * (minutes[i][0] - minutes[i][1]))
+    # one pass (this runs for every entity at every peek): the minute adding the most excess
+    # (the first of equals), and the two highest ratios with the minute of the highest
+    top, top_excess = 0, -math.inf
+    best, second, best_at = -math.inf, -math.inf, -1
+    for i, m in enumerate(minutes):
+        excess = m[0] - m[1] if fading == 1.0 else fading**i * (m[0] - m[1])
+        if excess > top_excess:
+            top, top_excess = i, excess
+        ratio = (m[0] + 1.0) / (m[1] + 1.0)
+        if ratio > best:
+            best, second, best_at = ratio, best, i
+        elif ratio > second:
+            second = ratio
     o, e, g = minutes[top][0], minutes[top][1], minutes[top][2]
-    next_ratio = max((m[0] + 1.0) / (m[1] + 1.0) for i, m in enumerate(minutes) if i != top)
+    next_ratio = second if best_at == top else best
     capped = min(o, max(next_ratio * (e + 1.0) - 1.0, 0.0))
     if capped >= o:
         return window
-    cut = fading**top * (o - capped)
+    cut = (o - capped) if fading == 1.0 else fading**top * (o - capped)
     # (clipped at 0: the window's sums start at the end of the warm-up, its minutes before it)
     return (max(window[0] - cut, 0.0), window[1], max(window[2] - cut * g / o, 0.0), *window[3:])
 
