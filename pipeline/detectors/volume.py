@@ -422,9 +422,9 @@ class VolumeDetector:
     ) -> list[Window]:
         """Observed and expected requests and GPU-ms (seasonal) over each short horizon ending
         with the minute starting ``now``, then, for a ``closed`` minute, the two long ones.
-        ``horizon`` holds the entity's latest minutes, oldest first, this one included. None at
-        all when no short window reaches ``floor`` times its expected before its top minute is
-        capped (capping only lowers a window)."""
+        ``horizon`` holds the entity's latest minutes, oldest first, this one included. No
+        windows at all when none of the short ones reaches ``floor`` times its expected before
+        its top minute is capped (capping only lowers a window)."""
         share, gpu_share = state.share.level, state.gpu_share.level
         limit = (LONG_MINUTES if closed is not None else self.horizons_min[-1]) * 60
         minutes = []  # newest first: observed, expected, their GPU-ms, fleet GPU-ms, age
