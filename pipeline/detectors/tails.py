@@ -40,17 +40,17 @@ def widening(tail: float) -> float:
 
 
 def learn_excursion(
-    tail: float, run: int, z: float, pace: float = TAIL_PACE, max_run: int | None = None
+    tail: float, run: int, z: float, max_run: int | None = None
 ) -> tuple[float, int]:
     """One more window of z-score ``z``: the new ``(tail, run)``. ``run`` counts the windows of
     the excursion under way; it is learned once the entity is back within a spread of usual (a
     lasting rise flapping about SUSPECT_Z as it sets in does not widen its own tail), as at
     most ``max_run`` windows when given (how often excursions *start* is the noise; how long a
     fault lasts is not)."""
-    tail *= 1.0 - pace
+    tail *= 1.0 - TAIL_PACE
     if z >= SUSPECT_Z:
         run += 1
     elif run and z < 1.0:
-        tail += pace * (run if max_run is None else min(run, max_run))
+        tail += TAIL_PACE * (run if max_run is None else min(run, max_run))
         run = 0
     return tail, run

@@ -451,8 +451,8 @@ class VolumeDetector:
             minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
             kept = minutes[: len(minutes) - len(minutes) // 3]
             # each sum over the same values in the same order, without a generator's frames
-            sums = [sum(map(itemgetter(i), kept)) for i in range(5)]
-            windows.append((*sums, LONG_MINUTES))
+            kept_sums = [sum(map(itemgetter(i), kept)) for i in range(5)]
+            windows.append((*kept_sums, LONG_MINUTES))
         return windows
 
     @staticmethod
