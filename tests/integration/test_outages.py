@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import threading
@@ -131,11 +132,14 @@ def lag(bootstrap: str, group: str, topic: str) -> int:
 
 
 def wait_caught_up(
-    bootstrap: str, group: str, topic: str, worker: Any, log: Path, below: int
+    bootstrap: str, group: str, topic: str, worker: Any, log: Path, below: int, steady_s: float = 3
 ) -> None:
-    """Until the worker has committed offsets and trails the topic by fewer than ``below``."""
+    """Until the worker has committed offsets and has trailed the topic by fewer than ``below``
+    at every sample for ``steady_s`` seconds: a worker that has just started is still settling
+    (first commits, first minute closed) and its lag can rise again after one low sample."""
     deadline = time.monotonic() + 120
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    low_since: float | None = None
     try:
         while time.monotonic() < deadline:
             assert worker.poll() is None, log.read_text()[-3000:]
@@ -143,12 +147,17 @@ def wait_caught_up(
                 started = bool(admin.list_group_offsets(group).get(group))
             except KafkaError:
                 started = False
-            if started and lag(bootstrap, group, topic) < below:
+            now = time.monotonic()
+            if not (started and lag(bootstrap, group, topic) < below):
+                low_since = None
+            elif low_since is None:
+                low_since = now
+            elif now - low_since >= steady_s:
                 return
             time.sleep(0.5)
     finally:
         admin.close()
-    raise AssertionError(f"the worker did not catch up with {topic} within 120 s")
+    raise AssertionError(f"the worker did not catch up steadily with {topic} within 120 s")
 
 
 def stored_ids(env: dict[str, str]) -> tuple[int, set[str]]:
@@ -217,9 +226,11 @@ def test_a_burst_of_10x_the_rate_builds_lag_that_drains(
             assert emitter.flush(timeout=60), emitter.stats
             wait_consumed(worker, kafka_bootstrap, group, topic, timeout=120)
             final_lag = lag(kafka_bootstrap, group, topic)
-    peak = max(samples["burst"] + samples["after"])
-    print(f"lag: normal <= {max(samples['normal'])}, burst peak {peak}, then {final_lag}")
-    assert peak > 3 * max(samples["normal"]), f"lag did not grow: {samples}"
+    # Typical lag, not the largest sample: a single stall of a second or so (a minute closed and
+    # written) can lift one sample at the normal rate to what a burst reaches.
+    normal, burst = statistics.median(samples["normal"]), statistics.median(samples["burst"])
+    print(f"lag: median {normal} at the normal rate, {burst} in the burst, then {final_lag}")
+    assert burst > 3 * normal, f"lag did not grow: {samples}"
     assert final_lag == 0
     rows, ids = stored_ids(env)
     assert (rows, ids) == (len(feed.ids), set(feed.ids)), "lost or duplicated events"
