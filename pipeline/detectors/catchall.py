@@ -2,7 +2,9 @@
 
 It sees what the targeted detectors were not written for (odd mixes of volume, reasoning,
 passes, failures and confidence) and stays quiet for keys another detector already named.
-An alert needs the score past an adaptive threshold for ``persistence`` minutes in a row.
+An alert needs the score past an adaptive threshold for ``persistence`` minutes in a row, each
+of them also unusual for the key itself once it has a history (:class:`OwnProfile`): a key
+that always sends deep, many-pass requests is unlike most keys, which is no news about it.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -16,6 +18,14 @@ An alert needs the score past an adaptive threshold for ``persistence`` minutes 
 ...                       confidence_sum=16.0, confidence_count=20)
 >>> any(det.observe_minute(minute(i, normal)) for i in range(300))
 False
+
+A key's own history (the mean and spread of each feature over its past minutes):
+
+>>> own = OwnProfile()
+>>> for i in range(60):
+...     own.learn([0.1, 7.0, 2.5 + 0.1 * (i % 3), 0.0, 0.0, 0.8])
+>>> own.outside([0.1, 7.0, 2.7, 0.0, 0.0, 0.8]), own.outside([0.1, 7.0, 4.0, 0.0, 0.0, 0.8])
+(False, True)
 """
 
 from __future__ import annotations
@@ -40,6 +50,51 @@ FEATURES = (
     "log_gpu_ms_per_token",
     "confidence_mean",
 )
+
+
+# A key's own history: minutes learned before it may clear a key (until then the fleet alone
+# judges), how fast it follows (per minute: about an hour), and how far out of it, in its own
+# standard deviations, a feature must be for the minute to be unusual for the key.
+OWN_WARM = 30
+OWN_FADING = 0.02
+OWN_Z = 4.0
+OWN_MIN_SD = 1e-3  # a feature that never moved (passes always 1) still has a spread
+
+
+class OwnProfile:
+    """One key's features over its past minutes: exponentially weighted mean and variance."""
+
+    __slots__ = ("mean", "minutes", "var")
+
+    def __init__(self) -> None:
+        self.mean = [0.0] * len(FEATURES)
+        self.var = [0.0] * len(FEATURES)
+        self.minutes = 0
+
+    def learn(self, x: list[float]) -> None:
+        if self.minutes == 0:
+            self.mean = list(x)
+        else:
+            for i, value in enumerate(x):
+                delta = value - self.mean[i]
+                self.mean[i] += OWN_FADING * delta
+                self.var[i] = (1 - OWN_FADING) * (self.var[i] + OWN_FADING * delta * delta)
+        self.minutes += 1
+
+    def z(self, x: list[float]) -> list[float]:
+        """How many of the key's own standard deviations each feature is from its mean."""
+        return [
+            abs(value - mean) / max(OWN_MIN_SD, math.sqrt(var))
+            for value, mean, var in zip(x, self.mean, self.var, strict=True)
+        ]
+
+    @property
+    def young(self) -> bool:
+        return self.minutes < OWN_WARM
+
+    def outside(self, x: list[float]) -> bool:
+        """Whether the minute is out of the key's own range (never, while it is young)."""
+        return not self.young and max(self.z(x)) >= OWN_Z
 
 
 def key_features(m: EntityMinute, fleet: EntityMinute) -> dict[str, float]:
@@ -76,7 +131,12 @@ class MultivariateKeyDetector:
         self.threshold = AdaptiveThreshold(score_floor, q=0.9995)
         self.means = {f: stats.Mean() for f in FEATURES}
         self.streaks: BoundedStore[str, list[int]] = BoundedStore(max_entities)
+        self.profiles: BoundedStore[str, OwnProfile] = BoundedStore(max_entities)
         self.seen = 0
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.profiles = BoundedStore(200_000)  # absent from snapshots taken before it existed
+        self.__dict__.update(state)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         findings = []
@@ -90,26 +150,29 @@ class MultivariateKeyDetector:
 
     def _observe(self, key: str, minute: EntityMinute, view: MinuteView) -> Finding | None:
         x = key_features(minute, view.fleet)
+        values = [x[f] for f in FEATURES]
         score = self.model.score_one(x)
         self.seen += 1
         streak = self.streaks.get_or_create(key, lambda: [0])
+        own = self.profiles.get_or_create(key, OwnProfile)
         threshold = self.threshold.value
-        anomalous = self.seen > self.warm_up and score >= threshold
+        unlike_the_fleet = self.seen > self.warm_up and score >= threshold
+        outside = own.outside(values)
+        anomalous = unlike_the_fleet and (outside or own.young)
         streak[0] = streak[0] + 1 if anomalous else 0
         self.threshold.update(score)
-        if not anomalous:
+        if not outside:
+            own.learn(values)
+        if not unlike_the_fleet:
             self.model.learn_one(x)
             for f in FEATURES:
                 self.means[f].update(x[f])
-            return None
-        if streak[0] < self.persistence or ("api_key", key) in view.named:
+        if not anomalous or streak[0] < self.persistence or ("api_key", key) in view.named:
             return None
         evidence = {f: (x[f], self.means[f].get()) for f in FEATURES}
-        top = max(FEATURES, key=lambda f: abs(x[f] - self.means[f].get()))
         summary = (
             f"api key {key} behaves unlike any key seen so far for {streak[0]} min "
-            f"(isolation score {score:.2f}); largest deviation: {top.replace('_', ' ')} "
-            f"{x[top]:.2f} vs {self.means[top].get():.2f} on average"
+            f"(isolation score {score:.2f}); {_largest_deviation(values, own, self.means)}"
         )
         return Finding(
             kind="other",
@@ -123,3 +186,16 @@ class MultivariateKeyDetector:
             evidence=evidence,
             event_count=minute.requests,
         )
+
+
+def _largest_deviation(values: list[float], own: OwnProfile, fleet: dict[str, stats.Mean]) -> str:
+    """The feature furthest out: of the key's own history when it has one, else of all keys'."""
+    if own.young:
+        usual = [fleet[f].get() for f in FEATURES]
+        far = [abs(value - mean) for value, mean in zip(values, usual, strict=True)]
+        whose = "on average"
+    else:
+        usual, far, whose = own.mean, own.z(values), "usually for this key"
+    i = max(range(len(FEATURES)), key=far.__getitem__)
+    name = FEATURES[i].replace("_", " ")
+    return f"largest deviation: {name} {values[i]:.2f} vs {usual[i]:.2f} {whose}"
