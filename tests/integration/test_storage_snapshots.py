@@ -25,7 +25,7 @@ def test_latest_snapshot_per_key_round_trips(storage_settings: Settings) -> None
         offset, blob = store.load_snapshot("group/topic/0")  # type: ignore[misc]
         assert store.load_snapshot("group/topic/1") == (7, b"p1")
     assert offset == 99
-    restored = Engine.restore(blob)
+    restored = Engine.restore(blob, storage_settings)
     assert restored.counters == engine.counters
     tail = synthetic_events(200, seed=7)
     assert restored.process_events(tail).alerts == engine.process_events(tail).alerts
