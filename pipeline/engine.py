@@ -252,11 +252,11 @@ class Engine:
         bounds, how many event ids are remembered, and its fleet stage's settings
         (:meth:`FleetStage.take_settings <pipeline.fleet.FleetStage.take_settings>`).
 
-        The one place for them: a new engine and a :meth:`restore` d one both take them here,
-        so a restarted worker runs by its current settings. Windows, seen ids, the detectors'
-        baselines and running cooldowns are kept. Not yet: the detectors' own parameters
-        (thresholds, the caps of their per-entity stores, from ``max_entities``) stay as the
-        engine was made, and as its snapshot saved them.
+        The one place for them: a new engine takes them here, and so does one from
+        :meth:`restore`, so a restarted worker runs by its current settings. Windows, seen
+        ids, the detectors' baselines and running cooldowns are kept. Not yet: the detectors'
+        own parameters (thresholds, the caps of their per-entity stores, from
+        ``max_entities``) stay as the engine was made, and as its snapshot saved them.
         """
         worker = settings.worker
         self.max_message_bytes = worker.max_message_bytes

@@ -257,8 +257,8 @@ class FleetStage:
     def take_settings(self, settings: Settings) -> None:
         """Apply what the stage takes from settings, as opposed to what it learned: the alert
         cooldown, and the budgets of the settings' file with their thresholds and forecast (the
-        worker then reads the budgets table). A new stage and a :meth:`restore` d one both take
-        them here; running cooldowns, spend and what has fired are kept. The detectors'
+        worker then reads the budgets table). A new stage takes them here, and so does one from
+        :meth:`restore`; running cooldowns, spend and what has fired are kept. The detectors'
         parameters stay as they were made (and saved).
         """
         config = settings.budgets
