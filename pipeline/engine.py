@@ -21,7 +21,6 @@ stream either confirms its time (a run of such events) or contradicts it (then a
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from typing import Any, Final
 import msgspec
 
 from pipeline.budgets import SpendLedger, SpendTick
-from pipeline.config import Settings, WorkerSettings
+from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.detectors.norms import FleetNorms, NormTick, shares_norms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_events
@@ -45,6 +44,7 @@ from pipeline.metrics import COST_LIMIT_USD, WINDOW_S, WindowAggregator, window_
 from pipeline.minute_view import groups_of
 from pipeline.pricing import PriceTable
 from pipeline.records import DeadLetter, Message, StepOutput
+from pipeline.state_format import seal, unseal
 
 PEEK_S: Final = 15  # the open minute is peeked at every 15 s of event time (see Engine._on_clock)
 # Times ClickHouse can store: metrics_1m and usage_hourly use DateTime (1970-01-01 to
@@ -117,14 +117,20 @@ class SeenIds:
     """
 
     def __init__(self, max_ids: int) -> None:
-        self.max_ids = max_ids
-        self._generation = max(1, max_ids // 2)
+        self.bound(max_ids)
         self._current = _Generation()
         self._previous = _Generation()
         self.awaiting_chunks = False
 
     def __len__(self) -> int:
         return len(self._current.ids) + len(self._previous.ids)
+
+    def bound(self, max_ids: int) -> None:
+        """Keep at most ``max_ids`` from now on: ids already remembered stay; a generation that
+        is already larger than the new half ends at the next id, so within one generation
+        :meth:`add` keeps the new bound."""
+        self.max_ids = max_ids
+        self._generation = max(1, max_ids // 2)
 
     @property
     def generation(self) -> int:
@@ -145,8 +151,7 @@ class SeenIds:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.max_ids = state["max_ids"]
-        self._generation = max(1, self.max_ids // 2)
+        self.bound(state["max_ids"])
         number = state.get("generation", 1)
         self._current, self._previous = _Generation(number=number), _Generation(number=number - 1)
         self.awaiting_chunks = state.get("head", False)
@@ -221,18 +226,9 @@ class Engine:
         partition: int | None = None,
         metric_rows: bool = True,
     ) -> None:
-        worker = settings.worker
-        self.max_message_bytes = worker.max_message_bytes
-        self.prices = PriceTable(settings.prices, settings.default_price)
-        lateness = max(worker.allowed_lateness_s, DETECTION_GRACE_S)
-        self.aggregator = WindowAggregator(  # bounded against floods of fake ids
-            self.prices,
-            allowed_lateness_s=lateness,
-            max_groups=OPEN_WINDOWS * worker.max_entities,
-            max_keys_per_tenant=max(1, worker.max_entities // 10),
-        )
+        self.aggregator = WindowAggregator(PriceTable({}))  # priced and bounded: take_settings
         if detectors is None:
-            detectors = default_detectors(max_entities=worker.max_entities)
+            detectors = default_detectors(max_entities=settings.worker.max_entities)
         self._request_detectors = request_detectors(detectors)
         self.partition = partition or 0
         self.fleet = None if partition is not None else FleetStage(settings, detectors, 1)
@@ -240,15 +236,41 @@ class Engine:
         self._due_s = -math.inf  # event time of the next minute to score or peek
         self._peeked_s = -math.inf  # the last tick peeked at
         self._norms_s = -math.inf  # the last tick the context norms learned at
-        self.seen = SeenIds(worker.dedupe_max_ids)
+        self.seen = SeenIds(max_ids=1)  # bounded: take_settings
         self.ledger = SpendLedger()  # exact spend per tenant, key and day, for budgets
         self.next_minute: int | None = None
-        self.future_horizon_s = worker.future_horizon_s
         self.held: list[tuple[Message | None, AllocationEvent]] = []  # far ahead, undecided
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
         # whether closed windows become metric rows (StepOutput.metrics): a replay that stores
         # nothing reads none, and building them was 7 % of its time
         self.metric_rows = metric_rows
+        self.take_settings(settings)
+
+    def take_settings(self, settings: Settings) -> None:
+        """Apply what the engine takes from settings, as opposed to what it learned: the limits
+        of a message and of event time ahead, the prices, the windows' allowed lateness and
+        bounds, how many event ids are remembered, and its fleet stage's settings
+        (:meth:`FleetStage.take_settings <pipeline.fleet.FleetStage.take_settings>`).
+
+        The one place for them: a new engine takes them here, and so does one from
+        :meth:`restore`, so a restarted worker runs by its current settings. Windows, seen
+        ids, the detectors' baselines and running cooldowns are kept. Not yet: the detectors'
+        own parameters (thresholds, the caps of their per-entity stores, from
+        ``max_entities``) stay as the engine was made, and as its snapshot saved them.
+        """
+        worker = settings.worker
+        self.max_message_bytes = worker.max_message_bytes
+        self.future_horizon_s = worker.future_horizon_s
+        self.prices = PriceTable(settings.prices, settings.default_price)
+        self.aggregator.configure(  # bounded against floods of fake ids
+            self.prices,
+            allowed_lateness_s=max(worker.allowed_lateness_s, DETECTION_GRACE_S),
+            max_groups=OPEN_WINDOWS * worker.max_entities,
+            max_keys_per_tenant=max(1, worker.max_entities // 10),
+        )
+        self.seen.bound(worker.dedupe_max_ids)
+        if self.fleet is not None:
+            self.fleet.take_settings(settings)
 
     def process(self, messages: Iterable[Message]) -> StepOutput:
         """Run one batch of wire messages; each becomes an event, a duplicate or a dead letter.
@@ -326,45 +348,31 @@ class Engine:
         return out
 
     def snapshot(self, *, seen_ids: bool = True) -> bytes:
-        """All state (windows, detectors, cooldowns, seen ids) as bytes for restore.
+        """All state (windows, detectors, cooldowns, seen ids) as bytes for restore, under a
+        header with its format (:mod:`pipeline.state_format`).
 
         With ``seen_ids=False`` the seen ids are left out (a head keeps their generation
         numbers): the caller saves them as chunks (:meth:`SeenIds.unsaved`) and gives them to
         :meth:`SeenIds.load` after :meth:`restore`.
         """
         state = self.__dict__ if seen_ids else {**self.__dict__, "seen": self.seen.head()}
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return seal(state)
 
     @classmethod
-    def restore(cls, blob: bytes) -> Engine:
-        """The engine a :meth:`snapshot` saved, or one of an earlier version's. Those from
-        before :mod:`pipeline.records` name held messages ``pipeline.engine.Message``, which
-        this module's import of :class:`Message` still answers."""
+    def restore(cls, blob: bytes, settings: Settings) -> Engine:
+        """The engine a :meth:`snapshot` saved, running by ``settings`` (:meth:`take_settings`).
+
+        A snapshot from before formats were numbered (format 0) is migrated
+        (:func:`_from_format_0`); one of a newer format, or bytes that are no snapshot, raise
+        :class:`~pipeline.state_format.SnapshotError` with what to do.
+        """
+        version, state = unseal(blob, settings, dict)
         engine = cls.__new__(cls)
-        # a snapshot taken before a field existed gets its default
-        defaults = WorkerSettings()
-        engine.__dict__.update(
-            future_horizon_s=defaults.future_horizon_s, held=[], _norms_s=-math.inf,
-            ledger=SpendLedger(),  # from before budgets: spend counts from the restore on
-            metric_rows=True,
-        )
-        engine.__dict__.update(pickle.loads(blob))
-        if "_due_s" not in vars(engine):  # from before the open minute was peeked at
-            engine._due_s = -math.inf
-        if "_peeked_s" not in vars(engine):  # from before quiet ticks were peeked at
-            engine._peeked_s = -math.inf
-        if "fleet" not in vars(engine):  # from before the fleet's detectors had a stage
-            state = vars(engine)
-            detectors = state.pop("detectors")
-            engine._request_detectors = request_detectors(detectors)
-            engine.fleet = FleetStage(Settings(), detectors, 1)
-            engine.fleet.gate = state.pop("gate")
-            engine.partition, engine.clock_s = 0, engine.aggregator.max_event_s
-            state.pop("_peekers", None)
-        engine.aggregator.upgrade(  # the bounds, for an aggregator saved before them
-            max_groups=OPEN_WINDOWS * defaults.max_entities,
-            max_keys_per_tenant=max(1, defaults.max_entities // 10),
-        )
+        if version == 0:
+            _from_format_0(engine, state, settings)
+        else:
+            engine.__dict__.update(state)
+        engine.take_settings(settings)
         return engine
 
     def accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
@@ -550,6 +558,30 @@ class Engine:
             if self.next_minute <= minute <= last_start:
                 self._judge(minute, minute + WINDOW_S, out)
         self.next_minute = window_of(last_start) + WINDOW_S
+
+
+def _from_format_0(engine: Engine, state: dict[str, Any], settings: Settings) -> None:
+    """Fill ``engine`` from a snapshot saved before formats were numbered: a field it predates
+    gets its default, and an engine from before the fleet stage hands its detectors and cooldown
+    gate to one of its own. Those from before :mod:`pipeline.records` name held messages
+    ``pipeline.engine.Message``, which this module's import of :class:`Message` still answers."""
+    engine.__dict__.update(
+        held=[], _norms_s=-math.inf,
+        _due_s=-math.inf,  # from before the open minute was peeked at
+        _peeked_s=-math.inf,  # from before quiet ticks were peeked at
+        ledger=SpendLedger(),  # from before budgets: spend counts from the restore on
+        metric_rows=True,
+    )  # fmt: skip
+    engine.__dict__.update(state)
+    if "fleet" not in state:  # from before the fleet's detectors had a stage
+        fields = vars(engine)
+        detectors = fields.pop("detectors")
+        engine._request_detectors = request_detectors(detectors)
+        engine.fleet = FleetStage(settings, detectors, 1)
+        engine.fleet.gate = fields.pop("gate")
+        engine.partition, engine.clock_s = 0, engine.aggregator.max_event_s
+        fields.pop("_peekers", None)
+    engine.aggregator.upgrade()
 
 
 def parse_messages(

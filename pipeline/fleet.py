@@ -55,6 +55,7 @@ from pipeline.detectors.request_norm import KeyMinute
 from pipeline.metrics import WINDOW_S
 from pipeline.minute_view import Group, build_minute_view, build_peek_view
 from pipeline.records import Alert, Evidence
+from pipeline.state_format import seal, unseal
 
 DETECTION_GRACE_S: Final = 5.0  # a minute is scored once events 5 s past its end have been seen
 CHUNK_GROUPS: Final = 2_000  # groups per message to the fleet stage (~250 kB)
@@ -240,7 +241,7 @@ class FleetStage:
     ) -> None:
         self.detectors = list(detectors)
         self._peekers = [d for d in self.detectors if isinstance(d, PeekingDetector)]
-        self.gate = CooldownGate(cooldown_s=settings.worker.alert_cooldown_s)
+        self.gate = CooldownGate()  # its cooldown: take_settings
         self.clocks = [-math.inf] * partitions  # event time each partition has passed
         self._parts: dict[tuple[float, int, float], dict[tuple[int, int], MinutePart]] = {}
         self._judged_s = -math.inf  # due points at or before this are judged
@@ -250,7 +251,34 @@ class FleetStage:
         self._norms_s = -math.inf  # the last tick the norms learned
         # moved since last handed out: the latest per context (a catch-up learns many ticks)
         self._merged: dict[str, dict[Context, NormState]] = {}
-        self.budgets = budget_book(settings)
+        self.budgets = BudgetBook()  # the budgets and when they alert: take_settings
+        self.take_settings(settings)
+
+    def take_settings(self, settings: Settings) -> None:
+        """Apply what the stage takes from settings, as opposed to what it learned: the alert
+        cooldown, and the budgets of the settings' file with their thresholds and forecast (the
+        worker then reads the budgets table). A new stage takes them here, and so does one from
+        :meth:`restore`; running cooldowns, spend and what has fired are kept. The detectors'
+        parameters stay as they were made (and saved).
+        """
+        config = settings.budgets
+        self.gate.cooldown_s = settings.worker.alert_cooldown_s
+        self.budgets.thresholds, self.budgets.forecast = list(config.thresholds), config.forecast
+        self.budgets.set_budgets(budgets_from_settings(settings))
+
+    def snapshot(self) -> bytes:
+        """The stage's state (less its waiting parts: :meth:`__getstate__`) as bytes for
+        :meth:`restore`, under a header with its format (:mod:`pipeline.state_format`)."""
+        return seal(self)
+
+    @classmethod
+    def restore(cls, blob: bytes, settings: Settings) -> FleetStage:
+        """The stage a :meth:`snapshot` saved (or one pickled whole before formats were
+        numbered, format 0), running by ``settings`` (:meth:`take_settings`); a newer format or
+        bytes that are no snapshot raise :class:`~pipeline.state_format.SnapshotError`."""
+        _, stage = unseal(blob, settings, cls)
+        stage.take_settings(settings)
+        return stage
 
     def __setstate__(self, state: dict[str, object]) -> None:
         # from before the norms learned per tick: they learn from the next tick on; from
@@ -382,14 +410,6 @@ class FleetStage:
         view.named.add((finding.entity_type, finding.entity_id))
         if self.gate.admit(finding.kind, finding.entity_type, finding.entity_id, view.end):
             alerts.append(to_alert(finding, view.end))
-
-
-def budget_book(settings: Settings) -> BudgetBook:
-    """The fleet's budgets as settings give them (the file; the worker then reads the table)."""
-    config = settings.budgets
-    return BudgetBook(
-        budgets_from_settings(settings), thresholds=config.thresholds, forecast=config.forecast
-    )
 
 
 def to_alert(finding: Finding, detected_at: datetime) -> Alert:

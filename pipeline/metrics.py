@@ -148,16 +148,29 @@ class WindowAggregator:
         max_groups: int | None = None,
         max_keys_per_tenant: int | None = None,
     ) -> None:
-        self.prices = prices
-        self.allowed_lateness_s = allowed_lateness_s
-        self.max_groups = max_groups
-        self.max_keys_per_tenant = max_keys_per_tenant
+        self.configure(prices, allowed_lateness_s, max_groups, max_keys_per_tenant)
         self._keys: dict[tuple[int, str], set[str]] = {}  # api keys per (window, tenant)
         self.max_event_s = float("-inf")
         self.too_late = 0
         self._closed_before = float("-inf")  # windows starting before this are closed
         self._windows: dict[int, dict[GroupKey, WindowTotals]] = {}  # open groups by window
         self._groups = 0  # open groups in all windows
+
+    def configure(
+        self,
+        prices: PriceTable,
+        allowed_lateness_s: float,
+        max_groups: int | None,
+        max_keys_per_tenant: int | None,
+    ) -> None:
+        """Price, wait and bound by these from now on (settings; a restored engine's are the
+        current ones). Open windows keep what they hold: a window a shorter lateness has passed
+        closes at the next :meth:`close_ready`, closed ones stay closed under a longer one; a
+        group past lower bounds stays, new ones go to the overflow groups."""
+        self.prices = prices
+        self.allowed_lateness_s = allowed_lateness_s
+        self.max_groups = max_groups
+        self.max_keys_per_tenant = max_keys_per_tenant
 
     @property
     def open_group_count(self) -> int:
@@ -214,13 +227,13 @@ class WindowAggregator:
             key = (window, *(OVERFLOW_ID,) * 5)
         return key
 
-    def upgrade(self, max_groups: int, max_keys_per_tenant: int) -> None:
+    def upgrade(self) -> None:
         """Bring an aggregator restored from an older snapshot to this version's shape: one
-        saved before the windows were bounded takes these bounds, one that kept every open
-        group in one dict gets them indexed by window. A current one is left as it is."""
+        saved before the windows were bounded gets its index of keys per tenant (the bounds
+        come with :meth:`configure`), one that kept every open group in one dict gets them
+        indexed by window. A current one is left as it is."""
         state = vars(self)
-        if "max_groups" not in state:  # from before the windows were bounded
-            self.max_groups, self.max_keys_per_tenant = max_groups, max_keys_per_tenant
+        if "_keys" not in state:  # from before the windows were bounded
             self._keys = {}
         if "_open" in state:  # from before the groups were indexed by window
             groups: dict[GroupKey, WindowTotals] = state.pop("_open")

@@ -59,6 +59,7 @@ from pipeline.instruments import (
 )
 from pipeline.kafka_options import aiokafka_options, faust_credentials
 from pipeline.records import DeadLetter, Message, StepOutput
+from pipeline.state_format import SnapshotError
 from pipeline.storage import RetryPolicy, SinkUnavailable, Store, open_store
 from pipeline.stream_fleet import StoredFleet
 from pipeline.webhook import WebhookNotifier
@@ -85,6 +86,7 @@ PRE_MARK_BATCH_MAX = 10_000  # events per batch of the workers that saved snapsh
 OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
 IDLE_CHECK_S: Final = 1.0  # how often partitions with nothing to read follow the busiest
 EXIT_UNEXPECTED: Final = 70  # EX_SOFTWARE: a bug, not an outage
+EXIT_STATE_REFUSED: Final = 78  # EX_CONFIG: a snapshot this computewatch cannot restore
 STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
 
@@ -136,7 +138,7 @@ class PartitionEngines:
         mark = self.store.load_snapshot(self.mark_key(partition))
         offset, engine = -1, Engine(self.settings, partition=partition)
         if snapshot is not None:
-            offset, engine = snapshot[0], Engine.restore(snapshot[1])
+            offset, engine = snapshot[0], Engine.restore(snapshot[1], self.settings)
             if engine.seen.awaiting_chunks:
                 engine.seen.load(self._seen_chunks(partition, offset))
             if engine.fleet is not None:
@@ -559,7 +561,8 @@ async def until_stored(
     The agent waits here, so no new batch is taken (Faust's stream buffer bounds what is
     fetched meanwhile) and nothing is acknowledged; every method retried here can be repeated.
     A SIGTERM meanwhile waits too (Faust stops once the batch in hand is acknowledged, and
-    acknowledging it unstored would lose it); SIGKILL loses and duplicates nothing.
+    acknowledging it unstored would lose it); SIGKILL loses and duplicates nothing. A snapshot
+    that cannot be restored ends the worker (:func:`exit_refused`): no retry would read it.
     """
     instruments = instruments or NoInstruments()
     failures = 0
@@ -577,6 +580,8 @@ async def until_stored(
             )  # fmt: skip
             await asyncio.sleep(delay)
             continue
+        except SnapshotError as exc:
+            exit_refused(exc)
         if operation is not None:
             instruments.wrote(operation, time.perf_counter() - started)
         if failures:
@@ -598,6 +603,16 @@ def exit_unacknowledged(messages: int) -> NoReturn:
     )  # fmt: skip
     logging.shutdown()
     os._exit(EXIT_UNEXPECTED)
+
+
+def exit_refused(exc: SnapshotError) -> NoReturn:
+    """End the worker at once, in one line that says what to do, on a snapshot it cannot
+    restore (a newer format, damaged bytes), acknowledging nothing: a supervisor's restart
+    meets the same snapshot until the operator acts."""
+    log.critical("cannot restore the worker's state; exiting (code %d): %s",
+                 EXIT_STATE_REFUSED, exc)  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_STATE_REFUSED)
 
 
 def _owned(app: faust.App, topic: str) -> list[TP]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -78,7 +77,7 @@ class StoredFleet:
             detectors = default_detectors(max_entities=self.settings.worker.max_entities)
             self.stage = FleetStage(self.settings, detectors, self.settings.kafka.partitions)
         else:
-            self.offset, self.stage = snapshot[0], pickle.loads(snapshot[1])
+            self.offset, self.stage = snapshot[0], FleetStage.restore(snapshot[1], self.settings)
             saved = self.store.load_snapshots(self.part_prefix, max_offset=self.offset)
             self.stage.keep(decode_part(state) for _, state in saved)
             self.pruned_s = self.stage.judged_s
@@ -123,8 +122,7 @@ class StoredFleet:
             for p in self.unsaved
             if p.due_s > judged
         ]
-        blob = pickle.dumps(self.stage, protocol=pickle.HIGHEST_PROTOCOL)
-        rows.append((self.key, self.offset, blob))
+        rows.append((self.key, self.offset, self.stage.snapshot()))
         with timed(partial(self.instruments.saved, "fleet", sum(len(r[2]) for r in rows))):
             self.store.save_snapshots(rows)
         self.unsaved.clear()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from functools import partial
 
-from pipeline.config import Settings
+from pipeline.config import PriceSettings, Settings
 from pipeline.detectors import EntityMinute, Finding, MinuteView
 from pipeline.engine import Engine
 from pipeline.fleet import FleetInput, FleetStage, MinutePart, encode_fleet_input
 from pipeline.records import Message
 from pipeline.storage import open_store
+from pipeline.stream import PartitionEngines
 from pipeline.stream_fleet import StoredFleet
 from tests.fixtures.clickhouse import synthetic_events
+from tests.unit.test_restore_settings import FIXTURES, event_at, first_events, messages
 
 
 def test_latest_snapshot_per_key_round_trips(storage_settings: Settings) -> None:
@@ -25,7 +27,7 @@ def test_latest_snapshot_per_key_round_trips(storage_settings: Settings) -> None
         offset, blob = store.load_snapshot("group/topic/0")  # type: ignore[misc]
         assert store.load_snapshot("group/topic/1") == (7, b"p1")
     assert offset == 99
-    restored = Engine.restore(blob)
+    restored = Engine.restore(blob, storage_settings)
     assert restored.counters == engine.counters
     tail = synthetic_events(200, seed=7)
     assert restored.process_events(tail).alerts == engine.process_events(tail).alerts
@@ -66,6 +68,37 @@ def test_the_fleet_stage_gets_back_the_parts_still_waiting(storage_settings: Set
     stage.detectors.append(recorder)
     again.step([Message(encode_fleet_input(late), offset=1)])
     assert recorder.requests == [5]
+
+
+def test_the_worker_restores_its_stages_under_the_settings_it_runs_with(
+    storage_settings: Settings,
+) -> None:
+    """Saved by a worker with one lateness, price and cooldown, restored by one with others
+    (as the worker restores, from the store): the new ones apply, the seen ids are kept; a
+    snapshot saved before formats were numbered restores the same way."""
+    now = storage_settings.model_copy(update={
+        "worker": storage_settings.worker.model_copy(
+            update={"allowed_lateness_s": 300.0, "alert_cooldown_s": 60.0}),
+        "prices": {"reasoner-large": PriceSettings(gpu_hour_usd=36.0)},
+    })  # fmt: skip
+    fixture = (FIXTURES / "engine_state_format0.pickle").read_bytes()
+    with open_store(storage_settings) as store:
+        before = PartitionEngines(storage_settings, store)
+        batch = [Message(m.value, partition=0, offset=n) for n, m in enumerate(first_events())]
+        before.process(0, batch)
+        before.commit([0])
+        store.save_snapshots([(before.key(1), 9, fixture)])
+        stored = StoredFleet(storage_settings, store)
+        stored.restore()
+        stored.commit()
+        after, fleet = PartitionEngines(now, store), StoredFleet(now, store)
+        engines = [after.restore(0), after.restore(1)]
+        stage = fleet.restore()
+    assert stage.gate.cooldown_s == 60.0
+    for engine in engines:
+        assert engine.aggregator.allowed_lateness_s == 300.0
+        out = engine.process([*first_events()[:1], *messages(event_at(20, gpu_ms=1000.0))])
+        assert (out.duplicates, out.costs) == (1, [0.01])
 
 
 class _Recorder:

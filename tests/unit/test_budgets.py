@@ -107,9 +107,9 @@ def test_the_same_alerts_at_any_partition_count_and_key(settings: Settings) -> N
 
 
 def test_a_restore_from_snapshots_fires_nothing_again(settings: Settings) -> None:
-    """As the worker does: each partition's engine and the fleet stage snapshotted (pickle),
-    restored into new objects, and the stream read on; also a partition that goes back to its
-    snapshot and sends its totals again."""
+    """As the worker does: each partition's engine and the fleet stage snapshotted, restored
+    into new objects (the budgets from the settings), and the stream read on; also a partition
+    that goes back to its snapshot and sends its totals again."""
     stream = messages()
     whole = budget_alerts(run(settings, 4, stream))
     topology = Topology(settings, 4)
@@ -117,15 +117,14 @@ def test_a_restore_from_snapshots_fires_nothing_again(settings: Settings) -> Non
     before = budget_alerts(topology.process(stream[:half]).alerts)
     assert before and len(before) < len(whole)
     snapshots = [engine.snapshot() for engine in topology.engines]
-    fleet = pickle.dumps(topology.fleet)
+    fleet = topology.fleet.snapshot()
     restored = Topology(settings, 4)
-    restored.engines = [Engine.restore(blob) for blob in snapshots]
-    restored.fleet = pickle.loads(fleet)
-    restored.fleet.budgets.set_budgets(topology.fleet.budgets.budgets_list())
+    restored.engines = [Engine.restore(blob, settings) for blob in snapshots]
+    restored.fleet = FleetStage.restore(fleet, settings)
     after = budget_alerts(restored.process(stream[half:]).alerts + restored.finish().alerts)
     assert before + after == whole
     # a partition restored from an older snapshot sends totals the fleet has seen: no change
-    again = Engine.restore(snapshots[0])
+    again = Engine.restore(snapshots[0], settings)
     resent = again.process(stream[half - 2_000 : half])
     assert restored.fleet.add([], {}, [], resent.spend) == []
 

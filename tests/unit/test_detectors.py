@@ -181,7 +181,7 @@ def test_pickle_round_trip_resumes_identically(case: Case) -> None:
     half = len(events) // 2
     engine = Engine(Settings(), detectors=[case.make()])
     engine.process_events(events[:half])
-    restored = Engine.restore(engine.snapshot())
+    restored = Engine.restore(engine.snapshot(), Settings())
     copy = pickle.loads(pickle.dumps(restored))
     a = engine.process_events(events[half:]).alerts + engine.finish().alerts
     b = copy.process_events(events[half:]).alerts + copy.finish().alerts
@@ -309,7 +309,7 @@ def test_the_sequential_test_is_deterministic_and_resumes_from_a_snapshot() -> N
     half = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=121))
     engine = Engine(Settings(), detectors=[_reasoning_detector()])
     engine.process_events(events[:half])
-    copy = pickle.loads(pickle.dumps(Engine.restore(engine.snapshot())))
+    copy = pickle.loads(pickle.dumps(Engine.restore(engine.snapshot(), Settings())))
     a = engine.process_events(events[half:]).alerts + engine.finish().alerts
     b = copy.process_events(events[half:]).alerts + copy.finish().alerts
     assert a == b and any("sequential_test" in x.evidence for x in a)

@@ -94,7 +94,11 @@ T0: Final = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
 def engine(**worker: Any) -> Engine:
-    return Engine(Settings(prices=PRICES, worker=worker))
+    return Engine(settings_of(**worker))
+
+
+def settings_of(**worker: Any) -> Settings:
+    return Settings(prices=PRICES, worker=worker)
 
 
 def wire_of(**changes: Any) -> bytes:
@@ -387,7 +391,7 @@ def test_a_restored_engine_goes_on_exactly_like_the_original(
     eng, ledger = engine(), Ledger()
     for batch in batches[:cut]:
         ledger.run(eng, batch)
-    restored = Engine.restore(eng.snapshot())
+    restored = Engine.restore(eng.snapshot(), settings_of())
     for batch in batches[cut:]:
         messages = [Message(raw) for raw in batch]
         a, b = eng.process(messages), restored.process(messages)
@@ -707,7 +711,7 @@ def test_a_snapshot_from_before_these_rules_restores() -> None:
     del state["held"], state["future_horizon_s"]
     for name in ("max_groups", "max_keys_per_tenant", "_keys"):
         delattr(state["aggregator"], name)
-    restored = Engine.restore(pickle.dumps(state))
+    restored = Engine.restore(pickle.dumps(state), settings_of())
     assert restored.held == [] and restored.future_horizon_s == 3600.0
     assert restored.aggregator.max_groups == 800_000
     assert restored.process([Message(wire_of(ts="2030-01-01T00:00:00Z"))]).events == []
@@ -723,7 +727,7 @@ def test_a_snapshot_from_before_the_records_module_restores() -> None:
     blob = pickle.dumps(eng.__dict__, protocol=2)  # classes by name, unframed
     assert len(eng.held) == 1 and b"pipeline.records\nMessage" in blob
     old = blob.replace(b"pipeline.records\nMessage", b"pipeline.engine\nMessage")
-    restored = Engine.restore(old)
+    restored = Engine.restore(old, settings_of())
     assert restored.held == eng.held
 
 
@@ -783,7 +787,7 @@ def test_a_snapshot_with_ids_in_one_ordered_map_and_groups_in_one_dict_restores(
     vars(aggregator)["_open"] = flat
     state = eng.__dict__ | {"seen": old_seen}
 
-    restored = Engine.restore(pickle.dumps(state))
+    restored = Engine.restore(pickle.dumps(state), settings_of())
 
     assert restored.process([message]).duplicates == 1
     assert restored.aggregator.open_group_count == 1

@@ -302,8 +302,8 @@ def test_a_snapshot_from_before_the_two_stages_restores_and_goes_on_alike(
     for name in ("clock_s", "partition", "_peeked_s", "_norms_s", "_request_detectors"):
         del state[name]
     state.update(detectors=fleet.detectors, gate=fleet.gate, _peekers=[])
-    old = Engine.restore(pickle.dumps(state))
-    again = Engine.restore(engine.snapshot())
+    old = Engine.restore(pickle.dumps(state), SETTINGS)
+    again = Engine.restore(engine.snapshot(), SETTINGS)
     alerts = _run(old, messages[half:])
     assert alerts and alerts == _run(again, messages[half:])
 
