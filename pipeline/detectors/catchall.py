@@ -135,8 +135,9 @@ class MultivariateKeyDetector:
         self.seen = 0
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.profiles = BoundedStore(200_000)  # absent from snapshots taken before it existed
         self.__dict__.update(state)
+        if "profiles" not in state:  # a snapshot from before keys had their own history
+            self.profiles = BoundedStore(self.streaks.max_entries)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         findings = []
