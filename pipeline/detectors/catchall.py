@@ -172,7 +172,8 @@ class MultivariateKeyDetector:
             return None
         evidence = {f: (x[f], self.means[f].get()) for f in FEATURES}
         summary = (
-            f"api key {key} behaves unlike any key seen so far for {streak[0]} min "
+            f"api key {key} behaves unlike any key seen so far"
+            f"{'' if own.young else ' and unlike its own history'} for {streak[0]} min "
             f"(isolation score {score:.2f}); {_largest_deviation(values, own, self.means)}"
         )
         return Finding(
