@@ -249,8 +249,9 @@ class Engine:
     def take_settings(self, settings: Settings) -> None:
         """Apply what the engine takes from settings, as opposed to what it learned: the limits
         of a message and of event time ahead, the prices, the windows' allowed lateness and
-        bounds, how many event ids are remembered, and its fleet stage's settings
-        (:meth:`FleetStage.take_settings <pipeline.fleet.FleetStage.take_settings>`).
+        bounds, and how many event ids are remembered. (Its fleet stage, if it has one, takes
+        its own when it is made and when :meth:`restore` brings it back:
+        :meth:`FleetStage.take_settings <pipeline.fleet.FleetStage.take_settings>`.)
 
         The one place for them: a new engine takes them here, and so does one from
         :meth:`restore`, so a restarted worker runs by its current settings. Windows, seen
@@ -269,8 +270,6 @@ class Engine:
             max_keys_per_tenant=max(1, worker.max_entities // 10),
         )
         self.seen.bound(worker.dedupe_max_ids)
-        if self.fleet is not None:
-            self.fleet.take_settings(settings)
 
     def process(self, messages: Iterable[Message]) -> StepOutput:
         """Run one batch of wire messages; each becomes an event, a duplicate or a dead letter.
@@ -373,6 +372,8 @@ class Engine:
         else:
             engine.__dict__.update(state)
         engine.take_settings(settings)
+        if engine.fleet is not None:
+            engine.fleet.take_settings(settings)
         return engine
 
     def accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:
