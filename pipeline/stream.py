@@ -13,8 +13,9 @@ then stores its own snapshot.
 
 On assignment a partition's snapshot is restored and messages at or below its offset are
 skipped. Before a step's rows are written, the highest offset they come from is recorded (a
-mark); after a crash between writing and the snapshot, events of messages up to the mark that are
-already stored are recognised by event_id and not written twice (see :class:`PartitionEngines`).
+mark); after a crash between writing and the snapshot, the step up to the mark is read back and
+run again as one step, and its events already stored are recognised by event_id and not written
+twice (see :class:`PartitionEngines`).
 While ClickHouse fails, the agent waits with the batch in hand and retries (:func:`until_stored`);
 a revoked partition whose snapshot cannot be saved is left to its next owner.
 
@@ -41,11 +42,12 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError as AIOKafkaError
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from faust.types import TP
 
 from pipeline.alerts import encode_alert
-from pipeline.config import Settings
+from pipeline.config import KafkaSettings, Settings
 from pipeline.engine import Engine, SeenChunk
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
 from pipeline.fleet import decode_norms, encode_fleet_input, encode_norms, fleet_inputs
@@ -84,6 +86,7 @@ PRE_MARK_BATCH_MAX = 10_000  # events per batch of the workers that saved snapsh
 # While ClickHouse fails, the agent retries after 1, 2, 4 ... 30 s (each try is a flush with the
 # sink's own short retries); any error of the client, or a flush that gave up, means "not now".
 OUTAGE_RETRY: Final = RetryPolicy(base_s=1.0, max_s=30.0)
+READ_SPAN_S: Final = 60.0  # the longest reading an unsettled step back may take
 IDLE_CHECK_S: Final = 1.0  # how often partitions with nothing to read follow the busiest
 EXIT_UNEXPECTED: Final = 70  # EX_SOFTWARE: a bug, not an outage
 EXIT_STATE_REFUSED: Final = 78  # EX_CONFIG: a snapshot this computewatch cannot restore
@@ -101,6 +104,13 @@ class PartitionEngines:
     ``recover_to`` holds, after such a restore, the mark: until the engine is past it, events
     already in ``events`` are dropped from each step instead of being written (and counted in
     the rollups) twice, whatever batches the redelivery comes in.
+
+    That check cannot see rows a worker frozen in that step (SIGSTOP, a VM pause) writes after
+    it resumes. Those are dropped by ClickHouse instead, by their dedup tokens: each partition's
+    step has batches of its own (:meth:`store_step`), and the worker replays the step the mark
+    ends (:meth:`unsettled`) as one step, so it writes the very batches the frozen worker wrote
+    or may still write. Events already stored are whole batches at the start of the step (a
+    batch is one insert, the batches go in order), so dropping them keeps the rest's batches.
 
     Each method that reads or writes ClickHouse can be retried after a failure.
     """
@@ -155,6 +165,15 @@ class PartitionEngines:
         self.written[partition] = written
         return engine
 
+    def unsettled(self, partition: int) -> tuple[int, int] | None:
+        """The first and last offsets of the step whose rows may be stored in part, after
+        :meth:`restore` found a mark beyond the snapshot; None once the engine is past it.
+        Run those messages as one step, before any other, so its batches are the ones the
+        step was written in before."""
+        last = self.recover_to.get(partition)
+        offset = self.offsets[partition]
+        return None if last is None or offset >= last else (offset + 1, last)
+
     def step(self, partition: int, messages: list[Message]) -> StepOutput:
         """Run the restored engine on the messages it has not seen (no I/O, not retryable)."""
         fresh = [m for m in messages if m.offset > self.offsets[partition]]
@@ -172,11 +191,13 @@ class PartitionEngines:
             self.written[partition] = self.offsets[partition]
 
     def store_step(self, partition: int, out: StepOutput) -> None:
-        """Drop events already stored (while recovering), hand ``out`` over to the sink."""
+        """Drop events already stored (while recovering), hand ``out`` over to the sink, and
+        end its events batch there: the step's batches are its own."""
         offset = self.offsets[partition]
         if partition in self.recover_to:
             self._drop_stored(partition, out)
         self.store.write_step(out)
+        self.store.sink.cut_events()
         if offset >= self.recover_to.get(partition, offset):
             self.recover_to.pop(partition, None)
 
@@ -413,31 +434,45 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
                 exit_unacknowledged(records(batch))
 
     async def handle(batch: Sequence[faust.EventT]) -> None:
-        """Run, store and commit one batch; its dead letters and minutes go out."""
+        """Run, store and commit one batch; its dead letters and minutes go out. A step a
+        worker left unsettled is replayed first, as one step (:meth:`PartitionEngines.unsettled`).
+        """
         async with store_lock:
             parts = await retrying(engines, "opening the store")
             groups = _by_partition(batch, kafka.events_topic)
-            outs, covered = {}, {}
-            for partition, messages in groups.items():
+            for partition in groups:
                 await retrying(partial(parts.restore, partition), "restoring state")
-                covered[TP(kafka.events_topic, partition)] = parts.offsets[partition] + 1
-                started = time.perf_counter()
-                out = await asyncio.to_thread(parts.step, partition, messages)
-                instruments.stepped(out, len(messages), time.perf_counter() - started)
-                outs[partition] = out
-            await retrying(partial(parts.mark_written, list(outs)), "recording marks", "marks")
-            if not await still_owned(covered):  # after the marks: a new owner reads them
-                log.warning("partitions %s were taken by another worker while this one was not "
-                            "answering; their batch is dropped", list(groups))  # fmt: skip
-                parts.drop(list(groups))
-                return
-            for partition, out in outs.items():
-                await retrying(partial(parts.store_step, partition, out), "storing a step", "step")
-                for dead in out.dead_letters:
-                    await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
-            await send_minutes(parts, outs)
-            await retrying(partial(parts.commit, list(groups)), "committing a batch")
-        log.debug("batch of %d messages from partitions %s stored", records(batch), list(groups))
+            unsettled = {p: span for p in groups if (span := parts.unsettled(p))}
+            if unsettled:
+                replayed = await read_spans(kafka, unsettled)
+                if not await run(parts, replayed):
+                    return
+            await run(parts, groups)
+
+    async def run(parts: PartitionEngines, groups: dict[int, list[Message]]) -> bool:
+        """Step, store and commit the partitions' messages; False if they were taken."""
+        outs, covered = {}, {}
+        for partition, messages in groups.items():
+            covered[TP(kafka.events_topic, partition)] = parts.offsets[partition] + 1
+            started = time.perf_counter()
+            out = await asyncio.to_thread(parts.step, partition, messages)
+            instruments.stepped(out, len(messages), time.perf_counter() - started)
+            outs[partition] = out
+        await retrying(partial(parts.mark_written, list(outs)), "recording marks", "marks")
+        if not await still_owned(covered):  # after the marks: a new owner reads them
+            log.warning("partitions %s were taken by another worker while this one was not "
+                        "answering; their batch is dropped", list(groups))  # fmt: skip
+            parts.drop(list(groups))
+            return False
+        for partition, out in outs.items():
+            await retrying(partial(parts.store_step, partition, out), "storing a step", "step")
+            for dead in out.dead_letters:
+                await dlq_topic.send(key=None, value=dead.payload, headers=_dlq_headers(dead))
+        await send_minutes(parts, outs)
+        await retrying(partial(parts.commit, list(groups)), "committing a batch")
+        log.debug("%d messages from partitions %s stored", sum(map(len, groups.values())),
+                  list(groups))  # fmt: skip
+        return True
 
     @app.timer(interval=IDLE_CHECK_S)
     async def idle_clock() -> None:
@@ -546,6 +581,55 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         await asyncio.to_thread(resources.close)
 
     return app
+
+
+async def read_spans(
+    kafka: KafkaSettings, spans: dict[int, tuple[int, int]]
+) -> dict[int, list[Message]]:
+    """The events topic's messages in each partition's span of offsets (first, last), read
+    outside the group (for :meth:`PartitionEngines.unsettled`).
+
+    A span cut short (messages past retention, a broker that does not answer within
+    :data:`READ_SPAN_S`) gives what was read, with a warning: the step is then replayed in
+    part, and the stored-id check alone keeps its events from being written twice.
+    """
+    read: dict[int, list[Message]] = {p: [] for p in spans}
+    consumer = AIOKafkaConsumer(**aiokafka_options(kafka), enable_auto_commit=False)
+    try:
+        await consumer.start()
+        tps = {TopicPartition(kafka.events_topic, p): span for p, span in spans.items()}
+        consumer.assign(list(tps))
+        starts = await consumer.beginning_offsets(list(tps))
+        ends = await consumer.end_offsets(list(tps))
+        waiting = {}
+        for tp, (first, last) in tps.items():
+            consumer.seek(tp, max(first, starts[tp]))
+            if max(first, starts[tp]) <= min(last, ends[tp] - 1):
+                waiting[tp] = min(last, ends[tp] - 1)
+        deadline = time.monotonic() + READ_SPAN_S
+        while waiting and time.monotonic() < deadline:
+            fetched = await consumer.getmany(*waiting, timeout_ms=1000)
+            for tp, batch in fetched.items():
+                last = waiting[tp]
+                read[tp.partition] += [
+                    Message(r.value, topic=tp.topic, partition=tp.partition, offset=r.offset)
+                    for r in batch
+                    if r.offset <= last
+                ]
+                if batch and batch[-1].offset >= last:
+                    del waiting[tp]
+    except (AIOKafkaError, OSError) as exc:
+        log.warning("reading unsettled steps back failed: %r", exc)
+    finally:
+        await consumer.stop()
+    for partition, (first, last) in spans.items():
+        got = read[partition]
+        if not got or got[-1].offset != last:
+            log.warning(
+                "partition %d: offsets %d to %d could not all be read back (%d read); the step "
+                "is replayed in part", partition, first, last, len(got),
+            )  # fmt: skip
+    return read
 
 
 async def until_stored(

@@ -74,6 +74,9 @@ class ListSink:
         for letter in out.dead_letters:
             self.add(letter)
 
+    def cut_events(self) -> None:
+        return None
+
     def flush(self) -> int:
         self.flushes += 1
         return 0

@@ -65,6 +65,7 @@ class Sink(Protocol):
     def add(self, item: Storable) -> None: ...
     def add_event(self, event: AllocationEvent, cost_usd: float | None = None) -> None: ...
     def add_step(self, out: StepOutput) -> None: ...
+    def cut_events(self) -> None: ...
     def flush(self) -> int: ...
     def flush_due(self) -> int: ...
     def close(self) -> None: ...
@@ -222,6 +223,18 @@ class ClickHouseSink:
             self._extend("metrics_1m", out.metrics)
             self._extend("alerts", out.alerts)
             self._extend("dead_letters", [(letter, now) for letter in out.dead_letters])
+
+    def cut_events(self) -> None:
+        """End the open events batch here (it is written with the next write or flush), so
+        the events added next start a batch of their own.
+
+        The worker calls it after each partition's step: a step's batches, and so their
+        dedup tokens, then depend on the step alone, and a worker that replays the step of
+        another (which died or froze while writing it) writes the very batches that worker
+        wrote or may still write, which ClickHouse keeps once.
+        """
+        with self._lock:
+            self._cut(self._buffers["events"])
 
     def flush(self) -> int:
         """Write everything buffered, retrying with backoff; return rows written.

@@ -21,7 +21,7 @@ from pipeline.config import Settings
 from pipeline.events import encode_event
 from pipeline.records import Message
 from pipeline.simulate import FleetConfig, simulate
-from pipeline.storage import ClickHouseSink, Store
+from pipeline.storage import ClickHouseSink, SinkUnavailable, Store
 from pipeline.stream import PartitionEngines
 
 INVALID: Final = range(1_000, 1_010)  # offsets of messages that are dead letters
@@ -29,13 +29,13 @@ SNAPSHOT_AT: Final = 999  # the dead worker's last snapshot covers offsets 0..99
 DIED_AFTER: Final = 2_000  # it had also written (some of) the rows of offsets 1000..1999
 
 
-def wire_messages() -> list[Message]:
-    events = [e for b in simulate(FleetConfig(tenants=3, rate=6.0, hours=0.2, seed=2))
-              for e in b.to_events()]  # fmt: skip
+def wire_messages(partition: int = 0) -> list[Message]:
+    config = FleetConfig(tenants=3, rate=6.0, hours=0.2, seed=2 + partition)
+    events = [e for b in simulate(config) for e in b.to_events()]
     values = [encode_event(e) for e in events]
     for offset in INVALID:
         values.insert(offset, b"{not json")
-    return [Message(v, topic="compute.events", partition=0, offset=i) for i, v in enumerate(values)]
+    return [Message(v, "compute.events", partition, offset=i) for i, v in enumerate(values)]
 
 
 class Killed(BaseException):
@@ -53,6 +53,30 @@ class DiesWriting:
             self.n -= 1
             if self.n == 0:
                 raise Killed
+        return self.client.insert_arrow(table, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class Frozen:
+    """The real client, whose events inserts stop landing, after ``landed`` more, while the
+    worker is frozen (its requests wait in the socket), and land when it is thawed."""
+
+    def __init__(self, client: Client) -> None:
+        self.client, self.landed = client, None
+
+    def freeze(self, landed: int) -> None:
+        self.landed = landed
+
+    def thaw(self) -> None:
+        self.landed = None
+
+    def insert_arrow(self, table: str, *args: Any, **kwargs: Any) -> Any:
+        if table == "events" and self.landed is not None:
+            if self.landed == 0:
+                raise ConnectionError("frozen")
+            self.landed -= 1
         return self.client.insert_arrow(table, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -98,6 +122,51 @@ def test_rows_written_after_the_last_snapshot_are_not_written_again(
     [[hourly]] = c.query("SELECT sum(requests) FROM usage_hourly").result_rows
     [[daily]] = c.query("SELECT sum(requests) FROM usage_daily").result_rows
     assert (rows, distinct, hourly, daily) == (valid, valid, valid, valid)
+
+
+@pytest.mark.parametrize(
+    ("batch_rows", "landed"),
+    [(5_000, 0), (300, 5)],  # each step one batch, none landed; 300 a batch, 1 of partition 1's
+)
+def test_a_worker_frozen_in_a_step_writes_nothing_twice_once_it_resumes(
+    clickhouse_client: Client, storage_settings: Settings, batch_rows: int, landed: int
+) -> None:
+    """A worker frozen while it writes a step of partitions 0 and 1 resumes after another
+    worker took partition 1 and replayed that step, and writes the rows it held: ClickHouse
+    drops them, as the other worker wrote the same batches (the same dedup tokens)."""
+    streams = {p: wire_messages(p) for p in (0, 1)}
+    valid = DIED_AFTER + len(streams[1]) - 2 * len(INVALID)  # partition 0 to DIED_AFTER
+    client = Frozen(clickhouse_client)
+    frozen = worker(client, storage_settings, batch_rows=batch_rows)
+    for partition, messages in streams.items():
+        frozen.process(partition, messages[: SNAPSHOT_AT + 1])
+    frozen.commit([0, 1])
+    client.freeze(landed)
+    outs = {  # one batch of both partitions: the marks, then the rows
+        p: frozen.step(p, messages[SNAPSHOT_AT + 1 : DIED_AFTER]) for p, messages in streams.items()
+    }
+    frozen.mark_written([0, 1])
+    for partition, out in outs.items():
+        frozen.store_step(partition, out)
+    with contextlib.suppress(SinkUnavailable):
+        frozen.store.flush()  # ... and it freezes with rows unwritten
+
+    taker = worker(clickhouse_client, storage_settings, batch_rows=batch_rows)
+    taker.restore(1)  # the group gives partition 1 to another worker
+    assert taker.unsettled(1) == (SNAPSHOT_AT + 1, DIED_AFTER - 1)
+    taker.process(1, streams[1][SNAPSHOT_AT + 1 : DIED_AFTER])  # read back: one step
+    assert taker.unsettled(1) is None
+    taker.process(1, streams[1][SNAPSHOT_AT + 1 :])  # what the group delivers
+    taker.commit([1])
+
+    client.thaw()
+    frozen.store.flush()  # it resumes and writes what it held
+
+    c = clickhouse_client
+    [[distinct]] = c.query("SELECT uniqExact(event_id) FROM events").result_rows
+    [[hourly]] = c.query("SELECT sum(requests) FROM usage_hourly").result_rows
+    [[daily]] = c.query("SELECT sum(requests) FROM usage_daily").result_rows
+    assert (distinct, hourly, daily) == (valid, valid, valid)
 
 
 def test_seen_ids_come_back_from_their_chunks_and_forgotten_generations_are_deleted(
