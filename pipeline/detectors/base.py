@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 
 from river import stats
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+MAX_OVER: Final = 10_000  # entities an AdaptiveThreshold remembers as over its bar
 
 
 @dataclass(slots=True)
@@ -253,7 +254,11 @@ class AdaptiveThreshold:
     """A score threshold that follows the tail of recent *normal* scores, never below a floor.
 
     Scores of twice the current threshold or more are not learned, so an attack cannot raise
-    the bar it is measured against, while a noisier-than-expected normal tail still can.
+    the bar it is measured against, while a noisier-than-expected normal tail still can. Nor
+    is a run of one entity's scores over the bar, past its first: how often entities go over
+    it is the noise, how long a fault keeps one there is not (as for an entity's own tail,
+    :mod:`pipeline.detectors.tails`). Without that, a long subtle incident on one entity
+    raised the bar for all of them, until a blatant one elsewhere no longer cleared it.
 
     >>> t = AdaptiveThreshold(floor=5.0, q=0.99)
     >>> for s in range(3000):
@@ -262,6 +267,12 @@ class AdaptiveThreshold:
     True
     >>> t.update(1e9); t.value < 12
     True
+    >>> t = AdaptiveThreshold(floor=5.0, q=0.99, min_samples=100)
+    >>> for s in range(300):
+    ...     t.update(1.0, "quiet")
+    ...     t.update(9.0, "in an incident")  # 300 minutes over the bar: learned once
+    >>> t.value
+    5.0
     """
 
     def __init__(self, floor: float, q: float = 0.999, min_samples: int = 1_000) -> None:
@@ -269,8 +280,23 @@ class AdaptiveThreshold:
         self.min_samples = min_samples
         self._quantile = stats.Quantile(q)
         self._seen = 0
+        self._over: dict[Hashable, None] = {}  # entities whose last score was over the bar
 
-    def update(self, score: float) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_over", {})  # saved before runs over the bar were told apart
+        self.__dict__.update(state)
+
+    def update(self, score: float, key: Hashable = None) -> None:
+        """Learn ``score``, the latest of entity ``key``'s (None: of no entity in particular)."""
+        if key is not None:
+            if score < self.value:
+                self._over.pop(key, None)
+            elif key in self._over:
+                return
+            else:
+                self._over[key] = None
+                if len(self._over) > MAX_OVER:  # forget the longest over the bar
+                    del self._over[next(iter(self._over))]
         if math.isfinite(score) and score < 2 * self.value:
             self._quantile.update(score)
             self._seen += 1

@@ -161,7 +161,7 @@ class MultivariateKeyDetector:
         outside = own.outside(values)
         anomalous = unlike_the_fleet and (outside or own.young)
         streak[0] = streak[0] + 1 if anomalous else 0
-        self.threshold.update(score)
+        self.threshold.update(score, key)
         if not outside:
             own.learn(values)
         if not unlike_the_fleet:

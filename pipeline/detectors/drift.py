@@ -172,7 +172,7 @@ class EfficiencyDriftDetector:
         widen = widening(state.tail)  # as learned before this minute
         score = raw / widen
         if base.warm:
-            self.threshold.update(score)
+            self.threshold.update(score, server)
             state.tail, state.run = learn_excursion(
                 state.tail, state.run, z, max_run=self.horizon_minutes
             )
@@ -310,7 +310,7 @@ class ConfidenceCollapseDetector:
         raw = -base.score_one(mean_confidence)
         score = raw / widening(state.tail)
         if base.warm and not peek:
-            self.threshold.update(score)
+            self.threshold.update(score, model)
             state.tail, state.run = learn_excursion(
                 state.tail, state.run, -base.score_one(confidence), max_run=self.horizon_minutes
             )

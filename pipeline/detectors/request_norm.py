@@ -416,7 +416,7 @@ class RequestNormDetector:
         offset = self.offsets.get_or_create(key, KeyOffset)
         best = self._best(horizon.recent, view.start, offset.get())
         if best is not None:
-            self.threshold.update(best[0])
+            self.threshold.update(best[0], key)
         if best is None or not self._alarming(best[0], best[1]):
             offset.learn(acc)
             found = self.cusum.observe(key, acc, view.start, fleet) if self.cusum else None

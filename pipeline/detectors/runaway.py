@@ -110,7 +110,7 @@ class RunawayDetector:
         total = EntityMinute.total(recent)
         base = max(state.baseline.level, MIN_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
-        self.threshold.update(score)
+        self.threshold.update(score, (entity_type, entity_id))
         if not self._alarming(score, total, base):
             if minute.requests:
                 state.baseline.learn_one(minute.runaway / minute.requests)

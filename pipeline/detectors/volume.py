@@ -367,7 +367,7 @@ class VolumeDetector:
         ratio = observed / expected if expected > 0 else float("inf")
         gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
         if not peek:
-            self.threshold.update(score)
+            self.threshold.update(score, (entity_type, entity_id))
         threshold = self.threshold.value
         alarming = (
             score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
