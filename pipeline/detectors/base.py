@@ -288,8 +288,9 @@ class AdaptiveThreshold:
 
     def update(self, score: float, key: Hashable = None) -> None:
         """Learn ``score``, the latest of entity ``key``'s (None: of no entity in particular)."""
+        bar = self.value
         if key is not None:
-            if score < self.value:
+            if score < bar:
                 self._over.pop(key, None)
             elif key in self._over:
                 return
@@ -297,7 +298,7 @@ class AdaptiveThreshold:
                 self._over[key] = None
                 if len(self._over) > MAX_OVER:  # forget the longest over the bar
                     del self._over[next(iter(self._over))]
-        if math.isfinite(score) and score < 2 * self.value:
+        if math.isfinite(score) and score < 2 * bar:
             self._quantile.update(score)
             self._seen += 1
 
