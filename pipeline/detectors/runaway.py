@@ -1,8 +1,17 @@
 """Runaway generation: truncation and timeout rate per api key and per model against baseline.
 
 Requests that never converge hit their budget (``truncated``) or the deadline (``timeout``).
-Over a short horizon, the count of such requests is compared with the entity's own usual rate
-(learned during a warm-up, then only from minutes that did not alert) by a binomial tail bound.
+Two tests judge the count of such requests against the entity's own usual rate:
+
+* over the last 3 minutes, a binomial tail bound (a blatant runaway is paged within a minute);
+* a sequential test (a Bernoulli CUSUM) of each minute's count: the log-likelihood ratio of its
+  requests at ``shift_ratio``x the entity's slow usual rate against that rate, summed while it
+  stays above zero. A few percent of a key's requests truncated for half an hour add up here
+  where no 3-minute window is sure. It restarts after it alarms, and falls back to zero once
+  the rate is usual again, so a finished incident stops paging.
+
+The usual rates are learned from minutes that alarm neither test (a minute in a run that
+already looks like a fault is not learned either).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -18,6 +27,14 @@ False
 >>> det.observe_minute(minute(60, 40))[0].kind
 'runaway_generation'
 
+A share too small for any 3-minute window adds up in the sequential test:
+
+>>> slow = RunawayDetector(entity_types=("api_key",))
+>>> quiet = [slow.observe_minute(minute(i, i % 2)) for i in range(60)]
+>>> found = [slow.observe_minute(minute(60 + i, 3)) for i in range(10)]
+>>> [i for i, f in enumerate(found) if f], found[7][0].summary
+([7], 'api key k: 3% of 800 requests were truncated or timed out over 8 min, 4.7x the usual 0.6%')
+
 Part of a minute can be judged too, learning nothing from it (``peek_minute``):
 
 >>> start = t0 + timedelta(minutes=61)
@@ -31,6 +48,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 from pipeline.detectors.base import (
     AdaptiveThreshold,
@@ -44,14 +62,53 @@ from pipeline.detectors.base import (
 from pipeline.detectors.baseline import EWBaseline
 
 MIN_RATE = 0.005
+MAX_RATE = 0.5
+SLOW_FADING = 0.005  # the sequential test's usual rate: a count-weighted memory of ~3 hours
+
+
+class _Run:
+    """The sequential test's current run: its log-likelihood ratio and the minutes it holds."""
+
+    __slots__ = ("llr", "start", "total")
+
+    def __init__(self, start: datetime) -> None:
+        self.llr = 0.0
+        self.start = start
+        self.total = EntityMinute()
 
 
 class _EntityState:
-    __slots__ = ("baseline", "horizon")
+    __slots__ = ("baseline", "horizon", "run", "slow_requests", "slow_runaway")
 
     def __init__(self, minutes: int) -> None:
         self.horizon = Horizon[EntityMinute](minutes)
         self.baseline = EWBaseline(fading=0.02, min_sd=0.001, warm_up=15)
+        self.run: _Run | None = None
+        self.slow_requests = 0.0
+        self.slow_runaway = 0.0
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        slots = state[1]
+        if "run" not in slots:  # saved before the sequential test: its slow rate starts at the
+            # fast one's level, as if learned from the entity's recent traffic
+            recent = [m.requests for _, m in slots["horizon"].recent]
+            requests = sum(recent) / len(recent) / SLOW_FADING if recent else 0.0
+            slots |= {"run": None, "slow_requests": requests}
+            slots["slow_runaway"] = requests * slots["baseline"].level
+        for name, value in slots.items():
+            setattr(self, name, value)
+
+    @property
+    def slow_rate(self) -> float:
+        """The usual rate the sequential test judges against (its own, count-weighted)."""
+        rate = self.slow_runaway / self.slow_requests if self.slow_requests else 0.0
+        return min(max(rate, MIN_RATE), MAX_RATE)
+
+    def learn(self, minute: EntityMinute) -> None:
+        if minute.requests:
+            self.baseline.learn_one(minute.runaway / minute.requests)
+        self.slow_requests = (1 - SLOW_FADING) * self.slow_requests + minute.requests
+        self.slow_runaway = (1 - SLOW_FADING) * self.slow_runaway + minute.runaway
 
 
 class RunawayDetector:
@@ -62,6 +119,7 @@ class RunawayDetector:
         score_floor: float = 8.0,
         min_ratio: float = 3.0,
         min_count: int = 5,
+        shift_ratio: float = 6.0,
         max_entities: int = 200_000,
     ) -> None:
         self.name = "runaway_generation"
@@ -69,8 +127,18 @@ class RunawayDetector:
         self.horizon_minutes = horizon_minutes
         self.min_ratio = min_ratio
         self.min_count = min_count
+        self.shift_ratio = shift_ratio
         self.threshold = AdaptiveThreshold(score_floor)
         self.states: BoundedStore[str, _EntityState] = BoundedStore(max_entities)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("shift_ratio", 6.0)  # saved before the sequential test
+        self.__dict__.update(state)
+
+    @property
+    def sequential_bar(self) -> float:
+        """The sequential test's bar in nats: the threshold's floor, in decades."""
+        return self.threshold.floor * math.log(10)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         return self._judge(view, peek=False)
@@ -104,18 +172,26 @@ class RunawayDetector:
         )
         recent = state.horizon.push(view.start, minute)
         if not state.baseline.warm:
-            if minute.requests:
-                state.baseline.learn_one(minute.runaway / minute.requests)
+            state.learn(minute)
             return None
         total = EntityMinute.total(recent)
         base = max(state.baseline.level, MIN_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
         self.threshold.update(score, (entity_type, entity_id))
-        if not self._alarming(score, total, base):
-            if minute.requests:
-                state.baseline.learn_one(minute.runaway / minute.requests)
-            return None
-        return self._finding(entity_type, entity_id, state.horizon.start, total, base, score, view)
+        if self._alarming(score, total, base):
+            state.run = None
+            return self._finding(
+                entity_type, entity_id, state.horizon.start, total, base, score, view
+            )
+        slow = state.slow_rate
+        run = self._extend(state.run, view.start, minute, slow)
+        state.run = run
+        if run is not None and self._run_alarming(run, slow):
+            state.run = None
+            return self._run_finding(entity_type, entity_id, run, slow, view)
+        if run is None or run.llr < self.sequential_bar / 2 or not self._shifted(run.total, slow):
+            state.learn(minute)
+        return None
 
     def _peek(
         self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
@@ -127,17 +203,50 @@ class RunawayDetector:
         total = EntityMinute.total([m for _, m in recent])
         base = max(state.baseline.level, MIN_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
-        if not self._alarming(score, total, base):
+        if self._alarming(score, total, base):
+            return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
+        slow = state.slow_rate
+        run = self._extend(_copy(state.run), view.start, minute, slow)
+        if run is not None and self._run_alarming(run, slow):
+            return self._run_finding(entity_type, entity_id, run, slow, view)
+        return None
+
+    def _extend(
+        self, run: _Run | None, start: datetime, minute: EntityMinute, rate: float
+    ) -> _Run | None:
+        """The run with this minute's log-likelihood ratio added; None once it falls to zero."""
+        shifted = min(self.shift_ratio * rate, (1 + MAX_RATE) / 2)
+        llr = minute.runaway * math.log(shifted / rate) + (
+            minute.requests - minute.runaway
+        ) * math.log((1 - shifted) / (1 - rate))
+        if run is None:
+            if llr <= 0:
+                return None
+            run = _Run(start)
+        run.llr += llr
+        if run.llr <= 0:
             return None
-        return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
+        run.total.add(minute)
+        return run
+
+    def _run_alarming(self, run: _Run, rate: float) -> bool:
+        return run.llr >= self.sequential_bar and self._shifted(run.total, rate)
+
+    def _shifted(self, total: EntityMinute, base: float) -> bool:
+        """At least ``min_count`` runaways at ``min_ratio``x the usual rate or more."""
+        return (
+            total.runaway >= self.min_count
+            and total.runaway >= self.min_ratio * base * total.requests
+        )
+
+    def _run_finding(
+        self, entity_type: str, entity_id: str, run: _Run, rate: float, view: MinuteView
+    ) -> Finding:
+        score = run.llr / math.log(10)
+        return self._finding(entity_type, entity_id, run.start, run.total, rate, score, view)
 
     def _alarming(self, score: float, total: EntityMinute, base: float) -> bool:
-        rate = total.runaway / total.requests if total.requests else 0.0
-        return (
-            score >= self.threshold.value
-            and rate >= self.min_ratio * base
-            and total.runaway >= self.min_count
-        )
+        return score >= self.threshold.value and self._shifted(total, base)
 
     def _finding(
         self,
@@ -174,3 +283,13 @@ class RunawayDetector:
                 else None
             ),
         )
+
+
+def _copy(run: _Run | None) -> _Run | None:
+    """A run a peek can extend without changing the entity's."""
+    if run is None:
+        return None
+    copy = _Run(run.start)
+    copy.llr = run.llr
+    copy.total.add(run.total)
+    return copy
