@@ -5,10 +5,12 @@ Two tests judge the count of such requests against the entity's own usual rate:
 
 * over the last 3 minutes, a binomial tail bound (a blatant runaway is paged within a minute);
 * a sequential test (a Bernoulli CUSUM) of each minute's count: the log-likelihood ratio of its
-  requests at ``shift_ratio``x the entity's slow usual rate against that rate, summed while it
-  stays above zero. A few percent of a key's requests truncated for half an hour add up here
-  where no 3-minute window is sure. It restarts after it alarms, and falls back to zero once
-  the rate is usual again, so a finished incident stops paging.
+  requests at ``shift_ratio``x the entity's slower usual rate (count-weighted, ~100 minutes)
+  against that rate, summed while it stays above zero. A few percent of a key's requests
+  truncated for half an hour add up here where no 3-minute window is sure. It restarts after
+  it alarms, and falls back to zero once the rate is usual again, so a finished incident stops
+  paging. A run that has not reached the bar in 30 minutes starts over, so a rate that rose for
+  good (a tenant moving to harder problems) is learned as the new normal.
 
 The usual rates are learned from minutes that alarm neither test (a minute in a run that
 already looks like a fault is not learned either).
@@ -32,8 +34,8 @@ A share too small for any 3-minute window adds up in the sequential test:
 >>> slow = RunawayDetector(entity_types=("api_key",))
 >>> quiet = [slow.observe_minute(minute(i, i % 2)) for i in range(60)]
 >>> found = [slow.observe_minute(minute(60 + i, 3)) for i in range(10)]
->>> [i for i, f in enumerate(found) if f], found[7][0].summary
-([7], 'api key k: 3% of 800 requests were truncated or timed out over 8 min, 4.7x the usual 0.6%')
+>>> [i for i, f in enumerate(found) if f], found[8][0].summary
+([8], 'api key k: 3% of 900 requests were truncated or timed out over 9 min, 4.5x the usual 0.7%')
 
 Part of a minute can be judged too, learning nothing from it (``peek_minute``):
 
@@ -47,7 +49,7 @@ Part of a minute can be judged too, learning nothing from it (``peek_minute``):
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.detectors.base import (
@@ -63,7 +65,8 @@ from pipeline.detectors.baseline import EWBaseline
 
 MIN_RATE = 0.005
 MAX_RATE = 0.5
-SLOW_FADING = 0.005  # the sequential test's usual rate: a count-weighted memory of ~3 hours
+SLOW_FADING = 0.01  # the sequential test's usual rate: a count-weighted memory of ~100 minutes
+MAX_RUN = timedelta(minutes=30)  # a run that has not reached the bar by then starts over
 
 
 class _Run:
@@ -215,6 +218,8 @@ class RunawayDetector:
         self, run: _Run | None, start: datetime, minute: EntityMinute, rate: float
     ) -> _Run | None:
         """The run with this minute's log-likelihood ratio added; None once it falls to zero."""
+        if run is not None and start - run.start >= MAX_RUN:
+            run = None  # no fault after this long: a new normal, to be learned
         shifted = min(self.shift_ratio * rate, (1 + MAX_RATE) / 2)
         llr = minute.runaway * math.log(shifted / rate) + (
             minute.requests - minute.runaway

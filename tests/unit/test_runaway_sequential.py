@@ -18,14 +18,16 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
     return sum(rng.random() < p for _ in range(n))
 
 
-def _findings(seed: int, rate_at: dict[range, float], minutes: int) -> list[int]:
-    """Minutes (from T0) at which one key of ~20 requests a minute is paged."""
+def _findings(
+    seed: int, rate_at: dict[range, float], minutes: int, usual: float = 0.01, per_minute: int = 20
+) -> list[int]:
+    """Minutes (from T0) at which one key of about ``per_minute`` requests a minute is paged."""
     rng = random.Random(seed)
     detector = RunawayDetector(entity_types=("api_key",))
     paged = []
     for i in range(minutes):
-        rate = next((r for span, r in rate_at.items() if i in span), 0.01)
-        requests = 15 + rng.randrange(11)
+        rate = next((r for span, r in rate_at.items() if i in span), usual)
+        requests = per_minute - 5 + rng.randrange(11)
         m = EntityMinute(requests=requests, runaway=_binomial(rng, requests, rate))
         start = T0 + timedelta(minutes=i)
         view = MinuteView(start, start + timedelta(minutes=1), {"api_key": {"k": m}}, m)
@@ -46,6 +48,15 @@ def test_a_few_percent_truncated_for_half_an_hour_is_paged_within_it(seed: int) 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_key_whose_rate_doubles_for_hours_is_not_paged(seed: int) -> None:
     assert _findings(seed, {range(QUIET, QUIET + 240): 0.02}, QUIET + 240) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_key_moving_to_harder_problems_for_good_is_not_paged(seed: int) -> None:
+    """Its truncations rise 5x over half an hour and stay (default 63: a tenant's difficulty
+    from 0.34 to 0.67, a busy key's truncations from 0.3 % to 1.5 %)."""
+    ramp = {range(QUIET + i, QUIET + i + 1): 0.003 + 0.012 * i / 30 for i in range(30)}
+    after = {range(QUIET + 30, QUIET + 300): 0.015}
+    assert _findings(seed, ramp | after, QUIET + 300, usual=0.003, per_minute=55) == []
 
 
 @pytest.mark.parametrize("seed", range(5))
