@@ -72,11 +72,18 @@ class OwnProfile:
         self.minutes = 0
 
     def learn(self, x: list[float]) -> None:
+        """Learn a minute; once the key has a history, each feature held to within ``OWN_Z``
+        spreads of its mean: an odd minute moves the profile little, while a key that changed
+        for good (harder problems: more passes, lower confidence) widens and moves it within
+        minutes, instead of staying outside it, and paged, for hours."""
         if self.minutes == 0:
             self.mean = list(x)
         else:
             for i, value in enumerate(x):
                 delta = value - self.mean[i]
+                if not self.young:
+                    bound = OWN_Z * max(OWN_MIN_SD, math.sqrt(self.var[i]))
+                    delta = min(max(delta, -bound), bound)
                 self.mean[i] += OWN_FADING * delta
                 self.var[i] = (1 - OWN_FADING) * (self.var[i] + OWN_FADING * delta * delta)
         self.minutes += 1
@@ -162,8 +169,7 @@ class MultivariateKeyDetector:
         anomalous = unlike_the_fleet and (outside or own.young)
         streak[0] = streak[0] + 1 if anomalous else 0
         self.threshold.update(score, key)
-        if not outside:
-            own.learn(values)
+        own.learn(values)
         if not unlike_the_fleet:
             self.model.learn_one(x)
             for f in FEATURES:

@@ -68,6 +68,15 @@ def test_a_key_unlike_the_others_but_like_itself_is_paged_only_while_it_is_young
 def test_the_key_is_paged_when_it_leaves_its_own_range_and_says_against_what() -> None:
     for seed in range(4):
         found = [(i, f) for i, f in run(seed, changed=range(200, 210)) if i >= 30]
-        assert [i for i, _ in found] == list(range(202, 210)), seed  # 3 minutes in a row
+        minutes = [i for i, _ in found]
+        assert minutes[0] == 202 and set(minutes) <= set(range(202, 210)), (seed, minutes)
         assert "passes per request" in found[0][1].summary
         assert "usually for this key" in found[0][1].summary
+
+
+def test_a_key_that_changed_for_good_is_learned_within_minutes_not_paged_for_hours() -> None:
+    """A tenant that moved to harder problems: its keys' passes and reasoning rise and stay
+    (default 65 and 69: a key paged as unlike its own history for four hours)."""
+    for seed in range(4):
+        minutes = [i for i, _ in run(seed, changed=range(200, 300)) if i >= 30]
+        assert minutes[0] == 202 and max(minutes) < 215, (seed, minutes)
