@@ -32,6 +32,7 @@ import msgspec
 from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
+from pipeline.detectors.base import bound_entities
 from pipeline.detectors.norms import FleetNorms, NormTick, shares_norms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_events
 from pipeline.fleet import (
@@ -255,9 +256,9 @@ class Engine:
 
         The one place for them: a new engine takes them here, and so does one from
         :meth:`restore`, so a restarted worker runs by its current settings. Windows, seen
-        ids, the detectors' baselines and running cooldowns are kept. Not yet: the detectors'
-        own parameters (thresholds, the caps of their per-entity stores, from
-        ``max_entities``) stay as the engine was made, and as its snapshot saved them.
+        ids, the detectors' baselines and running cooldowns are kept. The detectors' caps of
+        per-entity state (``max_entities``) are taken by :meth:`restore` (a detector made
+        with its own cap keeps it); their other parameters are the code's, not settings.
         """
         worker = settings.worker
         self.max_message_bytes = worker.max_message_bytes
@@ -359,7 +360,8 @@ class Engine:
 
     @classmethod
     def restore(cls, blob: bytes, settings: Settings) -> Engine:
-        """The engine a :meth:`snapshot` saved, running by ``settings`` (:meth:`take_settings`).
+        """The engine a :meth:`snapshot` saved, running by ``settings`` (:meth:`take_settings`;
+        its detectors hold at most the settings' ``max_entities`` of each entity's state).
 
         A snapshot from before formats were numbered (format 0) is migrated
         (:func:`_from_format_0`); one of a newer format, or bytes that are no snapshot, raise
@@ -372,8 +374,10 @@ class Engine:
         else:
             engine.__dict__.update(state)
         engine.take_settings(settings)
+        bound_entities(engine._request_detectors, settings.worker.max_entities)
         if engine.fleet is not None:
             engine.fleet.take_settings(settings)
+            bound_entities(engine.fleet.detectors, settings.worker.max_entities)
         return engine
 
     def accept(self, event: AllocationEvent, message: Message | None, out: StepOutput) -> None:

@@ -42,6 +42,7 @@ from pipeline.detectors import (
     RequestDetector,
     WindowDetector,
 )
+from pipeline.detectors.base import bound_entities
 from pipeline.detectors.norms import (
     Context,
     FleetNorms,
@@ -259,7 +260,7 @@ class FleetStage:
         cooldown, and the budgets of the settings' file with their thresholds and forecast (the
         worker then reads the budgets table). A new stage takes them here, and so does one from
         :meth:`restore`; running cooldowns, spend and what has fired are kept. The detectors'
-        parameters stay as they were made (and saved).
+        caps of per-entity state are taken by :meth:`restore`.
         """
         config = settings.budgets
         self.gate.cooldown_s = settings.worker.alert_cooldown_s
@@ -274,10 +275,12 @@ class FleetStage:
     @classmethod
     def restore(cls, blob: bytes, settings: Settings) -> FleetStage:
         """The stage a :meth:`snapshot` saved (or one pickled whole before formats were
-        numbered, format 0), running by ``settings`` (:meth:`take_settings`); a newer format or
-        bytes that are no snapshot raise :class:`~pipeline.state_format.SnapshotError`."""
+        numbered, format 0), running by ``settings`` (:meth:`take_settings`, and its cap of
+        per-entity state); a newer format or bytes that are no snapshot raise
+        :class:`~pipeline.state_format.SnapshotError`."""
         _, stage = unseal(blob, settings, cls)
         stage.take_settings(settings)
+        bound_entities(stage.detectors, settings.worker.max_entities)
         return stage
 
     def __setstate__(self, state: dict[str, object]) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, runtime_checkable
@@ -152,6 +152,25 @@ class RequestDetector(WindowDetector, Protocol):
 
 
 @runtime_checkable
+class EntityBounded(Protocol):
+    """A detector whose per-entity state is capped by the settings' ``max_entities``."""
+
+    def entity_stores(self) -> list[BoundedStore[Any, Any]]:
+        """Its stores of per-entity state (api keys, tenants), each holding at most
+        ``max_entities``."""
+        ...
+
+
+def bound_entities(detectors: Iterable[object], max_entities: int) -> None:
+    """Hold every per-entity store of ``detectors`` to ``max_entities`` (a restored engine's
+    detectors take the current settings' cap, and evict down to it)."""
+    for detector in detectors:
+        if isinstance(detector, EntityBounded):
+            for store in detector.entity_stores():
+                store.bound(max_entities)
+
+
+@runtime_checkable
 class PeekingDetector(WindowDetector, Protocol):
     """A detector that can judge part of a minute: ``peek_minute`` scores the open minute so far
     (``view.end`` is how far it reaches) and learns nothing from it; the closed minute still
@@ -192,6 +211,19 @@ class BoundedStore(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         return self._items.get(key)
+
+    def bound(self, max_entries: int) -> None:
+        """Hold at most ``max_entries`` from now on, the least recently used beyond it evicted.
+
+        >>> store = BoundedStore[str, int](max_entries=3)
+        >>> for key in "abc":
+        ...     _ = store.get_or_create(key, int)
+        >>> store.bound(2); sorted(store.keys())
+        ['b', 'c']
+        """
+        self.max_entries = max_entries
+        while len(self._items) > max_entries:
+            self._items.popitem(last=False)
 
     def keys(self) -> Iterator[K]:
         return iter(self._items.keys())

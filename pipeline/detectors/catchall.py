@@ -31,6 +31,7 @@ A key's own history (the mean and spread of each feature over its past minutes):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from river import anomaly, preprocessing, stats
 
@@ -145,6 +146,9 @@ class MultivariateKeyDetector:
         self.__dict__.update(state)
         if "profiles" not in state:  # a snapshot from before keys had their own history
             self.profiles = BoundedStore(self.streaks.max_entries)
+
+    def entity_stores(self) -> list[BoundedStore[Any, Any]]:
+        return [self.streaks, self.profiles]
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         findings = []

@@ -32,6 +32,7 @@ from functools import partial
 from itertools import zip_longest
 from operator import attrgetter
 from statistics import NormalDist
+from typing import Any
 
 from river import stats
 
@@ -293,6 +294,10 @@ class RequestNormDetector:
         self.cusum = None  # absent from snapshots taken before it existed
         self.__dict__.update(state)
         self.gaussian_rate = 1.0 - NormalDist().cdf(self.flag_z)  # ... as was this
+
+    def entity_stores(self) -> list[BoundedStore[Any, Any]]:
+        stores: list[BoundedStore[Any, Any]] = [self.horizons, self.offsets]
+        return stores + ([self.cusum.states] if self.cusum is not None else [])
 
     def observe_event(self, e: AllocationEvent, minute: int) -> None:
         value = float(getattr(e, self.feature))

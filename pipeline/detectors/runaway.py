@@ -138,6 +138,9 @@ class RunawayDetector:
         state.setdefault("shift_ratio", 6.0)  # saved before the sequential test
         self.__dict__.update(state)
 
+    def entity_stores(self) -> list[BoundedStore[Any, Any]]:
+        return [self.states]
+
     @property
     def sequential_bar(self) -> float:
         """The sequential test's bar in nats: the threshold's floor, in decades."""

@@ -76,7 +76,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from operator import itemgetter
 from statistics import median
-from typing import Final
+from typing import Any, Final
 
 from pipeline.detectors.base import (
     AdaptiveThreshold,
@@ -225,6 +225,9 @@ class VolumeDetector:
         self.threshold = AdaptiveThreshold(score_floor)
         self.states: BoundedStore[str, _ShareState] = BoundedStore(max_entities)
         self._learning = _learning(horizons_min)
+
+    def entity_stores(self) -> list[BoundedStore[Any, Any]]:
+        return [self.states]
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         return self._judge(view, peek=False)

@@ -21,6 +21,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.detectors import Finding, MinuteView, default_detectors
+from pipeline.detectors.base import EntityBounded
+from pipeline.detectors.volume import VolumeDetector
 from pipeline.engine import Engine
 from pipeline.events import AllocationEvent, encode_event, example_event
 from pipeline.fleet import FleetStage
@@ -127,6 +129,42 @@ def test_a_restored_engine_alerts_by_the_current_cooldown(
     assert minutes_alerted(after) == alerted
 
 
+def entity_counts(detectors: list[Any]) -> list[int]:
+    """How many entities each per-entity store of ``detectors`` holds (of api keys and
+    tenants: servers and models have caps of their own)."""
+    bounded = [d for d in detectors if isinstance(d, EntityBounded)]
+    assert len(bounded) == 5  # reasoning, passes, runaway, volume, the catch-all
+    return [len(store) for d in bounded for store in d.entity_stores()]
+
+
+@pytest.mark.parametrize("restored_under", [100, 1_000])
+def test_a_restored_engine_holds_its_detectors_to_the_current_entity_cap(
+    restored_under: int,
+) -> None:
+    """300 api keys of 10 tenants over 3 minutes under a cap of 1,000; restored under 100,
+    every detector's per-entity state is cut to its 100 most recently used, and 150 new keys
+    do not raise it; restored under 1,000, nothing is lost."""
+    engine = Engine(worker(max_entities=1_000))
+    batch = [event_at(60 * m + k / 10, api_key_id=f"key-{k:03d}", tenant_id=f"t{k % 10}")
+             for m in range(3) for k in range(300)]  # fmt: skip
+    engine.process(messages(*batch, event_at(4 * 60)))
+    assert engine.fleet is not None
+    before = entity_counts(engine.fleet.detectors)
+    assert max(before) == 300 + 10  # the keys and tenants (volume's store holds both)
+    volume = next(d for d in engine.fleet.detectors if isinstance(d, VolumeDetector))
+    recent = list(volume.states.keys())[-restored_under:]
+    restored = Engine.restore(engine.snapshot(), worker(max_entities=restored_under))
+    assert restored.fleet is not None
+    assert entity_counts(restored.fleet.detectors) == [min(n, restored_under) for n in before]
+    volume = next(d for d in restored.fleet.detectors if isinstance(d, VolumeDetector))
+    assert list(volume.states.keys()) == recent
+    newer = [event_at(5 * 60 + k / 10, api_key_id=f"new-{k}", tenant_id=f"t{k % 10}")
+             for k in range(150)]  # fmt: skip
+    restored.process(messages(*newer, event_at(7 * 60)))
+    held = max(entity_counts(restored.fleet.detectors))
+    assert min(460, restored_under) <= held <= restored_under
+
+
 def test_the_fleet_stage_restores_under_the_current_settings() -> None:
     """The worker's fleet stage: its cooldown and budget rules from the settings it restores
     under, what it judged and learned kept."""
@@ -135,9 +173,12 @@ def test_the_fleet_stage_restores_under_the_current_settings() -> None:
     out = engine.process(first_events())
     stage.add(out.parts, {0: engine.clock_s}, out.norms, out.spend)
     budgets = {"thresholds": [0.9], "forecast": False}
-    now = Settings(worker={"alert_cooldown_s": 60.0}, budgets=budgets)
+    now = Settings(worker={"alert_cooldown_s": 60.0, "max_entities": 500}, budgets=budgets)
     restored = FleetStage.restore(stage.snapshot(), now)
     assert restored.gate.cooldown_s == 60.0
+    caps = {s.max_entries for d in restored.detectors if isinstance(d, EntityBounded)
+            for s in d.entity_stores()}  # fmt: skip
+    assert caps == {500}
     assert (restored.budgets.thresholds, restored.budgets.forecast) == ([0.9], False)
     assert restored.judged_s == stage.judged_s and restored.clocks == stage.clocks
 
