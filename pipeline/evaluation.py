@@ -10,7 +10,11 @@ Rules (also in the README):
 * alerts of one kind on one entity less than ``episode_gap`` apart form one *episode*; an
   episode is true when one of its alerts relates to an attack or fault, and false otherwise
   (separately counted when it relates to a benign shift, and when one of its alerts was
-  ``medium`` or above: what the webhook would have sent by default).
+  ``medium`` or above: what the webhook would have sent by default);
+* a false alert is *inside* a benign shift of a tenant when it names the tenant or one of its
+  api keys, and inside one of a model when it names the model or one of its servers (which
+  tenant a key belongs to and which model a server serves: :class:`Membership`, from the
+  events).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.simulate.labels import Incident
@@ -27,6 +31,14 @@ Rules (also in the README):
 >>> report = evaluate([alert], [inc])
 >>> report.recall, report.precision, report.rows[0].median_delay_s
 (1.0, 1.0, 120.0)
+>>> shift = Incident(kind="harder_problems", benign=True, entity_type="tenant", entity_id="t2",
+...                  tenant_id="t2", start=t0, end=t0 + timedelta(minutes=30), intensity=0.5,
+...                  variant="blatant")
+>>> import msgspec
+>>> key_alert = msgspec.structs.replace(alert, entity_type="api_key", entity_id="k2")
+>>> within = Membership(tenant_of_key={"k2": "t2"})
+>>> evaluate([key_alert], [inc, shift], within).benign_false_episodes
+1
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pipeline.alerts import at_least
+from pipeline.events import AllocationEvent
 from pipeline.records import Alert
 from pipeline.simulate.labels import ALL_ENTITIES, Incident
 
@@ -46,14 +59,44 @@ EPISODE_GAP = timedelta(minutes=10)
 NOTIFIED = "medium"  # the webhook's default: what a team is paged for
 
 
-def relates(alert: Alert, incident: Incident, grace: timedelta = GRACE) -> bool:
+@dataclass(slots=True)
+class Membership:
+    """Which tenant each api key belongs to and which model each server serves (as the events
+    say; :meth:`add` them)."""
+
+    tenant_of_key: dict[str, str] = field(default_factory=dict)
+    model_of_server: dict[str, str] = field(default_factory=dict)
+
+    def add(self, events: Sequence[AllocationEvent]) -> None:
+        for e in events:
+            self.tenant_of_key[e.api_key_id] = e.tenant_id
+            self.model_of_server[e.server_id] = e.model
+
+    def inside(self, alert: Alert, incident: Incident) -> bool:
+        """Whether ``alert`` names an api key of the incident's tenant or a server of its
+        model."""
+        if incident.entity_type == "tenant" and alert.entity_type == "api_key":
+            return self.tenant_of_key.get(alert.entity_id) == incident.entity_id
+        if incident.entity_type == "model" and alert.entity_type == "server":
+            return self.model_of_server.get(alert.entity_id) == incident.entity_id
+        return False
+
+
+def relates(
+    alert: Alert, incident: Incident, grace: timedelta = GRACE, within: Membership | None = None
+) -> bool:
+    """Whether ``alert`` is about ``incident``: in its time (and ``grace`` after), on its
+    entity or, for a key's incident, the key's tenant; with ``within``, also on a key of a
+    tenant's incident or a server of a model's."""
     if not incident.start <= alert.detected_at <= incident.end + grace:
         return False
     if incident.entity_id == ALL_ENTITIES:
         return True
     if (alert.entity_type, alert.entity_id) == (incident.entity_type, incident.entity_id):
         return True
-    return alert.entity_type == "tenant" and alert.entity_id == incident.tenant_id
+    if alert.entity_type == "tenant" and alert.entity_id == incident.tenant_id:
+        return True
+    return within is not None and within.inside(alert, incident)
 
 
 @dataclass(slots=True)
@@ -120,7 +163,11 @@ class Report:
         return "\n".join(lines)
 
 
-def evaluate(alerts: Sequence[Alert], incidents: Sequence[Incident]) -> Report:
+def evaluate(
+    alerts: Sequence[Alert], incidents: Sequence[Incident], within: Membership | None = None
+) -> Report:
+    """Score ``alerts`` against ``incidents``; ``within`` places a false alert on a key or a
+    server inside its tenant's or model's benign shift."""
     attacks = [i for i in incidents if not i.benign]
     benign = [i for i in incidents if i.benign]
     rows: dict[tuple[str, str], KindRow] = {}
@@ -141,7 +188,9 @@ def evaluate(alerts: Sequence[Alert], incidents: Sequence[Incident]) -> Report:
     episodes = _episodes(alerts)
     true = [e for e in episodes if any(relates(a, i) for a in e for i in attacks)]
     false = [e for e in episodes if not any(relates(a, i) for a in e for i in attacks)]
-    inside_benign = [e for e in false if any(relates(a, i) for a in e for i in benign)]
+    inside_benign = [
+        e for e in false if any(relates(a, i, within=within) for a in e for i in benign)
+    ]
     notified = [e for e in false if any(at_least(a.severity, NOTIFIED) for a in e)]
     return Report(
         rows=list(rows.values()),

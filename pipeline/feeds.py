@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.embedded import OutputHandler, replay_file
 from pipeline.engine import Engine
-from pipeline.evaluation import Report, evaluate
+from pipeline.evaluation import Membership, Report, evaluate
 from pipeline.events import AllocationEvent
 from pipeline.progress import ProgressFn
 from pipeline.records import Alert, StepOutput
@@ -186,11 +186,11 @@ def evaluate_files(
             f"{labels}: {exc} (labels are written by `computewatch simulate --labels`)"
         ) from None
     alerts: list[Alert] = []
-    span = _Span()
-    summary = replay_file(  # the alerts and event times are read, not the metric rows
+    span, within = _Span(), Membership()
+    summary = replay_file(  # the alerts, event times and memberships are read, not metric rows
         events,
         settings,
-        [span, lambda out: alerts.extend(out.alerts)],
+        [span, lambda out: within.add(out.events), lambda out: alerts.extend(out.alerts)],
         progress=progress,
         metric_rows=False,
     )
@@ -207,7 +207,7 @@ def evaluate_files(
             "UTC), so they cannot be scored: use the labels written with these events"
         )
     log.info("%d incidents, events from %s to %s", len(incidents), span.first, span.last)
-    return evaluate(alerts, incidents), summary.line()
+    return evaluate(alerts, incidents, within), summary.line()
 
 
 class _Span:
