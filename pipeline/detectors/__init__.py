@@ -40,10 +40,14 @@ def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[Windo
     """Every detector family, targeted ones first and the catch-all last."""
     return [
         RequestNormDetector(
-            "reasoning_inflation", "reasoning_tokens", max_entities=max_entities, cusum_h0=28.0
+            "reasoning_inflation",
+            "reasoning_tokens",
+            max_entities=max_entities,
+            cusum_h0=28.0,
+            runaway_rates=True,
         ),
         RequestNormDetector("pass_explosion", "passes", max_entities=max_entities, min_sd=0.25),
-        RunawayDetector(max_entities=max_entities),
+        RunawayDetector(max_entities=max_entities, contexts_from="reasoning_inflation"),
         VolumeDetector(max_entities=max_entities),
         EfficiencyDriftDetector(),
         ConfidenceCollapseDetector(),

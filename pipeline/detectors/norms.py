@@ -33,6 +33,9 @@ import msgspec
 NORM_FADING = 0.01  # how fast a context's norm follows its requests (per request)
 OUTLIER_FADING = 0.0005  # how fast its outlier rate follows its scored requests (per request)
 PEER_FADING = 0.05  # how fast a context's recent mean z (what its requests scored) follows
+# how fast its rate of truncated and timed-out requests follows its scored requests: slowly
+# (~10,000), as a context's own rate, which one runaway key's requests barely move
+RUNAWAY_FADING = 0.0001
 Context = tuple[str, str, int]  # (model, route, difficulty band)
 MAX_UNMERGED = 64  # ticks a partition re-learns on top of a late fleet norm (16 minutes)
 
@@ -40,7 +43,8 @@ MAX_UNMERGED = 64  # ticks a partition re-learns on top of a late fleet norm (16
 class NormState(msgspec.Struct, frozen=True, array_like=True):
     """A context norm's learned state, as the fleet stage hands it to the partitions; with
     exponentially weighted counts of its scored requests and of those that were outliers
-    (their ratio is the context's own outlier rate)."""
+    (their ratio is the context's own outlier rate), and, over a longer memory, of its scored
+    requests and of those truncated or timed out (the context's own runaway rate)."""
 
     mean: float
     var: float
@@ -48,13 +52,16 @@ class NormState(msgspec.Struct, frozen=True, array_like=True):
     peer_z: float
     outliers: float = 0.0
     scored: float = 0.0
+    runaway: float = 0.0
+    runaway_scored: float = 0.0
 
 
 class Learned(msgspec.Struct, array_like=True):
     """What a context's requests taught since the last tick: how many there were, the sums of
     their (winsorised, log) values and of their squares; for the requests that feed the
     sequential test, how many and the sum of their clipped z-scores; and how many requests
-    were scored against a warm norm, and how many of those were outliers."""
+    were scored against a warm norm, and how many of those were outliers and how many
+    truncated or timed out (counted only by a detector that learns runaway rates)."""
 
     n: int = 0
     x_sum: float = 0.0
@@ -63,6 +70,7 @@ class Learned(msgspec.Struct, array_like=True):
     peer_sum: float = 0.0
     scored: int = 0
     outliers: int = 0
+    runaway: int = 0
 
     def add_value(self, x: float) -> None:
         self.n += 1
@@ -77,6 +85,7 @@ class Learned(msgspec.Struct, array_like=True):
         self.peer_sum += other.peer_sum
         self.scored += other.scored
         self.outliers += other.outliers
+        self.runaway += other.runaway
 
 
 class NormReport(msgspec.Struct, frozen=True, array_like=True):
@@ -104,8 +113,9 @@ def learn(norm: NormState | None, learned: Learned) -> NormState:
     >>> taught = Learned()
     >>> for x in (4.0, 6.0):
     ...     taught.add_value(x)
-    >>> learn(None, taught)
-    NormState(mean=5.0, var=1.0, n=2, peer_z=0.0, outliers=0, scored=0)
+    >>> first = learn(None, taught)
+    >>> first.mean, first.var, first.n, first.scored
+    (5.0, 1.0, 2, 0)
     >>> learn(NormState(mean=5.0, var=1.0, n=2, peer_z=0.0), Learned()).n
     2
     """
@@ -121,11 +131,14 @@ def learn(norm: NormState | None, learned: Learned) -> NormState:
             peer_z=peer_mean,
             outliers=learned.outliers,
             scored=learned.scored,
+            runaway=learned.runaway,
+            runaway_scored=learned.scored,
         )
     keep = (1.0 - NORM_FADING) ** learned.n
     spread = learned.x_sq / learned.n - 2.0 * norm.mean * x_mean + norm.mean * norm.mean
     peer_keep = (1.0 - PEER_FADING) ** learned.peer_n
     outlier_keep = (1.0 - OUTLIER_FADING) ** learned.scored
+    runaway_keep = (1.0 - RUNAWAY_FADING) ** learned.scored
     return NormState(
         mean=keep * norm.mean + (1.0 - keep) * x_mean,
         var=keep * norm.var + (1.0 - keep) * (1.0 - NORM_FADING) * max(0.0, spread),
@@ -133,6 +146,8 @@ def learn(norm: NormState | None, learned: Learned) -> NormState:
         peer_z=peer_keep * norm.peer_z + (1.0 - peer_keep) * peer_mean,
         outliers=outlier_keep * norm.outliers + learned.outliers,
         scored=outlier_keep * norm.scored + learned.scored,
+        runaway=runaway_keep * norm.runaway + learned.runaway,
+        runaway_scored=runaway_keep * norm.runaway_scored + learned.scored,
     )
 
 

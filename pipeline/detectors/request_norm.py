@@ -58,6 +58,8 @@ OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by 
 # Scored requests (exponentially weighted) a context has seen before its own outlier rate is
 # used; until then, and wherever its tails are lighter, a Gaussian context's rate is.
 OUTLIER_MATURE = 200.0
+RUNAWAY_MATURE = 1_000.0  # scored requests (exponentially weighted) before its runaway rate
+RUNAWAY_STATUSES = frozenset(("truncated", "timeout"))
 
 
 class ContextNorm:
@@ -84,6 +86,8 @@ class ContextNorm:
         "n",
         "outliers",
         "peer_z",
+        "runaway",
+        "runaway_scored",
         "scored",
         "sd",
         "unmerged",
@@ -102,6 +106,8 @@ class ContextNorm:
         self.peer_z = 0.0  # recent mean (clipped) z of the context's requests
         self.outliers = 0.0  # exponentially weighted: requests scoring flag_z or more ...
         self.scored = 0.0  # ... of those scored against a warm norm
+        self.runaway = 0.0  # over a longer memory: requests truncated or timed out ...
+        self.runaway_scored = 0.0  # ... of those scored against a warm norm
         self.learned = Learned()  # since the last tick
         # reported at these ticks, not yet in a fleet norm taken (a worker's fleet stage
         # answers a little later): learned again on top of it
@@ -121,6 +127,8 @@ class ContextNorm:
             peer_z=self.peer_z,
             outliers=self.outliers,
             scored=self.scored,
+            runaway=self.runaway,
+            runaway_scored=self.runaway_scored,
         )
 
     def settle(self) -> Learned:
@@ -149,7 +157,15 @@ class ContextNorm:
     def _set(self, state: NormState) -> None:
         self.mean, self.var, self.n, self.peer_z = state.mean, state.var, state.n, state.peer_z
         self.outliers, self.scored = state.outliers, state.scored
+        self.runaway, self.runaway_scored = state.runaway, state.runaway_scored
         self.sd = max(self.min_sd, math.sqrt(self.var))
+
+    def runaway_rate(self) -> float | None:
+        """The share of its requests truncated or timed out (None until it has scored
+        :data:`RUNAWAY_MATURE` requests, with a detector that counts them)."""
+        if self.runaway_scored < RUNAWAY_MATURE:
+            return None
+        return self.runaway / self.runaway_scored
 
     def outlier_rate(self, floor: float) -> float:
         """The share of its requests that score ``flag_z`` or more, at least ``floor`` (and
@@ -207,6 +223,10 @@ class KeyMinute:
     r_sum: float = 0.0
     r_sq: float = 0.0
     flags_expected: float = 0.0  # outliers its requests' contexts give by chance
+    # with runaway rates learned: the truncated or timed-out requests its requests' contexts
+    # give, over the requests whose context has a rate
+    runaway_expected: float = 0.0
+    runaway_known: int = 0
 
     def __getstate__(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -266,6 +286,7 @@ class RequestNormDetector:
         min_sd: float = 0.1,
         cusum_h0: float | None = None,
         cusum_k: float = CUSUM_K,
+        runaway_rates: bool = False,
     ) -> None:
         self.name = kind
         self.kind = kind
@@ -274,6 +295,9 @@ class RequestNormDetector:
         self.min_flagged = min_flagged
         self.min_requests = min_requests
         self.min_sd = min_sd
+        # whether its contexts learn their rate of truncated and timed-out requests, and each
+        # key's minute sums what its requests' contexts give (read by the runaway detector)
+        self.runaway_rates = runaway_rates
         self.threshold = AdaptiveThreshold(score_floor)
         self.horizons_min = horizons_min
         self.contexts: BoundedStore[tuple[str, str, int], ContextNorm] = BoundedStore(
@@ -292,6 +316,8 @@ class RequestNormDetector:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.cusum = None  # absent from snapshots taken before it existed
+        # ... as were runaway rates, which the reasoning detector learns (default_detectors)
+        self.runaway_rates = state.get("name") == "reasoning_inflation"
         self.__dict__.update(state)
         self.gaussian_rate = 1.0 - NormalDist().cdf(self.flag_z)  # ... as was this
 
@@ -328,6 +354,12 @@ class RequestNormDetector:
         acc.flagged += z >= self.flag_z
         if warm:
             acc.flags_expected += norm.outlier_rate(self.gaussian_rate)
+            if self.runaway_rates:
+                rate = norm.runaway_rate()
+                if rate is not None:
+                    acc.runaway_expected += rate
+                    acc.runaway_known += 1
+                norm.learned.runaway += e.status in RUNAWAY_STATUSES
         acc.value_sum += value
         acc.expected_sum += expected
         if e.confidence is not None:

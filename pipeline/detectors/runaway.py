@@ -13,7 +13,11 @@ Two tests judge the count of such requests against the entity's own usual rate:
   good (a tenant moving to harder problems) is learned as the new normal.
 
 The usual rates are learned from minutes that alarm neither test (a minute in a run that
-already looks like a fault is not learned either).
+already looks like a fault is not learned either). A key's usual rate is judged given its
+requests' contexts (model x route x difficulty band, ``contexts_from``: the request detector
+whose contexts learn the fleet's rate of each): a minute whose requests' contexts give twice the
+rate its usual ones give is judged against twice its usual rate, so a tenant moving to harder
+problems, whose longer reasoning hits the budget more often, is not a runaway.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -62,11 +66,15 @@ from pipeline.detectors.base import (
     binomial_surprise,
 )
 from pipeline.detectors.baseline import EWBaseline
+from pipeline.detectors.request_norm import KeyMinute
 
 MIN_RATE = 0.005
 MAX_RATE = 0.5
 SLOW_FADING = 0.01  # the sequential test's usual rate: a count-weighted memory of ~100 minutes
 MAX_RUN = timedelta(minutes=30)  # a run that has not reached the bar by then starts over
+# requests of known context (count-weighted, like the slow rate) before a key's usual contexts'
+# rate is used to judge it given its requests' contexts
+MIN_CONTEXT_KNOWN = 100.0
 
 
 class _Run:
@@ -81,7 +89,15 @@ class _Run:
 
 
 class _EntityState:
-    __slots__ = ("baseline", "horizon", "run", "slow_requests", "slow_runaway")
+    __slots__ = (
+        "baseline",
+        "horizon",
+        "run",
+        "slow_context",
+        "slow_known",
+        "slow_requests",
+        "slow_runaway",
+    )
 
     def __init__(self, minutes: int) -> None:
         self.horizon = Horizon[EntityMinute](minutes)
@@ -89,9 +105,13 @@ class _EntityState:
         self.run: _Run | None = None
         self.slow_requests = 0.0
         self.slow_runaway = 0.0
+        # what its requests' contexts give (a key's), over the requests whose context has a
+        # rate, count-weighted as the slow rate is
+        self.slow_context = 0.0
+        self.slow_known = 0.0
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
-        slots = state[1]
+        slots = {"slow_context": 0.0, "slow_known": 0.0} | state[1]
         if "run" not in slots:  # saved before the sequential test: its slow rate starts at the
             # fast one's level, as if learned from the entity's recent traffic
             recent = [m.requests for _, m in slots["horizon"].recent]
@@ -101,17 +121,29 @@ class _EntityState:
         for name, value in slots.items():
             setattr(self, name, value)
 
-    @property
-    def slow_rate(self) -> float:
-        """The usual rate the sequential test judges against (its own, count-weighted)."""
+    def slow_rate(self, context: float = 1.0) -> float:
+        """The usual rate the sequential test judges against (its own, count-weighted), times
+        ``context``."""
         rate = self.slow_runaway / self.slow_requests if self.slow_requests else 0.0
-        return min(max(rate, MIN_RATE), MAX_RATE)
+        return min(max(rate * context, MIN_RATE), MAX_RATE)
 
-    def learn(self, minute: EntityMinute) -> None:
+    def context_ratio(self, key: KeyMinute | None) -> float:
+        """How many times the rate its usual requests' contexts give this minute's requests'
+        contexts give (1 for a model, or without a known context)."""
+        if key is None or not key.runaway_known or self.slow_known < MIN_CONTEXT_KNOWN:
+            return 1.0
+        usual = self.slow_context / self.slow_known
+        now = key.runaway_expected / key.runaway_known
+        return now / usual if usual > 0 else 1.0
+
+    def learn(self, minute: EntityMinute, key: KeyMinute | None) -> None:
         if minute.requests:
             self.baseline.learn_one(minute.runaway / minute.requests)
-        self.slow_requests = (1 - SLOW_FADING) * self.slow_requests + minute.requests
-        self.slow_runaway = (1 - SLOW_FADING) * self.slow_runaway + minute.runaway
+        keep = 1 - SLOW_FADING
+        self.slow_requests = keep * self.slow_requests + minute.requests
+        self.slow_runaway = keep * self.slow_runaway + minute.runaway
+        self.slow_context = keep * self.slow_context + (key.runaway_expected if key else 0.0)
+        self.slow_known = keep * self.slow_known + (key.runaway_known if key else 0)
 
 
 class RunawayDetector:
@@ -124,8 +156,11 @@ class RunawayDetector:
         min_count: int = 5,
         shift_ratio: float = 6.0,
         max_entities: int = 200_000,
+        contexts_from: str | None = None,
     ) -> None:
         self.name = "runaway_generation"
+        # the request detector whose key minutes say what a key's requests' contexts give
+        self.contexts_from = contexts_from
         self.entity_types = entity_types
         self.horizon_minutes = horizon_minutes
         self.min_ratio = min_ratio
@@ -136,6 +171,7 @@ class RunawayDetector:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("shift_ratio", 6.0)  # saved before the sequential test
+        state.setdefault("contexts_from", "reasoning_inflation")  # ... before contexts
         self.__dict__.update(state)
 
     def entity_stores(self) -> list[BoundedStore[Any, Any]]:
@@ -155,6 +191,7 @@ class RunawayDetector:
 
     def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
         findings: list[Finding] = []
+        contexts = view.key_minutes.get(self.contexts_from or "", {})
         for entity_type in self.entity_types:
             # A model is judged without the keys already named: one runaway key is not a
             # broken model.
@@ -162,26 +199,33 @@ class RunawayDetector:
             for entity_id, minute in view.entities(entity_type).items():
                 if entity_type == "model" and keys:
                     minute = view.without_keys(entity_id, keys)
+                key = contexts.get(entity_id) if entity_type == "api_key" else None
                 if peek:
-                    finding = self._peek(entity_type, entity_id, minute, view)
+                    finding = self._peek(entity_type, entity_id, minute, key, view)
                 else:
-                    finding = self._observe(entity_type, entity_id, minute, view)
+                    finding = self._observe(entity_type, entity_id, minute, key, view)
                 if finding is not None:
                     findings.append(finding)
         return findings
 
     def _observe(
-        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
+        self,
+        entity_type: str,
+        entity_id: str,
+        minute: EntityMinute,
+        key: KeyMinute | None,
+        view: MinuteView,
     ) -> Finding | None:
         state = self.states.get_or_create(
             f"{entity_type}:{entity_id}", lambda: _EntityState(self.horizon_minutes)
         )
         recent = state.horizon.push(view.start, minute)
         if not state.baseline.warm:
-            state.learn(minute)
+            state.learn(minute, key)
             return None
         total = EntityMinute.total(recent)
-        base = max(state.baseline.level, MIN_RATE)
+        context = state.context_ratio(key)
+        base = min(max(state.baseline.level * context, MIN_RATE), MAX_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
         self.threshold.update(score, (entity_type, entity_id))
         if self._alarming(score, total, base):
@@ -189,29 +233,35 @@ class RunawayDetector:
             return self._finding(
                 entity_type, entity_id, state.horizon.start, total, base, score, view
             )
-        slow = state.slow_rate
+        slow = state.slow_rate(context)
         run = self._extend(state.run, view.start, minute, slow)
         state.run = run
         if run is not None and self._run_alarming(run, slow):
             state.run = None
             return self._run_finding(entity_type, entity_id, run, slow, view)
         if run is None or run.llr < self.sequential_bar / 2 or not self._shifted(run.total, slow):
-            state.learn(minute)
+            state.learn(minute, key)
         return None
 
     def _peek(
-        self, entity_type: str, entity_id: str, minute: EntityMinute, view: MinuteView
+        self,
+        entity_type: str,
+        entity_id: str,
+        minute: EntityMinute,
+        key: KeyMinute | None,
+        view: MinuteView,
     ) -> Finding | None:
         state = self.states.get(f"{entity_type}:{entity_id}")
         if state is None or not state.baseline.warm:
             return None
         recent = state.horizon.peek(view.start, minute)
         total = EntityMinute.total([m for _, m in recent])
-        base = max(state.baseline.level, MIN_RATE)
+        context = state.context_ratio(key)
+        base = min(max(state.baseline.level * context, MIN_RATE), MAX_RATE)
         score = binomial_surprise(total.runaway, total.requests, base)
         if self._alarming(score, total, base):
             return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
-        slow = state.slow_rate
+        slow = state.slow_rate(context)
         run = self._extend(_copy(state.run), view.start, minute, slow)
         if run is not None and self._run_alarming(run, slow):
             return self._run_finding(entity_type, entity_id, run, slow, view)
