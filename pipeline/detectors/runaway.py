@@ -121,6 +121,11 @@ class _EntityState:
         for name, value in slots.items():
             setattr(self, name, value)
 
+    def fast_rate(self, context: float = 1.0) -> float:
+        """The usual rate the 3-minute bound judges against (its recent level), times
+        ``context``."""
+        return min(max(self.baseline.level * context, MIN_RATE), MAX_RATE)
+
     def slow_rate(self, context: float = 1.0) -> float:
         """The usual rate the sequential test judges against (its own, count-weighted), times
         ``context``."""
@@ -225,7 +230,7 @@ class RunawayDetector:
             return None
         total = EntityMinute.total(recent)
         context = state.context_ratio(key)
-        base = min(max(state.baseline.level * context, MIN_RATE), MAX_RATE)
+        base = state.fast_rate(context)
         score = binomial_surprise(total.runaway, total.requests, base)
         self.threshold.update(score, (entity_type, entity_id))
         if self._alarming(score, total, base):
@@ -257,7 +262,7 @@ class RunawayDetector:
         recent = state.horizon.peek(view.start, minute)
         total = EntityMinute.total([m for _, m in recent])
         context = state.context_ratio(key)
-        base = min(max(state.baseline.level * context, MIN_RATE), MAX_RATE)
+        base = state.fast_rate(context)
         score = binomial_surprise(total.runaway, total.requests, base)
         if self._alarming(score, total, base):
             return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
