@@ -257,8 +257,8 @@ class Engine:
         The one place for them: a new engine takes them here, and so does one from
         :meth:`restore`, so a restarted worker runs by its current settings. Windows, seen
         ids, the detectors' baselines and running cooldowns are kept. The detectors' caps of
-        per-entity state (``max_entities``) are taken by :meth:`restore` (a detector made
-        with its own cap keeps it); their other parameters are the code's, not settings.
+        per-entity state (``max_entities``) are taken by :meth:`restore` (a new engine's
+        detectors keep the caps they were made with); their other parameters are the code's.
         """
         worker = settings.worker
         self.max_message_bytes = worker.max_message_bytes
