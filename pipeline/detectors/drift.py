@@ -64,6 +64,10 @@ CUSUM_MATURE = 120  # minutes a server's baseline has learned before the sequent
 # its baseline, which a run keeps from learning, learns the new one.
 CUSUM_MAX_RUN_S = 60 * 60
 SUSPECT_MAX_S = 6 * 60 * 60  # a server standing out from its peers holds their learning this long
+# A model's confidence standing out from its baseline this long is its new level: the baseline,
+# which does not learn minutes that stand out, starts over (a large tenant moving to harder
+# problems for good lowers a model's confidence for good; paged for an hour, not for a day).
+CONFIDENCE_MAX_S = 60 * 60
 
 
 class _DriftState:
@@ -74,7 +78,8 @@ class _DriftState:
         self.baseline = EWBaseline(fading=0.01, min_sd=min_sd, warm_up=30)
         self.cusum = 0.0
         self.cusum_start: datetime | None = None
-        self.suspect_since: datetime | None = None  # standing out from its peers since
+        # standing out since (a server: from its peers; a model: below its own confidence)
+        self.suspect_since: datetime | None = None
         self.tail, self.run = GAUSSIAN_TAIL, 0  # its own tail (pipeline.detectors.tails)
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
@@ -239,7 +244,9 @@ class EfficiencyDriftDetector:
 
 class ConfidenceCollapseDetector:
     """Mean answer confidence of each model against its own baseline, with compute held up;
-    judged on a spread widened by the model's own tail of falls, as a server's cost is.
+    judged on a spread widened by the model's own tail of falls, as a server's cost is. A fall
+    that has stood out for :data:`CONFIDENCE_MAX_S` is the model's new level: its baseline
+    starts over (and warms up again).
 
     >>> from datetime import UTC, datetime, timedelta
     >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -279,6 +286,24 @@ class ConfidenceCollapseDetector:
         """The open minute so far (a mean, so no scaling); nothing is learned."""
         return self._judge(view, peek=True)
 
+    @staticmethod
+    def _settled_lower(state: _DriftState, raw: float, view: MinuteView) -> bool:
+        """Whether the model's last minutes have stood :data:`SUSPECT_Z` spreads below its
+        baseline for :data:`CONFIDENCE_MAX_S`: its baseline then starts over (warming up on
+        the new level, nothing judged meanwhile)."""
+        if raw < SUSPECT_Z:
+            state.suspect_since = None
+            return False
+        if state.suspect_since is None:
+            state.suspect_since = view.start
+            return False
+        if (view.end - state.suspect_since).total_seconds() <= CONFIDENCE_MAX_S:
+            return False
+        old = state.baseline
+        state.baseline = EWBaseline(fading=0.01, min_sd=old.min_sd, warm_up=old.warm_up)
+        state.suspect_since = None
+        return True
+
     def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
         findings = []
         for model, minute in view.entities("model").items():
@@ -314,6 +339,10 @@ class ConfidenceCollapseDetector:
             state.tail, state.run = learn_excursion(
                 state.tail, state.run, -base.score_one(confidence), max_run=self.horizon_minutes
             )
+            if self._settled_lower(state, raw, view):
+                state.baseline.learn_one(confidence)
+                compute.learn_one(minute.gpu_ms / minute.requests)
+                return None
         threshold = self.threshold.value
         drop = base.level - mean_confidence
         gpu_per_request = total.gpu_ms / total.requests

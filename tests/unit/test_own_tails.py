@@ -96,3 +96,39 @@ def test_heavy_tails_are_learned_and_the_fault_is_still_found(
         assert len(episodes([m for m in alarms(seed, 24 * 60, None) if m >= LEARNED])) <= 1
         faulty = [m for m in alarms(seed, 400, 300) if m >= 300]
         assert faulty and faulty[0] <= 306, faulty[:3]
+
+
+def confidence_alarms(seed: int, drop_at: int, drop: float, lasting: int) -> list[int]:
+    """Minutes at which a model alarmed whose mean confidence (0.60, sd 0.01 a minute) falls
+    by ``drop`` from ``drop_at`` for ``lasting`` minutes."""
+    rng = random.Random(seed)
+    detector = ConfidenceCollapseDetector()
+    alarms = []
+    for i in range(drop_at + 8 * 60):
+        mean = 0.6 + rng.gauss(0, 0.01) - (drop if drop_at <= i < drop_at + lasting else 0.0)
+        m = EntityMinute(requests=300, confidence_sum=300 * mean, confidence_count=300,
+                         gpu_ms=1e5, generated_tokens=10**5)  # fmt: skip
+        start = T0 + timedelta(minutes=i)
+        if detector.observe_minute(MinuteView(start, start + timedelta(minutes=1),
+                                              {"model": {"m": m}}, m)):  # fmt: skip
+            alarms.append(i)
+    return alarms
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_model_whose_confidence_falls_for_good_is_paged_for_an_hour_not_a_day(
+    seed: int,
+) -> None:
+    """A large tenant moves to harder problems for good and the model's confidence falls from
+    0.60 to 0.48 (default 76): paged within its first minutes, then, an hour on, the fall is its
+    new level (the code before paged it every minute for the 8 hours)."""
+    alarms = confidence_alarms(seed, 300, 0.12, 8 * 60)
+    assert alarms and alarms[0] <= 302, alarms[:3]
+    assert max(alarms) <= 300 + 62, alarms[-3:]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_collapse_of_forty_minutes_is_paged_through_it(seed: int) -> None:
+    alarms = confidence_alarms(seed, 300, 0.12, 40)
+    assert alarms[0] <= 302 and max(alarms) >= 338, (alarms[:3], alarms[-3:])
+    assert all(300 <= m < 342 for m in alarms), alarms
