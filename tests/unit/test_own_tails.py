@@ -66,14 +66,22 @@ def model_alarms(seed: int, minutes: int, collapse_at: int | None = None) -> lis
     0.05-0.08 in heavy-tailed runs; from ``collapse_at`` it falls by 0.3 over 10 minutes."""
     rng = random.Random(seed)
     dips = HeavyTail(rng, 0.05, 0.08)
-    detector = ConfidenceCollapseDetector()
-    alarms = []
+    means = []
     for i in range(minutes):
         mean = 0.8 - dips.next() + rng.gauss(0, 0.01)
         if collapse_at is not None:
             mean -= 0.3 * min(1.0, max(0, i - collapse_at) / 10)
-        m = EntityMinute(requests=100, confidence_sum=100 * mean, confidence_count=100,
-                         gpu_ms=1e5, generated_tokens=10**5)  # fmt: skip
+        means.append(mean)
+    return confidence_alarmed(means, requests=100)
+
+
+def confidence_alarmed(means: list[float], requests: int) -> list[int]:
+    """Minutes at which a model whose minutes have these mean confidences alarmed."""
+    detector = ConfidenceCollapseDetector()
+    alarms = []
+    for i, mean in enumerate(means):
+        m = EntityMinute(requests=requests, confidence_sum=requests * mean,
+                         confidence_count=requests, gpu_ms=1e5, generated_tokens=10**5)  # fmt: skip
         start = T0 + timedelta(minutes=i)
         if detector.observe_minute(MinuteView(start, start + timedelta(minutes=1),
                                               {"model": {"m": m}}, m)):  # fmt: skip
@@ -102,17 +110,11 @@ def confidence_alarms(seed: int, drop_at: int, drop: float, lasting: int) -> lis
     """Minutes at which a model alarmed whose mean confidence (0.60, sd 0.01 a minute) falls
     by ``drop`` from ``drop_at`` for ``lasting`` minutes."""
     rng = random.Random(seed)
-    detector = ConfidenceCollapseDetector()
-    alarms = []
-    for i in range(drop_at + 8 * 60):
-        mean = 0.6 + rng.gauss(0, 0.01) - (drop if drop_at <= i < drop_at + lasting else 0.0)
-        m = EntityMinute(requests=300, confidence_sum=300 * mean, confidence_count=300,
-                         gpu_ms=1e5, generated_tokens=10**5)  # fmt: skip
-        start = T0 + timedelta(minutes=i)
-        if detector.observe_minute(MinuteView(start, start + timedelta(minutes=1),
-                                              {"model": {"m": m}}, m)):  # fmt: skip
-            alarms.append(i)
-    return alarms
+    means = [
+        0.6 + rng.gauss(0, 0.01) - (drop if drop_at <= i < drop_at + lasting else 0.0)
+        for i in range(drop_at + 8 * 60)
+    ]
+    return confidence_alarmed(means, requests=300)
 
 
 @pytest.mark.parametrize("seed", range(4))
