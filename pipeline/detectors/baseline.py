@@ -47,6 +47,10 @@ class EWBaseline:
     def sd(self) -> float:
         return max(self.min_sd, math.sqrt(max(self.var.get(), 0.0)))
 
+    def fresh(self) -> EWBaseline:
+        """A baseline with the same parameters that has learned nothing (warming up again)."""
+        return EWBaseline(self.mean.fading_factor, self.min_sd, self.warm_up, self.clip_sd)
+
     def score_one(self, x: float) -> float:
         return (x - self.mean.get()) / self.sd if self.warm else 0.0
 

@@ -299,8 +299,7 @@ class ConfidenceCollapseDetector:
             return False
         if (view.end - state.suspect_since).total_seconds() <= CONFIDENCE_MAX_S:
             return False
-        old = state.baseline
-        state.baseline = EWBaseline(fading=0.01, min_sd=old.min_sd, warm_up=old.warm_up)
+        state.baseline = state.baseline.fresh()
         state.suspect_since = None
         return True
 
