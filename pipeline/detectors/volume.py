@@ -39,7 +39,9 @@ A window's score is the smaller of its surprise under the entity's own spread (a
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
 adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too. A long
 horizon alarms only while the last 5 minutes are still :data:`STILL_ELEVATED` times what is
-expected: its memory outlasts an incident, and a page would then be about what has stopped.
+expected: its memory outlasts an incident, and a page would then be about what has stopped; and
+a minute that alarmed counts as usual in the long horizons (it was paged once, and is not paged
+again from their memory after the rise).
 The fleet total a share is taken of is winsorised by tenant (:func:`robust_fleet`): each tenant
 counts for at most ``TENANT_CAP`` times the median tenant, so one tenant flooding the stream
 cannot dilute every other entity's share, hide their spikes while it lasts and page on them when
@@ -73,7 +75,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 from statistics import median
 from typing import Any, Final
@@ -118,8 +120,8 @@ Window = tuple[float, float, float, float, float, int]
 
 class _ShareState:
     __slots__ = (
-        "age", "fades", "gpu_share", "horizon", "long", "mean", "paces", "run", "seen", "share",
-        "slots", "tail", "var",
+        "age", "fades", "gpu_share", "horizon", "long", "mean", "paces", "paged", "run", "seen",
+        "share", "slots", "tail", "var",
     )  # fmt: skip
 
     def __init__(
@@ -140,6 +142,7 @@ class _ShareState:
         self.run = [0] * horizons
         self.age = 0  # minutes in which the entity was seen
         self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
+        self.paged: list[datetime] = []  # its minutes that alarmed, within the long horizons
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
         # in which it burst there)
         self.slots: dict[int, tuple[float, int, int]] = {}
@@ -151,6 +154,7 @@ class _ShareState:
             self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
             self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
             return
+        self.paged = []  # absent from snapshots taken before it
         for name, value in slots.items():
             setattr(self, name, value)
         self.horizon.minutes = max(self.horizon.minutes, LONG_MINUTES)
@@ -449,6 +453,10 @@ class VolumeDetector:
             return []
         windows = [w if w[5] < 2 else _top_minute_capped(w, minutes[: w[5]]) for w in windows]
         if closed is not None:
+            if state.paged:  # minutes that alarmed count as usual in the long horizons
+                ages = {(now - t).total_seconds() for t in state.paged}
+                minutes = [(m[1], m[1], m[3], m[3], m[4], m[5]) if m[5] in ages else m
+                           for m in minutes]  # fmt: skip
             ew = self._ew_window(state, closed)
             windows.append(_top_minute_capped(ew, minutes, fading=1.0 - 1.0 / LONG_MINUTES))
             minutes.sort(key=lambda m: (m[0] + 1.0) / (m[1] + 1.0))
@@ -459,16 +467,19 @@ class VolumeDetector:
         return windows
 
     @staticmethod
-    def _ew_window(state: _ShareState, sums: Sums) -> Window:
-        """The exponentially weighted ~15 minutes up to this one."""
+    def _ew_window(state: _ShareState, sums: Sums, *, paged: bool = False) -> Window:
+        """The exponentially weighted ~15 minutes up to this one; a ``paged`` minute (one
+        that alarmed) counted as its expected."""
         keep = 1.0 - 1.0 / LONG_MINUTES
         requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
+        expected = state.share.level * fleet_requests * season
+        expected_gpu = state.gpu_share.level * fleet_gpu_ms * season
         long = state.long
         return (
-            keep * long[0] + requests,
-            keep * long[1] + state.share.level * fleet_requests * season,
-            keep * long[2] + gpu_ms,
-            keep * long[3] + state.gpu_share.level * fleet_gpu_ms * season,
+            keep * long[0] + (expected if paged else requests),
+            keep * long[1] + expected,
+            keep * long[2] + (expected_gpu if paged else gpu_ms),
+            keep * long[3] + expected_gpu,
             keep * long[4] + fleet_gpu_ms,
             LONG_MINUTES,
         )
@@ -519,7 +530,13 @@ class VolumeDetector:
                     learned = True
             state.seen += learned
             suspect = alarming or max(zs) >= SUSPECT_Z
-            state.long = list(self._ew_window(state, sums)[:5])
+            # a minute that alarmed was paged: the long horizons remember it as usual, so that
+            # their memory (the EW window's outlasts the minutes it covers) does not page it
+            # again once the rise is over
+            state.long = list(self._ew_window(state, sums, paged=alarming)[:5])
+            if alarming:
+                since = now - timedelta(minutes=LONG_MINUTES)
+                state.paged = [*(t for t in state.paged if t > since), now]
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return

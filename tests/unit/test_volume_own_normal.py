@@ -74,6 +74,19 @@ def test_a_spike_is_not_paged_once_it_has_stopped() -> None:
     assert max(alarms) < 335
 
 
+def test_a_spike_that_leaves_its_key_a_little_busier_is_not_paged_again_from_memory() -> None:
+    """After 30 minutes at 8x, the key sends 1.6x its share: enough for the 15-minute
+    horizon's check that the rise is still under way, while its memory of the spike (half an
+    hour long) would page it again 15 minutes after it ended. The spike's minutes were paged;
+    they are remembered as usual."""
+    def after(i: int, rng: random.Random) -> float:
+        return poisson(rng, 20 * (8 if 300 <= i < 330 else 1.6 if i >= 330 else 1))
+
+    for seed in range(5):
+        alarms = run(after, 6 * 60, seed=seed)
+        assert alarms and alarms[0] == 300 and max(alarms) < 335, (seed, alarms)
+
+
 def test_a_subtle_lasting_spike_on_a_smooth_key_is_caught() -> None:
     alarms = run(lambda i, rng: poisson(rng, 10 * (2.5 if 300 <= i < 330 else 1)), 6 * 60)
     assert alarms and 300 <= alarms[0] < 315
