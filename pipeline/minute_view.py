@@ -49,6 +49,7 @@ def build_minute_view(
     routes: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     servers: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
+    model_routes: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
     tenant_of_key: dict[str, str] = {}
     model_of_server: dict[str, str] = {}
     for (tenant, api_key, model, route, server), sums in groups:
@@ -59,6 +60,7 @@ def build_minute_view(
         routes[route].add(sums)
         servers[server].add(sums)
         pairs[(api_key, model)].add(sums)
+        model_routes[(model, route)].add(sums)
         tenant_of_key[api_key] = tenant
         model_of_server[server] = model
     # plain dicts for the detectors: looking up an entity the minute lacks must not add it
@@ -70,12 +72,14 @@ def build_minute_view(
         "server": dict(servers),
     }
     return MinuteView(
-        start, end, by_type, fleet, tenant_of_key, model_of_server, key_model=dict(pairs)
-    )
+        start, end, by_type, fleet, tenant_of_key, model_of_server, key_model=dict(pairs),
+        model_route=dict(model_routes),
+    )  # fmt: skip
 
 
 def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> MinuteView:
-    """The open minute so far, for a peek: api keys, tenants, models and each key's models.
+    """The open minute so far, for a peek: api keys, tenants, models, each key's models and
+    each model's routes.
 
     Cheaper than :func:`build_minute_view` (it runs several times a minute): each group is added
     once, to its (tenant, key, model), and those are rolled up.
@@ -92,8 +96,10 @@ def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> Minut
     (True, ['api_key', 'model', 'tenant'])
     """
     parts: defaultdict[tuple[str, str, str], EntityMinute] = defaultdict(EntityMinute)
-    for (tenant, api_key, model, _, _), sums in groups:
+    model_routes: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
+    for (tenant, api_key, model, route, _), sums in groups:
         parts[(tenant, api_key, model)].add(sums)
+        model_routes[(model, route)].add(sums)
     fleet = EntityMinute()
     keys: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     tenants: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
@@ -114,4 +120,7 @@ def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> Minut
     by_type = {"api_key": dict(keys), "tenant": dict(tenants), "model": dict(models)}
     start = datetime.fromtimestamp(minute, UTC)
     end = datetime.fromtimestamp(end_s, UTC)
-    return MinuteView(start, end, by_type, fleet, tenant_of_key, key_model=dict(pairs))
+    return MinuteView(
+        start, end, by_type, fleet, tenant_of_key, key_model=dict(pairs),
+        model_route=dict(model_routes),
+    )  # fmt: skip

@@ -91,6 +91,7 @@ class MinuteView:
     model_of_server: dict[str, str] = field(default_factory=dict)
     named: set[tuple[str, str]] = field(default_factory=set)  # (entity type, id) already found
     key_model: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
+    model_route: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
     # per request detector (by name), each api key's sums of its requests' scores in the minute
     key_minutes: dict[str, dict[str, KeyMinute]] = field(default_factory=dict)
 
@@ -177,7 +178,7 @@ class PeekingDetector(WindowDetector, Protocol):
     comes to ``observe_minute``. Every statistic it uses must be a rate, a share or a tail
     bound that accounts for the number of requests, so that a part of a minute is judged on the
     evidence it holds. A peek's view holds api keys, tenants and models (and each key's models
-    and tenant), not routes or servers."""
+    and tenant, and each model's routes), not routes or servers."""
 
     def peek_minute(self, view: MinuteView) -> list[Finding]: ...
 

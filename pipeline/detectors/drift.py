@@ -42,6 +42,7 @@ import math
 import statistics
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 from pipeline.detectors.base import (
     AdaptiveThreshold,
@@ -68,6 +69,8 @@ SUSPECT_MAX_S = 6 * 60 * 60  # a server standing out from its peers holds their 
 # which does not learn minutes that stand out, starts over (a large tenant moving to harder
 # problems for good lowers a model's confidence for good; paged for an hour, not for a day).
 CONFIDENCE_MAX_S = 60 * 60
+ROUTE_FADING = 0.01  # per minute: a (model, route)'s usual confidence follows about 100 minutes
+ROUTE_KNOWN = 100.0  # requests (exponentially weighted) behind it before a minute is judged on it
 
 
 class _DriftState:
@@ -242,24 +245,50 @@ class EfficiencyDriftDetector:
         return state.cusum_start if state.cusum >= CUSUM_H else None
 
 
+class _RouteConfidence:
+    """A (model, route)'s usual confidence: the mean of its requests' confidence, weighted by
+    request and exponentially by minute (:data:`ROUTE_FADING`)."""
+
+    __slots__ = ("mean", "weight")
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.weight = 0.0  # requests behind the mean (exponentially weighted)
+
+    def learn(self, part: EntityMinute) -> None:
+        self.weight = (1.0 - ROUTE_FADING) * self.weight + part.confidence_count
+        self.mean += (part.confidence_sum - part.confidence_count * self.mean) / self.weight
+
+
 class ConfidenceCollapseDetector:
-    """Mean answer confidence of each model against its own baseline, with compute held up;
-    judged on a spread widened by the model's own tail of falls, as a server's cost is. A fall
-    that has stood out for :data:`CONFIDENCE_MAX_S` is the model's new level: its baseline
-    starts over (and warms up again).
+    """Mean answer confidence of each model, **given its requests' routes**, against its own
+    baseline; judged on a spread widened by the model's own tail of falls, as a server's cost
+    is. Each (model, route) learns its usual confidence from the model's ordinary minutes, and
+    a minute is judged by how far its confidence falls short of what its routes usually give:
+    harder problems go to deeper routes, whose answers are less sure, so a tenant moving to
+    harder problems shifts a model's mix of routes, and its confidence with it, and is no
+    collapse. A fall that has stood out for :data:`CONFIDENCE_MAX_S` is the model's new level:
+    its baseline starts over (and warms up again).
 
     >>> from datetime import UTC, datetime, timedelta
     >>> from pipeline.detectors.base import EntityMinute, MinuteView
     >>> det = ConfidenceCollapseDetector()
     >>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
-    >>> def minute(i, conf):
-    ...     m = EntityMinute(requests=100, confidence_sum=100 * conf, confidence_count=100,
-    ...                      gpu_ms=1e5, generated_tokens=10**5)
+    >>> def minute(i, fast, deep, fall=0.0):  # requests on each route; deep is less sure
+    ...     routes = {("m", r): EntityMinute(requests=n, confidence_sum=n * (c - fall),
+    ...                                      confidence_count=n, gpu_ms=1e3 * n)
+    ...               for r, n, c in (("fast", fast, 0.85 + 0.01 * (i % 3)), ("deep", deep, 0.6))}
+    ...     model = EntityMinute()
+    ...     for part in routes.values():
+    ...         model.add(part)
     ...     start = t0 + timedelta(minutes=i)
-    ...     return MinuteView(start, start + timedelta(minutes=1), {"model": {"m": m}}, m)
-    >>> any(det.observe_minute(minute(i, 0.8 + 0.01 * (i % 3))) for i in range(60))
+    ...     return MinuteView(start, start + timedelta(minutes=1), {"model": {"m": model}},
+    ...                       model, model_route=routes)
+    >>> any(det.observe_minute(minute(i, 80, 20)) for i in range(60))
     False
-    >>> det.observe_minute(minute(60, 0.5))[0].kind
+    >>> det.observe_minute(minute(60, 20, 80))  # harder problems: most requests go deep
+    []
+    >>> det.observe_minute(minute(61, 80, 20, fall=0.3))[0].kind
     'confidence_collapse'
     """
 
@@ -276,8 +305,17 @@ class ConfidenceCollapseDetector:
         self.min_drop = min_drop
         self.min_samples = min_samples
         self.threshold = AdaptiveThreshold(score_floor)
+        # per model, the baseline of its minutes' confidence less what their routes give
         self.states: BoundedStore[str, _DriftState] = BoundedStore(max_entities)
         self.compute: BoundedStore[str, EWBaseline] = BoundedStore(max_entities)
+        self.routes: BoundedStore[tuple[str, str], _RouteConfidence] = BoundedStore(max_entities)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "routes" not in state:  # saved before routes: its baselines judged raw confidence
+            state["routes"] = BoundedStore(state["states"].max_entries)
+            for _, drift in state["states"].items():
+                drift.baseline = drift.baseline.fresh()
+        self.__dict__.update(state)
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         return self._judge(view, peek=False)
@@ -304,58 +342,100 @@ class ConfidenceCollapseDetector:
         return True
 
     def _judge(self, view: MinuteView, *, peek: bool) -> list[Finding]:
+        by_model: defaultdict[str, list[tuple[str, EntityMinute]]] = defaultdict(list)
+        for (model, route), part in view.model_route.items():
+            by_model[model].append((route, part))
         findings = []
         for model, minute in view.entities("model").items():
-            if minute.confidence_count < self.min_samples or minute.confidence_mean is None:
+            if minute.confidence_count < self.min_samples:
                 continue
-            finding = self._observe(model, minute.confidence_mean, minute, view, peek)
+            routes = by_model.get(model) or [("", minute)]  # a view without routes: one
+            judged = self._against_routes(model, routes, minute)
+            if judged is None:  # its routes' usual confidence is not known yet
+                if not peek:
+                    self._learn_routes(model, routes)
+                continue
+            finding = self._observe(model, judged, minute, routes, view, peek)
             if finding is not None:
                 findings.append(finding)
         return findings
 
+    def _against_routes(
+        self, model: str, routes: list[tuple[str, EntityMinute]], minute: EntityMinute
+    ) -> tuple[float, EntityMinute] | None:
+        """How much confidence the minute's requests fell short of what their routes usually
+        give (summed over its requests on routes whose usual is known), with those requests'
+        sums; None with fewer than ``min_samples`` of them."""
+        shortfall = 0.0
+        known = EntityMinute(requests=minute.requests, gpu_ms=minute.gpu_ms)
+        for route, part in routes:
+            usual = self.routes.get((model, route))
+            if usual is None or usual.weight < ROUTE_KNOWN or not part.confidence_count:
+                continue
+            shortfall += part.confidence_count * usual.mean - part.confidence_sum
+            known.confidence_sum += part.confidence_sum
+            known.confidence_count += part.confidence_count
+        if known.confidence_count < self.min_samples:
+            return None
+        return shortfall, known
+
+    def _learn_routes(self, model: str, routes: list[tuple[str, EntityMinute]]) -> None:
+        for route, part in routes:
+            if part.confidence_count:
+                self.routes.get_or_create((model, route), _RouteConfidence).learn(part)
+
     def _observe(
-        self, model: str, confidence: float, minute: EntityMinute, view: MinuteView, peek: bool
+        self,
+        model: str,
+        judged: tuple[float, EntityMinute],
+        minute: EntityMinute,
+        routes: list[tuple[str, EntityMinute]],
+        view: MinuteView,
+        peek: bool,
     ) -> Finding | None:
+        shortfall = judged[0] / judged[1].confidence_count  # this minute's, per request
         if peek:
             state, compute = self.states.get(model), self.compute.get(model)
             if state is None or compute is None or not state.baseline.warm:
                 return None
-            recent = state.horizon.peek(view.start, (confidence, minute))
+            recent = state.horizon.peek(view.start, judged)
         else:
             state = self.states.get_or_create(
                 model, lambda: _DriftState(self.horizon_minutes, 0.01)
             )
             compute = self.compute.get_or_create(model, lambda: EWBaseline(fading=0.01, warm_up=30))
-            state.horizon.push(view.start, (confidence, minute))
+            state.horizon.push(view.start, judged)
             recent = list(state.horizon.recent)
         total = EntityMinute.total([m for _, (_, m) in recent])
-        mean_confidence = total.confidence_mean or 0.0
+        mean_shortfall = sum(s for _, (s, _) in recent) / total.confidence_count
         base = state.baseline
-        raw = -base.score_one(mean_confidence)
+        raw = base.score_one(mean_shortfall)
         score = raw / widening(state.tail)
         if base.warm and not peek:
             self.threshold.update(score, model)
             state.tail, state.run = learn_excursion(
-                state.tail, state.run, -base.score_one(confidence), max_run=self.horizon_minutes
+                state.tail, state.run, base.score_one(shortfall), max_run=self.horizon_minutes
             )
             if self._settled_lower(state, raw, view):
-                state.baseline.learn_one(confidence)
-                compute.learn_one(minute.gpu_ms / minute.requests)
+                self._learn(model, state, compute, shortfall, minute, routes)
                 return None
         threshold = self.threshold.value
-        drop = base.level - mean_confidence
+        drop = mean_shortfall - base.level
         gpu_per_request = total.gpu_ms / total.requests
         if not base.warm or score < threshold or drop < self.min_drop:
             if not peek:
                 if raw < SUSPECT_Z:
-                    base.learn_one(confidence)
-                compute.learn_one(minute.gpu_ms / minute.requests)
+                    self._learn(model, state, compute, shortfall, minute, routes)
+                else:
+                    compute.learn_one(minute.gpu_ms / minute.requests)
             return None
+        mean_confidence = total.confidence_mean or 0.0
+        usual = mean_confidence + drop  # what its requests' routes usually give
         minutes = math.ceil((view.end - recent[0][0]).total_seconds() / 60)
         summary = (
-            f"model {model}: mean confidence fell to {mean_confidence:.2f} from its usual "
-            f"{base.level:.2f} over {minutes} min while GPU-ms per request stayed at "
-            f"{gpu_per_request:,.0f} (usual {compute.level:,.0f})"
+            f"model {model}: mean confidence fell to {mean_confidence:.2f} from the "
+            f"{usual:.2f} its requests' routes usually give, over {minutes} min, while GPU-ms "
+            f"per request stayed at {gpu_per_request:,.0f} (usual {compute.level:,.0f})"
         )
         return Finding(
             kind="confidence_collapse",
@@ -367,13 +447,27 @@ class ConfidenceCollapseDetector:
             threshold=threshold,
             summary=summary,
             evidence={
-                "confidence_mean": (mean_confidence, base.level),
+                "confidence_mean": (mean_confidence, usual),
                 "gpu_ms_per_request": (gpu_per_request, compute.level),
             },
             event_count=total.requests,
             # a fall to half the usual confidence counts as 2x from normal
-            magnitude=base.level / max(mean_confidence, 1e-6),
+            magnitude=usual / max(mean_confidence, 1e-6),
             stake=(
                 total.requests / (view.fleet.requests * minutes) if view.fleet.requests else None
             ),
         )
+
+    def _learn(
+        self,
+        model: str,
+        state: _DriftState,
+        compute: EWBaseline,
+        shortfall: float,
+        minute: EntityMinute,
+        routes: list[tuple[str, EntityMinute]],
+    ) -> None:
+        """An ordinary minute: the model's usual shortfall, its compute, its routes' usual."""
+        state.baseline.learn_one(shortfall)
+        compute.learn_one(minute.gpu_ms / minute.requests)
+        self._learn_routes(model, routes)
