@@ -205,71 +205,58 @@ class RunawayDetector:
                 if entity_type == "model" and keys:
                     minute = view.without_keys(entity_id, keys)
                 key = contexts.get(entity_id) if entity_type == "api_key" else None
-                if peek:
-                    finding = self._peek(entity_type, entity_id, minute, key, view)
-                else:
-                    finding = self._observe(entity_type, entity_id, minute, key, view)
+                finding = self._judge_one(entity_type, entity_id, minute, key, view, peek=peek)
                 if finding is not None:
                     findings.append(finding)
         return findings
 
-    def _observe(
+    def _judge_one(
         self,
         entity_type: str,
         entity_id: str,
         minute: EntityMinute,
         key: KeyMinute | None,
         view: MinuteView,
+        *,
+        peek: bool,
     ) -> Finding | None:
-        state = self.states.get_or_create(
-            f"{entity_type}:{entity_id}", lambda: _EntityState(self.horizon_minutes)
-        )
-        recent = state.horizon.push(view.start, minute)
-        if not state.baseline.warm:
-            state.learn(minute, key)
-            return None
-        total = EntityMinute.total(recent)
-        context = state.context_ratio(key)
-        base = state.fast_rate(context)
-        score = binomial_surprise(total.runaway, total.requests, base)
-        self.threshold.update(score, (entity_type, entity_id))
-        if self._alarming(score, total, base):
-            state.run = None
-            return self._finding(
-                entity_type, entity_id, state.horizon.start, total, base, score, view
-            )
-        slow = state.slow_rate(context)
-        run = self._extend(state.run, view.start, minute, slow)
-        state.run = run
-        if run is not None and self._run_alarming(run, slow):
-            state.run = None
-            return self._run_finding(entity_type, entity_id, run, slow, view)
-        if run is None or run.llr < self.sequential_bar / 2 or not self._shifted(run.total, slow):
-            state.learn(minute, key)
-        return None
-
-    def _peek(
-        self,
-        entity_type: str,
-        entity_id: str,
-        minute: EntityMinute,
-        key: KeyMinute | None,
-        view: MinuteView,
-    ) -> Finding | None:
-        state = self.states.get(f"{entity_type}:{entity_id}")
-        if state is None or not state.baseline.warm:
-            return None
-        recent = state.horizon.peek(view.start, minute)
+        """Judge one entity's minute; a ``peek`` judges the open minute so far with the horizon
+        before it, and changes nothing."""
+        name = f"{entity_type}:{entity_id}"
+        if peek:
+            found = self.states.get(name)
+            if found is None or not found.baseline.warm:
+                return None
+            state = found
+            recent = state.horizon.peek(view.start, minute)
+        else:
+            state = self.states.get_or_create(name, lambda: _EntityState(self.horizon_minutes))
+            state.horizon.push(view.start, minute)
+            recent = state.horizon.recent
+            if not state.baseline.warm:
+                state.learn(minute, key)
+                return None
         total = EntityMinute.total([m for _, m in recent])
         context = state.context_ratio(key)
         base = state.fast_rate(context)
         score = binomial_surprise(total.runaway, total.requests, base)
+        if not peek:
+            self.threshold.update(score, (entity_type, entity_id))
         if self._alarming(score, total, base):
+            if not peek:
+                state.run = None
             return self._finding(entity_type, entity_id, recent[0][0], total, base, score, view)
         slow = state.slow_rate(context)
-        run = self._extend(_copy(state.run), view.start, minute, slow)
+        run = self._extend(_copy(state.run) if peek else state.run, view.start, minute, slow)
         if run is not None and self._run_alarming(run, slow):
+            if not peek:
+                state.run = None
             return self._run_finding(entity_type, entity_id, run, slow, view)
+        if peek:
+            return None
+        state.run = run
+        if run is None or run.llr < self.sequential_bar / 2 or not self._shifted(run.total, slow):
+            state.learn(minute, key)
         return None
 
     def _extend(
