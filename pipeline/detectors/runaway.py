@@ -224,10 +224,9 @@ class RunawayDetector:
         before it, and changes nothing."""
         name = f"{entity_type}:{entity_id}"
         if peek:
-            found = self.states.get(name)
-            if found is None or not found.baseline.warm:
+            state = self.states.get(name)
+            if state is None or not state.baseline.warm:
                 return None
-            state = found
             recent = state.horizon.peek(view.start, minute)
         else:
             state = self.states.get_or_create(name, lambda: _EntityState(self.horizon_minutes))

@@ -534,9 +534,9 @@ class VolumeDetector:
             # their memory (the EW window's outlasts the minutes it covers) does not page it
             # again once the rise is over
             state.long = list(self._ew_window(state, sums, paged=alarming)[:5])
-            if alarming:
+            if alarming or state.paged:  # those older than the long horizons are dropped
                 since = now - timedelta(minutes=LONG_MINUTES)
-                state.paged = [*(t for t in state.paged if t > since), now]
+                state.paged = [t for t in state.paged if t > since] + ([now] if alarming else [])
             young = state.age < YOUNG_MINUTES
             if alarming or (suspect and not young):
                 return
