@@ -8,8 +8,10 @@ TLS handshake with the context the clients verify the broker with
 whose message says what to do: a refused port, a listener that does not speak TLS, a broker
 certificate the configured CA does not verify, a certificate for another host name.
 
-SASL credentials are not checked here: the clients report a refusal themselves
-(``SaslAuthenticationFailed``).
+For ``SASL_PLAINTEXT`` / ``SASL_SSL`` it then logs in once with aiokafka (the client the worker
+runs on) and names a refused login with the broker's own words (``SaslAuthenticationFailed``):
+the clients' bootstrap loops can lose the broker's answer to a closed connection and say only
+that no session opened.
 
 >>> from pipeline.config import KafkaSettings
 >>> try:
@@ -22,9 +24,10 @@ start it, or set COMPUTEWATCH_KAFKA_BOOTSTRAP
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
-from typing import Final
+from typing import Any, Final
 
 from pipeline.config import KafkaSettings
 from pipeline.kafka_options import aiokafka_options
@@ -66,6 +69,8 @@ def check_reachable(kafka: KafkaSettings, timeout_s: float = 10.0) -> str:
     for server in options["bootstrap_servers"]:
         try:
             _handshake(server, context, kafka.ssl_cafile, timeout_s)
+            if "sasl_mechanism" in options:
+                _log_in(server, options, timeout_s)
         except KafkaUnreachable as exc:
             failures.append(exc)
         else:
@@ -103,6 +108,59 @@ def _handshake(
             f"cannot reach Kafka at {server} ({reason}): start it, or set "
             "COMPUTEWATCH_KAFKA_BOOTSTRAP"
         ) from None
+
+
+def _log_in(server: str, options: dict[str, Any], timeout_s: float) -> None:
+    """Open one aiokafka connection (API versions, SASL handshake, authentication) and close it;
+    raise :class:`KafkaUnreachable` when the broker refuses the login or the mechanism.
+
+    Anything else (a timeout, a dropped connection) is left to the clients to report.
+    Must not be called from a running event loop.
+    """
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import (
+        IllegalSaslStateError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
+
+    host, port = split_host_port(server)
+    login = {k: v for k, v in options.items() if k != "bootstrap_servers"}
+
+    async def connect_once() -> None:
+        connection = await create_conn(
+            host, port, client_id="computewatch-check",
+            request_timeout_ms=max(int(timeout_s * 1000), 1), **login,
+        )  # fmt: skip
+        connection.close()
+
+    mechanism, user = options["sasl_mechanism"], options["sasl_plain_username"]
+    try:
+        asyncio.run(asyncio.wait_for(connect_once(), timeout_s))
+    except UnsupportedSaslMechanismError as exc:
+        raise KafkaUnreachable(
+            f"Kafka at {server} does not offer SASL {mechanism} ({_said(exc)}): set "
+            "COMPUTEWATCH_KAFKA_SASL_MECHANISM to one it offers"
+        ) from None
+    except IllegalSaslStateError:
+        raise KafkaUnreachable(
+            f"Kafka at {server} takes no SASL login on this listener (IllegalSaslState): check "
+            "COMPUTEWATCH_KAFKA_BOOTSTRAP and COMPUTEWATCH_KAFKA_SECURITY_PROTOCOL"
+        ) from None
+    except SaslAuthenticationFailed as exc:
+        raise KafkaUnreachable(
+            f"Kafka at {server} refused the SASL {mechanism} login of {user!r} "
+            f"(SaslAuthenticationFailed: {_said(exc)}): check COMPUTEWATCH_KAFKA_SASL_USERNAME "
+            "and the password (COMPUTEWATCH_KAFKA_SASL_PASSWORD or "
+            "COMPUTEWATCH_KAFKA_SASL_PASSWORD_FILE)"
+        ) from None
+    except (TimeoutError, OSError, RuntimeError):  # aiokafka's errors are RuntimeErrors
+        return  # not a refusal: the clients retry and report it
+
+
+def _said(exc: Exception) -> str:
+    """What the broker said, without aiokafka's ``[Error N] Name:`` prefix."""
+    return str(exc.args[0]) if exc.args else type(exc).__name__
 
 
 def _untrusted(

@@ -13,9 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from pipeline.config import KafkaSettings
 from pipeline.events import encode_event
+from pipeline.kafka_check import KafkaUnreachable, check_reachable
 from pipeline.simulate import FleetConfig, simulate
 from tests.fixtures.kafka import committed_total, unique_topic_name
 from tests.integration.test_worker_kafka import (
@@ -103,3 +105,28 @@ def test_a_wrong_password_fails_clearly_and_processes_nothing(
     assert wrong not in text, "the password reached the log"
     assert committed_total(kafka_bootstrap, group) == 0, "a refused worker consumed the topic"
     assert not (tmp_path / "clickhouse").exists(), "a refused worker opened the store"
+
+
+def test_the_startup_check_logs_in_and_names_a_refused_login(
+    kafka_sasl_settings: KafkaSettings, kafka_bootstrap: str
+) -> None:
+    assert check_reachable(kafka_sasl_settings, timeout_s=5) == kafka_sasl_settings.bootstrap
+    wrong = kafka_sasl_settings.model_copy(update={"sasl_password": SecretStr("not-the-password")})
+    for _ in range(5):  # the broker's answer, every time (the clients' bootstrap can lose it)
+        with pytest.raises(KafkaUnreachable) as refused:
+            check_reachable(wrong, timeout_s=5)
+        message = str(refused.value)
+        assert "refused the SASL SCRAM-SHA-256 login" in message, message
+        assert "invalid credentials" in message and "COMPUTEWATCH_KAFKA_SASL_PASSWORD" in message
+        assert "not-the-password" not in message and "\n" not in message
+
+
+def test_the_startup_check_names_a_mechanism_or_listener_without_sasl(
+    kafka_sasl_settings: KafkaSettings, kafka_bootstrap: str
+) -> None:
+    plain = kafka_sasl_settings.model_copy(update={"sasl_mechanism": "PLAIN"})
+    with pytest.raises(KafkaUnreachable, match=r"does not offer SASL PLAIN .*SASL_MECHANISM"):
+        check_reachable(plain, timeout_s=5)
+    on_plaintext = kafka_sasl_settings.model_copy(update={"bootstrap": kafka_bootstrap})
+    with pytest.raises(KafkaUnreachable, match="takes no SASL login on this listener"):
+        check_reachable(on_plaintext, timeout_s=5)
