@@ -9,11 +9,27 @@ one CUSUM per key::
 
     S <- max(0, S + sum(r - mean_key - k))
 
-``mean_key`` is the key's own usual residual (learned slowly, and not while ``S`` is past half
-the threshold); ``k`` is half the per-request shift worth finding. The test alerts at
-``S >= h`` and starts again from 0. ``h`` is ``h0`` times the fleet's variance of ``r`` (never
-less than ``h0``): with a noisier fleet the walk of a benign key wanders further, and the bar
-rises with it.
+``mean_key`` is the key's own usual residual (learned slowly, from minutes that leave ``S``
+under the threshold); ``k`` is half the per-request shift worth finding. The test alerts at
+``S >= h`` and starts again from 0.
+
+``h`` is set from a *budget of false alarms*: a benign key's walk of unit-variance residuals
+crosses ``h`` about once per ``(exp(2kh) - 2kh - 1) / (2k^2)`` requests (Siegmund's
+approximation), so with the fleet's requests a day known, ``h`` is where all its keys together
+cross about ``false_alarms_per_day`` times a day (never below ``h0``): a busier fleet gets a bar
+higher by the logarithm of its rate, not one tuned on a seed.
+
+That ``h`` is then scaled by the larger of the fleet's variance of ``r`` and the key's own
+*dispersion* (never by less than 1): with noisier residuals a benign walk wanders further. The
+dispersion is the variance of the key's minute excess per request,
+``E[(sum(r) - n * mean_key)^2] / E[n]`` over its minutes (fading like ``mean_key``, starting
+from 1): one key's requests are not independent (its users send alike prompts in sessions), so
+its minutes wander more than their count of requests would say, and by how much is the key's
+own. A walk of per-request variance ``d`` crosses about ``exp(-2kh / d)`` as often, so a bar
+scaled with ``d`` keeps a clumpy key's false-alarm rate where a quiet key's is. The minutes of a
+run of ``S`` join the dispersion once the run is over without an alert (as
+:mod:`pipeline.detectors.tails` learns excursions): a benign key's wanders all count, while a
+shift building up never raises the bar it is to cross.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.request_norm import KeyMinute
@@ -34,12 +50,28 @@ False
 ...         for i in range(15)]
 >>> first = next(i for i, h in enumerate(hits) if h); 2 <= first <= 10
 True
+
+A key whose requests come in alike runs (each minute's residuals share a draw) is judged on
+its own dispersion, and a run of its ordinary minutes is not a shift:
+
+>>> clumpy = KeyCusum(h0=28.0)
+>>> def clumped(shift):
+...     m, common = KeyMinute(), rng.gauss(0.0, 0.45)
+...     for _ in range(20):
+...         r = rng.gauss(shift + common, 0.9)
+...         m.requests += 1; m.r_n += 1; m.r_sum += r; m.r_sq += r * r
+...     return m
+>>> any(clumpy.observe("k", clumped(0.0), t0 + timedelta(minutes=i), quiet) for i in range(600))
+False
+>>> 3 < clumpy.bar(clumpy.states.get("k")) / 28.0 < 6
+True
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from river import stats
 
@@ -50,7 +82,8 @@ if TYPE_CHECKING:
 
 # Half the per-request shift worth finding, in standard deviations. With unit-variance residuals
 # a benign key's walk crosses h = 28 about once per (exp(2kh) - 2kh - 1) / (2k^2) requests
-# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours. A drift
+# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours (hence
+# the bar from a budget of false alarms a day, FALSE_ALARMS_PER_DAY). A drift
 # of 0.25 (9.6 million) took away sequential-test false alarms on development seeds but missed
 # the subtle variant (2x reasoning on 30 % of a key's requests) on 4 of 10 held-out seeds.
 CUSUM_K = 0.2
@@ -59,19 +92,27 @@ WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
 MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
 USUAL_FADING = 0.02  # per minute: the key's usual residual follows over about an hour
 FLEET_WARM = 1_000  # key-minutes before the fleet's variance may raise the threshold
+# Benign crossings of the test a day, fleet-wide, that its bar is set for: at most one false
+# page a day is what a security team keeps reading, and this test is one of several.
+FALSE_ALARMS_PER_DAY = 0.25
+RATE_FADING = 0.01  # per minute: the fleet's requests a minute, over about the last 100 minutes
+DISPERSION_PRIOR = WARM_REQUESTS  # requests' worth of dispersion 1 a key's own starts from
 
 
 class CusumState:
     """One key: the statistic, its usual residual, and the excursion since ``S`` left 0."""
 
     __slots__ = (
-        "expected", "flagged", "minutes", "requests", "s", "start", "usual_n", "usual_sum", "value"
+        "expected", "flagged", "minutes", "pending", "requests", "s", "spread_n", "spread_sum",
+        "start", "usual_n", "usual_sum", "value",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.s = 0.0
         self.usual_sum = 0.0  # the key's usual residual: exponentially weighted by minute,
         self.usual_n = 0.0  # each minute weighted by its requests (no start-up bias)
+        self.spread_sum = self.spread_n = DISPERSION_PRIOR  # its dispersion, at first 1
+        self.pending = (0.0, 0.0, 0)  # the run's (squared deviations, requests, minutes)
         self.minutes = 0
         self.start: datetime | None = None
         self.requests = 0
@@ -79,7 +120,34 @@ class CusumState:
         self.value = 0.0
         self.expected = 0.0
 
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        self.spread_sum = self.spread_n = DISPERSION_PRIOR  # absent from older snapshots
+        self.pending = (0.0, 0.0, 0)
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    @property
+    def dispersion(self) -> float:
+        """The variance of its minutes' excess per request."""
+        return self.spread_sum / self.spread_n
+
+    def wait(self, deviation: float, requests: float) -> None:
+        """Hold a minute's deviation from the key's usual until its run is over."""
+        squares, n, minutes = self.pending
+        fade = 1 - USUAL_FADING
+        self.pending = (fade * squares + deviation * deviation, fade * n + requests, minutes + 1)
+
+    def settle(self) -> None:
+        """The run is over without an alert: its minutes join the dispersion."""
+        squares, n, minutes = self.pending
+        kept = (1 - USUAL_FADING) ** minutes
+        self.spread_sum = kept * self.spread_sum + squares
+        self.spread_n = kept * self.spread_n + n
+        self.pending = (0.0, 0.0, 0)
+
     def restart(self) -> None:
+        """A new run (an alert's run is not learned)."""
+        self.pending = (0.0, 0.0, 0)
         self.s, self.start = 0.0, None
         self.requests = self.flagged = 0
         self.value = self.expected = 0.0
@@ -88,19 +156,52 @@ class CusumState:
 class KeyCusum:
     """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
 
-    def __init__(self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000) -> None:
+    def __init__(
+        self,
+        k: float = CUSUM_K,
+        h0: float = 28.0,
+        max_entities: int = 200_000,
+        false_alarms_per_day: float = FALSE_ALARMS_PER_DAY,
+    ) -> None:
         self.k = k
         self.h0 = h0
+        self.false_alarms_per_day = false_alarms_per_day
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)
         self.fleet_var = stats.EWMean(fading_factor=0.001)
         self.fleet_minutes = 0
+        self.fleet_rate = stats.EWMean(fading_factor=RATE_FADING)
+        self.budget_h = h0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.false_alarms_per_day = FALSE_ALARMS_PER_DAY  # absent from older snapshots
+        self.fleet_rate = stats.EWMean(fading_factor=RATE_FADING)
+        self.budget_h = state["h0"]
+        self.__dict__.update(state)
+
+    def minute(self, fleet: tuple[float, int]) -> None:
+        """A closed minute of the fleet (its residuals' sum and count): learn its rate of
+        requests, and the bar that keeps the fleet within its budget of false alarms."""
+        self.fleet_rate.update(fleet[1])
+        per_day = self.fleet_rate.get() * 24 * 60
+        if per_day <= 0.0:
+            return
+        target = 2 * self.k * self.k * per_day / self.false_alarms_per_day
+        x = math.log(target + 1.0)
+        for _ in range(3):  # exp(x) - x - 1 = target, by fixed point (converges at once)
+            x = math.log(target + x + 1.0)
+        self.budget_h = max(self.h0, x / (2 * self.k))
 
     @property
     def threshold(self) -> float:
-        """``h0``, raised in proportion to the fleet's variance of residuals when over 1."""
+        """The budget's bar, raised in proportion to the fleet's variance of residuals when
+        over 1."""
         if self.fleet_minutes < FLEET_WARM:
-            return self.h0
-        return self.h0 * max(1.0, self.fleet_var.get())
+            return self.budget_h
+        return self.budget_h * max(1.0, self.fleet_var.get())
+
+    def bar(self, state: CusumState) -> float:
+        """The threshold for one key: :attr:`threshold`, raised by the key's own dispersion."""
+        return max(self.threshold, self.budget_h * state.dispersion)
 
     def observe(
         self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]
@@ -116,18 +217,23 @@ class KeyCusum:
         state = self.states.get_or_create(key, CusumState)
         self.fleet_var.update(acc.r_sq / acc.r_n)
         self.fleet_minutes += 1
+        if state.usual_n > 0.0:
+            state.wait(excess - acc.r_n * state.usual_sum / state.usual_n, acc.r_n)
         if not self._warm(state):
+            state.settle()
             self._learn(state, acc, excess)
             return None
-        s = self._next(state, acc, excess)
+        s, bar = self._next(state, acc, excess), self.bar(state)
         if s == 0.0:
+            state.settle()
             state.restart()
         else:
             self._extend(state, acc, start, s)
-        if s < self.threshold:
+        if s < bar:
             self._learn(state, acc, excess)
             return None
         found = CusumState()
+        found.spread_sum, found.spread_n = state.spread_sum, state.spread_n
         found.s, found.start, found.requests = s, state.start, state.requests
         found.flagged, found.value, found.expected = state.flagged, state.value, state.expected
         state.restart()
@@ -141,9 +247,10 @@ class KeyCusum:
         if state is None or not self._warm(state) or not acc.r_n:
             return None
         s = self._next(state, acc, acc.r_sum - acc.r_n * _others_mean(acc, fleet))
-        if s < self.threshold:
+        if s < self.bar(state):
             return None
         found = CusumState()
+        found.spread_sum, found.spread_n = state.spread_sum, state.spread_n
         found.s, found.start = s, state.start or start
         found.requests = state.requests + acc.requests
         found.flagged = state.flagged + acc.flagged

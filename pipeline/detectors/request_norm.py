@@ -397,6 +397,8 @@ class RequestNormDetector:
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         key_minutes = view.key_minutes.get(self.name, {})
         fleet = _fleet_residuals(key_minutes) if self.cusum is not None else (0.0, 0)
+        if self.cusum is not None:
+            self.cusum.minute(fleet)
         findings = []
         for key, acc in key_minutes.items():
             finding = self._score_key(key, acc, view, fleet)
@@ -547,7 +549,7 @@ class RequestNormDetector:
         what = "reasoning tokens" if self.feature == "reasoning_tokens" else "passes"
         tenant = view.tenant_of_key.get(key)
         who = f"api key {key}" + (f" (tenant {tenant})" if tenant else "")
-        threshold = self.cusum.threshold
+        threshold = self.cusum.bar(found)
         summary = (
             f"{who} averaged {value:,.0f} {what} per request over {minutes} min, {ratio:.2f}x the "
             f"norm for its model, route and difficulty ({expected:,.0f}): a steady excess over "
