@@ -257,12 +257,12 @@ class TelemetryEmitter:
             try:
                 producer = self._factory(dict(self._options))
             except Exception as exc:
-                tls_reason = self._tls_failure()
+                named = self._named_failure()
                 log.log(
-                    logging.WARNING if tls_reason is None else logging.ERROR,
+                    logging.WARNING if named is None else logging.ERROR,
                     "Kafka not reachable at %s (%s); buffering, retry in %.1fs",
                     self._options["bootstrap_servers"],
-                    tls_reason or exc,
+                    named or exc,
                     delay,
                 )
                 self._closing.wait(delay)
@@ -272,11 +272,12 @@ class TelemetryEmitter:
                 return producer
         return None
 
-    def _tls_failure(self) -> str | None:
-        """Why a TLS connection fails, in one line that says what to do (a CA that does not
-        verify the broker, a listener that does not speak TLS), which kafka-python only calls
-        "Unable to bootstrap"; ``None`` when not on TLS or the handshake works."""
-        if not self._kafka.security_protocol.strip().upper().endswith("SSL"):
+    def _named_failure(self) -> str | None:
+        """Why a TLS or SASL connection fails, in one line that says what to do (a CA that does
+        not verify the broker, a listener that does not speak TLS, a refused login), which
+        kafka-python only calls "Unable to bootstrap"; ``None`` on ``PLAINTEXT`` or when the
+        check passes."""
+        if self._kafka.security_protocol.strip().upper() == "PLAINTEXT":
             return None
         try:
             check_reachable(self._kafka, timeout_s=5.0)

@@ -73,6 +73,19 @@ def test_a_clear_shift_of_a_clumpy_key_is_still_found_on_the_bar_it_had_before()
     assert test.bar(found) < before * 1.1, "the shift taught the bar it was to cross"
 
 
+def test_a_snapshot_from_before_the_budget_restores_on_h0_until_it_learns_the_rate() -> None:
+    test = KeyCusum(h0=28.0)
+    for _ in range(10):
+        test.minute((0.0, 1500))
+    old = pickle.loads(pickle.dumps(test))
+    for name in ("false_alarms_per_day", "fleet_rate", "budget_h"):
+        delattr(old, name)  # a test pickled before they existed
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.threshold == 28.0
+    restored.minute((0.0, 1500))
+    assert restored.threshold == pytest.approx(test.threshold)
+
+
 def test_a_snapshot_from_before_the_dispersion_restores_with_the_plain_bar() -> None:
     test, rng = KeyCusum(h0=28.0), random.Random(5)
     alarms(test, rng, 0.0, 0.0, 0, 60)
