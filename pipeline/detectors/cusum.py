@@ -13,13 +13,7 @@ one CUSUM per key::
 under the threshold); ``k`` is half the per-request shift worth finding. The test alerts at
 ``S >= h`` and starts again from 0.
 
-``h`` is set from a *budget of false alarms*: a benign key's walk of unit-variance residuals
-crosses ``h`` about once per ``(exp(2kh) - 2kh - 1) / (2k^2)`` requests (Siegmund's
-approximation), so with the fleet's requests a day known, ``h`` is where all its keys together
-cross about ``false_alarms_per_day`` times a day (never below ``h0``): a busier fleet gets a bar
-higher by the logarithm of its rate, not one tuned on a seed.
-
-That ``h`` is then scaled by the larger of the fleet's variance of ``r`` and the key's own
+``h`` is ``h0`` scaled by the larger of the fleet's variance of ``r`` and the key's own
 *dispersion* (never by less than 1): with noisier residuals a benign walk wanders further. The
 dispersion is the variance of the key's minute excess per request,
 ``E[(sum(r) - n * mean_key)^2] / E[n]`` over its minutes (fading like ``mean_key``, starting
@@ -69,9 +63,8 @@ True
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from river import stats
 
@@ -82,8 +75,7 @@ if TYPE_CHECKING:
 
 # Half the per-request shift worth finding, in standard deviations. With unit-variance residuals
 # a benign key's walk crosses h = 28 about once per (exp(2kh) - 2kh - 1) / (2k^2) requests
-# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours (hence
-# the bar from a budget of false alarms a day, FALSE_ALARMS_PER_DAY). A drift
+# (Siegmund): 0.9 million at k = 0.2, which a fleet at 25 requests/s sends in 10 hours. A drift
 # of 0.25 (9.6 million) took away sequential-test false alarms on development seeds but missed
 # the subtle variant (2x reasoning on 30 % of a key's requests) on 4 of 10 held-out seeds.
 CUSUM_K = 0.2
@@ -92,10 +84,6 @@ WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
 MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
 USUAL_FADING = 0.02  # per minute: the key's usual residual follows over about an hour
 FLEET_WARM = 1_000  # key-minutes before the fleet's variance may raise the threshold
-# Benign crossings of the test a day, fleet-wide, that its bar is set for: at most one false
-# page a day is what a security team keeps reading, and this test is one of several.
-FALSE_ALARMS_PER_DAY = 0.25
-RATE_FADING = 0.01  # per minute: the fleet's requests a minute, over about the last 100 minutes
 DISPERSION_PRIOR = WARM_REQUESTS  # requests' worth of dispersion 1 a key's own starts from
 
 
@@ -156,52 +144,23 @@ class CusumState:
 class KeyCusum:
     """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
 
-    def __init__(
-        self,
-        k: float = CUSUM_K,
-        h0: float = 28.0,
-        max_entities: int = 200_000,
-        false_alarms_per_day: float = FALSE_ALARMS_PER_DAY,
-    ) -> None:
+    def __init__(self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000) -> None:
         self.k = k
         self.h0 = h0
-        self.false_alarms_per_day = false_alarms_per_day
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)
         self.fleet_var = stats.EWMean(fading_factor=0.001)
         self.fleet_minutes = 0
-        self.fleet_rate = stats.EWMean(fading_factor=RATE_FADING)
-        self.budget_h = h0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.false_alarms_per_day = FALSE_ALARMS_PER_DAY  # absent from older snapshots
-        self.fleet_rate = stats.EWMean(fading_factor=RATE_FADING)
-        self.budget_h = state["h0"]
-        self.__dict__.update(state)
-
-    def minute(self, fleet: tuple[float, int]) -> None:
-        """A closed minute of the fleet (its residuals' sum and count): learn its rate of
-        requests, and the bar that keeps the fleet within its budget of false alarms."""
-        self.fleet_rate.update(fleet[1])
-        per_day = self.fleet_rate.get() * 24 * 60
-        if per_day <= 0.0:
-            return
-        target = 2 * self.k * self.k * per_day / self.false_alarms_per_day
-        x = math.log(target + 1.0)
-        for _ in range(3):  # exp(x) - x - 1 = target, by fixed point (converges at once)
-            x = math.log(target + x + 1.0)
-        self.budget_h = max(self.h0, x / (2 * self.k))
 
     @property
     def threshold(self) -> float:
-        """The budget's bar, raised in proportion to the fleet's variance of residuals when
-        over 1."""
+        """``h0``, raised in proportion to the fleet's variance of residuals when over 1."""
         if self.fleet_minutes < FLEET_WARM:
-            return self.budget_h
-        return self.budget_h * max(1.0, self.fleet_var.get())
+            return self.h0
+        return self.h0 * max(1.0, self.fleet_var.get())
 
     def bar(self, state: CusumState) -> float:
         """The threshold for one key: :attr:`threshold`, raised by the key's own dispersion."""
-        return max(self.threshold, self.budget_h * state.dispersion)
+        return max(self.threshold, self.h0 * state.dispersion)
 
     def observe(
         self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]

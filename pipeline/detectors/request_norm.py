@@ -397,8 +397,6 @@ class RequestNormDetector:
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         key_minutes = view.key_minutes.get(self.name, {})
         fleet = _fleet_residuals(key_minutes) if self.cusum is not None else (0.0, 0)
-        if self.cusum is not None:
-            self.cusum.minute(fleet)
         findings = []
         for key, acc in key_minutes.items():
             finding = self._score_key(key, acc, view, fleet)
