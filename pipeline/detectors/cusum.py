@@ -23,7 +23,9 @@ own. A walk of per-request variance ``d`` crosses about ``exp(-2kh / d)`` as oft
 scaled with ``d`` keeps a clumpy key's false-alarm rate where a quiet key's is. The minutes of a
 run of ``S`` join the dispersion once the run is over without an alert (as
 :mod:`pipeline.detectors.tails` learns excursions): a benign key's wanders all count, while a
-shift building up never raises the bar it is to cross.
+shift building up never raises the bar it is to cross. Each minute's excess counts for at most
+3 of its own standard deviations (``sqrt(n * dispersion)``): the test adds up small shifts over
+many minutes, and one wild minute of a busy key is not one.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.request_norm import KeyMinute
@@ -63,6 +65,7 @@ True
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -85,6 +88,10 @@ MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they 
 USUAL_FADING = 0.02  # per minute: the key's usual residual follows over about an hour
 FLEET_WARM = 1_000  # key-minutes before the fleet's variance may raise the threshold
 DISPERSION_PRIOR = WARM_REQUESTS  # requests' worth of dispersion 1 a key's own starts from
+# A minute's excess counts for at most this many of its own standard deviations: one minute that
+# far out is for the request-norm windows to judge, the test is for shifts too small to show in
+# any one minute (a busy key's one wild minute would otherwise carry it past its bar at once).
+MINUTE_CLIP = 3.0
 
 
 class CusumState:
@@ -228,8 +235,11 @@ class KeyCusum:
         return state.minutes >= WARM_MINUTES and state.usual_n >= WARM_REQUESTS
 
     def _next(self, state: CusumState, acc: KeyMinute, excess: float) -> float:
+        """``S`` after the minute; the minute's excess over the key's usual counts for at most
+        MINUTE_CLIP of its own standard deviations."""
         usual = state.usual_sum / state.usual_n
-        return max(0.0, state.s + excess - acc.r_n * (usual + self.k))
+        most = MINUTE_CLIP * math.sqrt(acc.r_n * max(1.0, state.dispersion))
+        return max(0.0, state.s + min(excess - acc.r_n * usual, most) - acc.r_n * self.k)
 
     @staticmethod
     def _extend(state: CusumState, acc: KeyMinute, start: datetime, s: float) -> None:

@@ -79,3 +79,14 @@ def test_a_snapshot_from_before_the_dispersion_restores_with_the_plain_bar() -> 
     restored = pickle.loads(pickle.dumps(old))
     assert restored.dispersion == 1.0 and restored.minutes == state.minutes
 
+
+
+def test_one_wild_minute_of_a_busy_key_is_no_steady_shift_but_a_lasting_one_is() -> None:
+    test, rng = KeyCusum(h0=28.0), random.Random(11)
+    quiet = [minute(rng, 0.0, 0.0, n=100) for _ in range(300)]
+    assert not any(test.observe("k", m, T0 + timedelta(minutes=i), QUIET) for i, m in
+                   enumerate(quiet))  # fmt: skip
+    wild = minute(rng, 0.6, 0.0, n=100)  # 6 of its standard deviations in one minute
+    assert test.observe("k", wild, T0 + timedelta(minutes=300), QUIET) is None
+    found = alarms(test, rng, 0.35, 0.0, 301, 10)
+    assert found and found[0] - 301 <= 5
