@@ -8,22 +8,19 @@ and to read the consumer group's offsets.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from pipeline.config import KafkaSettings
-from pipeline.events import encode_event, example_event
+from pipeline.events import encode_event
 from pipeline.kafka_check import KafkaUnreachable, check_reachable
-from pipeline.producer import TelemetryEmitter
 from pipeline.simulate import FleetConfig, simulate
 from tests.fixtures.kafka import committed_total, unique_topic_name
-from tests.integration.test_tls_kafka import said
+from tests.integration.test_tls_kafka import why_the_emitter_buffers
 from tests.integration.test_worker_kafka import (
     T0,
     produce,
@@ -139,22 +136,10 @@ def test_the_startup_check_names_a_mechanism_or_listener_without_sasl(
 def test_a_wrong_password_keeps_the_emitter_buffering_and_says_why(
     kafka_sasl_settings: KafkaSettings, kafka_topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="pipeline.producer")
     wrong = "not-the-password"
     settings = kafka_sasl_settings.model_copy(
         update={"events_topic": kafka_topic, "sasl_password": SecretStr(wrong)}
     )
-    emitter = TelemetryEmitter(settings, queue_size=10)
-    try:
-        accepted = [emitter.emit(example_event()) for _ in range(20)]
-        deadline = time.monotonic() + 30
-        while not said(caplog) and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        emitter.close(timeout=0.5)
-    assert accepted.count(True) == 10 and emitter.stats.sent == 0
-    messages = said(caplog)
-    assert messages, "nothing said why the emitter cannot connect"
-    for message in messages:  # one per attempt (it retries with backoff)
+    for message in why_the_emitter_buffers(settings, caplog, timeout_s=30):
         assert "refused the SASL SCRAM-SHA-256 login" in message, message
         assert "invalid credentials" in message and wrong not in message

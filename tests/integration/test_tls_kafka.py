@@ -135,32 +135,39 @@ def test_a_wrong_ca_keeps_the_emitter_buffering_and_says_why(
     kafka_ssl_settings: KafkaSettings, kafka_topic: str, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    caplog.set_level(logging.ERROR, logger="pipeline.producer")
     wrong = make_ca(tmp_path / "other-ca")
     settings = kafka_ssl_settings.model_copy(
         update={"events_topic": kafka_topic, "ssl_cafile": str(wrong)}
     )
+    for message in why_the_emitter_buffers(settings, caplog, timeout_s=20):
+        assert f"is not signed by a CA in {wrong}" in message, message
+        assert "set COMPUTEWATCH_KAFKA_SSL_CAFILE to the CA that signed it" in message
+
+
+def why_the_emitter_buffers(
+    settings: KafkaSettings, caplog: pytest.LogCaptureFixture, timeout_s: float
+) -> list[str]:
+    """Emit 20 events to an emitter that cannot connect: emit() must not block, 10 are queued
+    and none sent; what it logged at ERROR, once per attempt (it retries with backoff), once it
+    said something or ``timeout_s`` passed (kafka-python's own records are left out)."""
+    caplog.set_level(logging.ERROR, logger="pipeline.producer")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name.startswith("pipeline.producer")]
+
     emitter = TelemetryEmitter(settings, queue_size=10)
     try:
         started = time.perf_counter()
         accepted = [emitter.emit(example_event()) for _ in range(20)]
         assert time.perf_counter() - started < 1.0, "emit() blocked"
-        deadline = time.monotonic() + 20
-        while not said(caplog) and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while not said() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         emitter.close(timeout=0.5)
     assert accepted.count(True) == 10 and emitter.stats.sent == 0
-    messages = said(caplog)
-    assert messages, "nothing said why the emitter cannot connect"
-    for message in messages:  # one per attempt (it retries with backoff)
-        assert f"is not signed by a CA in {wrong}" in message, message
-        assert "set COMPUTEWATCH_KAFKA_SSL_CAFILE to the CA that signed it" in message
-
-
-def said(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """What the emitter logged (kafka-python's own records are left out)."""
-    return [r.getMessage() for r in caplog.records if r.name.startswith("pipeline.producer")]
+    assert said(), "nothing said why the emitter cannot connect"
+    return said()
 
 
 def test_a_plaintext_listener_is_named_as_not_tls(
