@@ -109,7 +109,7 @@ def test_a_wrong_password_fails_clearly_and_processes_nothing(
 
 
 def test_the_startup_check_logs_in_and_names_a_refused_login(
-    kafka_sasl_settings: KafkaSettings, kafka_bootstrap: str
+    kafka_sasl_settings: KafkaSettings,
 ) -> None:
     assert check_reachable(kafka_sasl_settings, timeout_s=5) == kafka_sasl_settings.bootstrap
     wrong = kafka_sasl_settings.model_copy(update={"sasl_password": SecretStr("not-the-password")})
