@@ -120,6 +120,7 @@ def _log_in(server: str, options: dict[str, Any], timeout_s: float) -> None:
     from aiokafka.conn import create_conn
     from aiokafka.errors import (
         IllegalSaslStateError,
+        KafkaError,
         SaslAuthenticationFailed,
         UnsupportedSaslMechanismError,
     )
@@ -154,7 +155,7 @@ def _log_in(server: str, options: dict[str, Any], timeout_s: float) -> None:
             "and the password (COMPUTEWATCH_KAFKA_SASL_PASSWORD or "
             "COMPUTEWATCH_KAFKA_SASL_PASSWORD_FILE)"
         ) from None
-    except (TimeoutError, OSError, RuntimeError):  # aiokafka's errors are RuntimeErrors
+    except (TimeoutError, OSError, KafkaError):
         return  # not a refusal: the clients retry and report it
 
 
