@@ -41,7 +41,11 @@ adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms u
 horizon alarms only while the last 5 minutes are still :data:`STILL_ELEVATED` times what is
 expected: its memory outlasts an incident, and a page would then be about what has stopped; and
 a minute that alarmed counts as usual in the long horizons (it was paged once, and is not paged
-again from their memory after the rise).
+again from their memory after the rise). The exponentially weighted 15 minutes alarms only for
+a rise that lasts: while the 15 minutes without their highest third are :data:`STILL_ELEVATED`
+times what is expected as well. A bursty key's burst of a few minutes, however dense, is judged
+by the short horizons against its own spread of them; over 15 minutes, where its bursts seldom
+weigh this much, it would stand out as a lasting rise it is not.
 The fleet total a share is taken of is winsorised by tenant (:func:`robust_fleet`): each tenant
 counts for at most ``TENANT_CAP`` times the median tenant, so one tenant flooding the stream
 cannot dilute every other entity's share, hide their spikes while it lasts and page on them when
@@ -361,13 +365,15 @@ class VolumeDetector:
         ]
         short = len(self.horizons_min)
         now = judged[short - 1]  # the longest short horizon: what the entity sends now
-        ongoing = (now[0] + 1.0) / (now[1] + 1.0) >= STILL_ELEVATED
+        ongoing = _elevated(now)
+        # the exponentially weighted 15 minutes only for a rise that lasts (module docstring)
+        lasting = len(judged) > short + 1 and _elevated(judged[short + 1])
         if tenant is not None and now[0] >= self.min_ratio * now[1]:
             spiking[tenant] = max(spiking.get(tenant, 0.0), now[0] - now[1])
         scored = [
             (self._score(state, i, w), i, w)
             for i, w in enumerate(judged)
-            if i < short or ongoing
+            if i < short or (ongoing and (i > short or lasting))
         ]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
@@ -620,6 +626,11 @@ def _top_minute_capped(
     cut = (o - capped) if fading == 1.0 else fading**top * (o - capped)
     # (clipped at 0: the window's sums start at the end of the warm-up, its minutes before it)
     return (max(window[0] - cut, 0.0), window[1], max(window[2] - cut * g / o, 0.0), *window[3:])
+
+
+def _elevated(window: Window) -> bool:
+    """Whether a window holds :data:`STILL_ELEVATED` times its expected requests or more."""
+    return (window[0] + 1.0) / (window[1] + 1.0) >= STILL_ELEVATED
 
 
 def _rest_rise(key: Window, tenant: Window) -> float:
