@@ -187,7 +187,6 @@ def test_one_giant_minute_of_a_bursty_key_is_judged_as_one_minute() -> None:
     assert [run(giant_minute, 7 * 60, seed) for seed in range(1, 9)] == [[]] * 8
 
 
-
 def test_a_dense_burst_of_a_few_minutes_is_not_paged_as_a_lasting_rise() -> None:
     """Four minutes at 4-22x a bursty key's usual (bursty 106: 78, 301, 45 and 176 requests of a
     key that sends about 20) are for the 1-, 2- and 5-minute windows to judge against the key's
