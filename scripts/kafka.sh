@@ -326,14 +326,14 @@ launch() {
   wait_ready "$pid" "$bootstrap" "$START_TIMEOUT"
   if [[ -n "$sasl_bootstrap" ]]; then
     "$PY" "$PROBE" wait --bootstrap "$sasl_bootstrap" --pid "$pid" --timeout 30 \
-      --sasl-user "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
-      --sasl-password "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
+      --sasl-user="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
+      --sasl-password="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
       || fail_start "$pid" "the SASL/SCRAM listener at $sasl_bootstrap did not authenticate"
   fi
   if [[ -n "$ssl_bootstrap" ]]; then
     "$PY" "$PROBE" wait --bootstrap "$ssl_bootstrap" --pid "$pid" --timeout 30 \
-      --sasl-user "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
-      --sasl-password "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
+      --sasl-user="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_USERNAME)" \
+      --sasl-password="$(env_value "$RUN" COMPUTEWATCH_KAFKA_SASL_PASSWORD)" \
       --ssl-cafile "$(env_value "$RUN" COMPUTEWATCH_KAFKA_SSL_CAFILE)" \
       || fail_start "$pid" "the SASL_SSL listener at $ssl_bootstrap did not authenticate"
   fi
