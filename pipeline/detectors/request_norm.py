@@ -149,12 +149,9 @@ class ContextNorm:
     def take(self, fleet: NormState, through_s: float) -> None:
         """Take the fleet's norm, which learned every tick up to ``through_s``; learn again on
         top of it what this one reported after that."""
-        if self.unmerged and self.unmerged[-1][0] > through_s:  # (reported in tick order)
-            self.unmerged = [(tick, learned) for tick, learned in self.unmerged if tick > through_s]
-            for _, learned in self.unmerged:
-                fleet = learn(fleet, learned)
-        else:  # the fleet's norm covers all of it: the usual case
-            self.unmerged = []
+        self.unmerged = [(tick, learned) for tick, learned in self.unmerged if tick > through_s]
+        for _, learned in self.unmerged:
+            fleet = learn(fleet, learned)
         self._set(fleet)
 
     def _set(self, state: NormState) -> None:
@@ -372,12 +369,12 @@ class RequestNormDetector:
     def report_norms(self, tick_s: float) -> list[NormReport]:
         """At tick ``tick_s``: what each context's requests taught since the previous tick,
         which a partition hands the fleet stage (the norms move by it at once)."""
-        return [
-            NormReport(context, learned)
-            for context, norm in self.contexts.items()
-            if norm.learned.n  # most contexts have had no request: no call for those
-            and (learned := norm.report(tick_s)) is not None
-        ]
+        reports = []
+        for context, norm in self.contexts.items():
+            learned = norm.report(tick_s)
+            if learned is not None:
+                reports.append(NormReport(context, learned))
+        return reports
 
     def take_norms(self, fleet: list[tuple[Context, NormState]], through_s: float) -> None:
         """Take the fleet's norms (every partition's reports up to ``through_s`` learned)."""
