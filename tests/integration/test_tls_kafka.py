@@ -166,8 +166,9 @@ def why_the_emitter_buffers(
     finally:
         emitter.close(timeout=0.5)
     assert accepted.count(True) == 10 and emitter.stats.sent == 0
-    assert said(), "nothing said why the emitter cannot connect"
-    return said()
+    messages = said()
+    assert messages, "nothing said why the emitter cannot connect"
+    return messages
 
 
 def test_a_plaintext_listener_is_named_as_not_tls(
