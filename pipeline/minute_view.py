@@ -22,10 +22,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from pipeline.detectors import EntityMinute, MinuteView
+from pipeline.detectors.base import Group
 from pipeline.metrics import WINDOW_S, GroupKey, WindowTotals
-
-GroupIds = tuple[str, str, str, str, str]  # (tenant, api key, model, route, server)
-Group = tuple[GroupIds, EntityMinute]
 
 
 def groups_of(open_groups: Iterable[tuple[GroupKey, WindowTotals]]) -> list[Group]:
@@ -48,7 +46,6 @@ def build_minute_view(
     models: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     routes: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     servers: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
-    pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
     model_routes: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
     tenant_of_key: dict[str, str] = {}
     model_of_server: dict[str, str] = {}
@@ -59,7 +56,6 @@ def build_minute_view(
         models[model].add(sums)
         routes[route].add(sums)
         servers[server].add(sums)
-        pairs[(api_key, model)].add(sums)
         model_routes[(model, route)].add(sums)
         tenant_of_key[api_key] = tenant
         model_of_server[server] = model
@@ -72,17 +68,17 @@ def build_minute_view(
         "server": dict(servers),
     }
     return MinuteView(
-        start, end, by_type, fleet, tenant_of_key, model_of_server, key_model=dict(pairs),
+        start, end, by_type, fleet, tenant_of_key, model_of_server, groups=groups,
         model_route=dict(model_routes),
     )  # fmt: skip
 
 
 def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> MinuteView:
-    """The open minute so far, for a peek: api keys, tenants, models, each key's models and
-    each model's routes.
+    """The open minute so far, for a peek: api keys, tenants, models, servers and each model's
+    routes.
 
     Cheaper than :func:`build_minute_view` (it runs several times a minute): each group is added
-    once, to its (tenant, key, model), and those are rolled up.
+    once to its (tenant, key, model) and once to its server, and those are rolled up.
 
     >>> from pipeline.events import example_event
     >>> from pipeline.metrics import WindowAggregator
@@ -93,34 +89,36 @@ def build_peek_view(minute: int, groups: Sequence[Group], end_s: float) -> Minut
     >>> view = build_peek_view(minute, groups, end_s=minute + 15)
     >>> full = build_minute_view(minute, groups, end_s=minute + 15)
     >>> view.entities("model") == full.entities("model"), sorted(view.by_type)
-    (True, ['api_key', 'model', 'tenant'])
+    (True, ['api_key', 'model', 'server', 'tenant'])
     """
     parts: defaultdict[tuple[str, str, str], EntityMinute] = defaultdict(EntityMinute)
     model_routes: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
-    for (tenant, api_key, model, route, _), sums in groups:
+    servers: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+    model_of_server: dict[str, str] = {}
+    for (tenant, api_key, model, route, server), sums in groups:
         parts[(tenant, api_key, model)].add(sums)
         model_routes[(model, route)].add(sums)
+        servers[server].add(sums)
+        model_of_server[server] = model
     fleet = EntityMinute()
     keys: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     tenants: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
     models: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
-    pairs: defaultdict[tuple[str, str], EntityMinute] = defaultdict(EntityMinute)
     tenant_of_key: dict[str, str] = {}
     for (tenant, api_key, model), part in parts.items():
-        for bucket in (
-            fleet,
-            keys[api_key],
-            tenants[tenant],
-            models[model],
-            pairs[(api_key, model)],
-        ):
+        for bucket in (fleet, keys[api_key], tenants[tenant], models[model]):
             bucket.add(part)
         tenant_of_key[api_key] = tenant
     # plain dicts, as in build_minute_view
-    by_type = {"api_key": dict(keys), "tenant": dict(tenants), "model": dict(models)}
+    by_type = {
+        "api_key": dict(keys),
+        "tenant": dict(tenants),
+        "model": dict(models),
+        "server": dict(servers),
+    }
     start = datetime.fromtimestamp(minute, UTC)
     end = datetime.fromtimestamp(end_s, UTC)
     return MinuteView(
-        start, end, by_type, fleet, tenant_of_key, key_model=dict(pairs),
+        start, end, by_type, fleet, tenant_of_key, model_of_server, groups=groups,
         model_route=dict(model_routes),
     )  # fmt: skip

@@ -13,8 +13,8 @@ Both return :class:`Finding` objects; the engine turns findings into contract al
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, runtime_checkable
@@ -79,6 +79,11 @@ class EntityMinute:
         return self.gpu_ms / self.token_passes if self.token_passes else None
 
 
+GROUP_FIELDS: Final = ("tenant", "api_key", "model", "route", "server")
+GroupIds = tuple[str, str, str, str, str]  # one of each of GROUP_FIELDS
+Group = tuple[GroupIds, EntityMinute]  # the sums of one group's requests in a minute
+
+
 @dataclass(slots=True)
 class MinuteView:
     """Every entity's statistics for one closed minute of event time."""
@@ -90,19 +95,39 @@ class MinuteView:
     tenant_of_key: dict[str, str] = field(default_factory=dict)
     model_of_server: dict[str, str] = field(default_factory=dict)
     named: set[tuple[str, str]] = field(default_factory=set)  # (entity type, id) already found
-    key_model: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
+    groups: Sequence[Group] = ()  # what the minute was rolled up from
     model_route: dict[tuple[str, str], EntityMinute] = field(default_factory=dict)
     # per request detector (by name), each api key's sums of its requests' scores in the minute
     key_minutes: dict[str, dict[str, KeyMinute]] = field(default_factory=dict)
 
-    def without_keys(self, model: str, keys: set[str]) -> EntityMinute:
-        """The model's minute minus the traffic of ``keys`` (an incident already named)."""
-        rest = EntityMinute()
-        rest.add(self.entities("model")[model])
-        for key in keys:
-            part = self.key_model.get((key, model))
-            if part is not None:
-                rest.subtract(part)
+    def without(
+        self, entity_type: str, keys: Collection[str], servers: Collection[str] = ()
+    ) -> dict[str, EntityMinute]:
+        """Each model's or server's minute (``entity_type``) without the traffic of the api keys
+        ``keys`` and the servers ``servers`` (incidents already named), for those that had any.
+
+        >>> from datetime import UTC, datetime
+        >>> t = datetime(2026, 3, 2, tzinfo=UTC)
+        >>> groups = [(("t", key, "m", "r", server), EntityMinute(requests=n))
+        ...           for key, server, n in [("k1", "s1", 5), ("k1", "s2", 3), ("k2", "s2", 4)]]
+        >>> view = MinuteView(t, t, {"model": {"m": EntityMinute(requests=12)}}, EntityMinute(),
+        ...                   groups=groups)
+        >>> view.without("model", {"k1"}, {"s2"})["m"].requests  # k1 and s2 overlap in 3
+        0
+        >>> view.without("model", {"k2"})["m"].requests
+        8
+        """
+        at = GROUP_FIELDS.index(entity_type)
+        named: defaultdict[str, EntityMinute] = defaultdict(EntityMinute)
+        for ids, sums in self.groups:
+            if ids[1] in keys or ids[4] in servers:
+                named[ids[at]].add(sums)
+        rest = {}
+        for entity_id, part in named.items():
+            minute = EntityMinute()
+            minute.add(self.entities(entity_type)[entity_id])
+            minute.subtract(part)
+            rest[entity_id] = minute
         return rest
 
     def entities(self, entity_type: str) -> dict[str, EntityMinute]:
@@ -177,8 +202,8 @@ class PeekingDetector(WindowDetector, Protocol):
     (``view.end`` is how far it reaches) and learns nothing from it; the closed minute still
     comes to ``observe_minute``. Every statistic it uses must be a rate, a share or a tail
     bound that accounts for the number of requests, so that a part of a minute is judged on the
-    evidence it holds. A peek's view holds api keys, tenants and models (and each key's models
-    and tenant, and each model's routes), not routes or servers."""
+    evidence it holds. A peek's view holds api keys, tenants, models and servers (and each
+    key's tenant, each server's model, each model's routes and the groups), not routes."""
 
     def peek_minute(self, view: MinuteView) -> list[Finding]: ...
 

@@ -1,4 +1,4 @@
-"""Runaway generation: truncation and timeout rate per api key and per model against baseline.
+"""Runaway generation: truncation and timeout rate per api key, server and model against baseline.
 
 Requests that never converge hit their budget (``truncated``) or the deadline (``timeout``).
 Two tests judge the count of such requests against the entity's own usual rate:
@@ -53,6 +53,7 @@ Part of a minute can be judged too, learning nothing from it (``peek_minute``):
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -154,7 +155,7 @@ class _EntityState:
 class RunawayDetector:
     def __init__(
         self,
-        entity_types: tuple[str, ...] = ("api_key", "model"),
+        entity_types: tuple[str, ...] = ("api_key", "server", "model"),
         horizon_minutes: int = 3,
         score_floor: float = 8.0,
         min_ratio: float = 3.0,
@@ -177,6 +178,8 @@ class RunawayDetector:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("shift_ratio", 6.0)  # saved before the sequential test
         state.setdefault("contexts_from", "reasoning_inflation")  # ... before contexts
+        if state.get("entity_types") == ("api_key", "model"):  # ... before servers were judged
+            state["entity_types"] = ("api_key", "server", "model")
         self.__dict__.update(state)
 
     def entity_stores(self) -> list[BoundedStore[Any, Any]]:
@@ -198,17 +201,40 @@ class RunawayDetector:
         findings: list[Finding] = []
         contexts = view.key_minutes.get(self.contexts_from or "", {})
         for entity_type in self.entity_types:
-            # A model is judged without the keys already named: one runaway key is not a
-            # broken model.
-            keys = {f.entity_id for f in findings if f.entity_type == "api_key"}
-            for entity_id, minute in view.entities(entity_type).items():
-                if entity_type == "model" and keys:
-                    minute = view.without_keys(entity_id, keys)
+            minutes = view.entities(entity_type)
+            if entity_type != "api_key":
+                minutes = minutes | self._unexplained(view, entity_type, findings)
+            for entity_id, minute in minutes.items():
                 key = contexts.get(entity_id) if entity_type == "api_key" else None
                 finding = self._judge_one(entity_type, entity_id, minute, key, view, peek=peek)
                 if finding is not None:
                     findings.append(finding)
         return findings
+
+    @staticmethod
+    def _unexplained(
+        view: MinuteView, entity_type: str, findings: list[Finding]
+    ) -> dict[str, EntityMinute]:
+        """The servers' or models' minutes without what the entities already named explain.
+
+        A server is judged without the keys already named: one runaway key is not a broken
+        server. A model is judged without those keys and without its servers already named,
+        while they are at most half of the servers it ran on this minute: one server timing
+        out (throttled, or hung) is not a broken model; most of them at once is the model.
+        """
+        named = {(f.entity_type, f.entity_id) for f in findings}
+        keys = {entity_id for kind, entity_id in named if kind == "api_key"}
+        servers: set[str] = set()
+        if entity_type == "model":
+            model_of = view.model_of_server
+            ran = Counter(model_of.get(s) for s in view.entities("server"))
+            down = Counter(model_of.get(s) for kind, s in named if kind == "server")
+            servers = {
+                s
+                for kind, s in named
+                if kind == "server" and 2 * down[model_of.get(s)] <= ran[model_of.get(s)]
+            }
+        return view.without(entity_type, keys, servers) if keys or servers else {}
 
     def _judge_one(
         self,
