@@ -19,6 +19,11 @@ whose contexts learn the fleet's rate of each): a minute whose requests' context
 rate its usual ones give is judged against twice its usual rate, so a tenant moving to harder
 problems, whose longer reasoning hits the budget more often, is not a runaway.
 
+Who runs away is told apart by what the others explain: keys are judged first, servers without
+the keys named, models without both (:meth:`RunawayDetector._unexplained`), and a key named
+whose requests on the other servers are usual is dropped again: the server explains it
+(:meth:`RunawayDetector._without_keys_servers_explain`).
+
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
 >>> det = RunawayDetector(entity_types=("api_key",))
@@ -209,7 +214,26 @@ class RunawayDetector:
                 finding = self._judge_one(entity_type, entity_id, minute, key, view, peek=peek)
                 if finding is not None:
                     findings.append(finding)
-        return findings
+        return self._without_keys_servers_explain(view, findings)
+
+    def _without_keys_servers_explain(
+        self, view: MinuteView, findings: list[Finding]
+    ) -> list[Finding]:
+        """The findings less those on keys whose requests on the other servers are usual this
+        minute: the servers named (judged without those keys) explain them. A throttled or hung
+        server times out the requests of every key it serves; a runaway key's requests run away
+        on every server, and a key sent to one server alone leaves it usual without the key."""
+        servers = {f.entity_id for f in findings if f.entity_type == "server"}
+        if not servers:
+            return findings
+        elsewhere = view.without("api_key", (), servers)
+        return [
+            f
+            for f in findings
+            if f.entity_type != "api_key"
+            or f.entity_id not in elsewhere
+            or self._shifted(elsewhere[f.entity_id], f.evidence["truncated_or_timeout_rate"][1])
+        ]
 
     @staticmethod
     def _unexplained(

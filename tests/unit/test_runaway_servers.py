@@ -24,13 +24,14 @@ USUAL = 0.01  # every request's usual chance to be truncated or time out
 Rate = Callable[[int, str, str], float]  # (minute, key, server) -> chance
 
 
-def _half(rng: random.Random, minute: int, rate: Rate) -> list[Group]:
+def _half(rng: random.Random, minute: int, rate: Rate, sticky: str | None) -> list[Group]:
     """Half a minute of the fleet: 12 keys sending about 2-3 requests to each of the model's
-    six servers (about 60 a minute a server)."""
+    six servers (about 60 a minute a server); the ``sticky`` key sends all of its to m-6."""
     groups: list[Group] = []
     for key in KEYS:
-        for server in SERVERS:
-            requests = 1 + rng.randrange(4)
+        shares = {"m-6": len(SERVERS)} if key == sticky else dict.fromkeys(SERVERS, 1)
+        for server, share in shares.items():
+            requests = sum(1 + rng.randrange(4) for _ in range(share))
             p = rate(minute, key, server)
             runaway = sum(rng.random() < p for _ in range(requests))
             sums = EntityMinute(requests=requests, runaway=runaway)
@@ -38,16 +39,16 @@ def _half(rng: random.Random, minute: int, rate: Rate) -> list[Group]:
     return groups
 
 
-def _paged(seed: int, rate: Rate, minutes: int = QUIET + 40) -> set[tuple[str, str]]:
+def _paged(seed: int, rate: Rate, sticky: str | None = None) -> set[tuple[str, str]]:
     """The entities paged (with a peek half way through each minute, as the fleet stage does)
     from the start of the incident on; fails if anything is paged before it."""
     rng = random.Random(seed)
     detector = RunawayDetector(contexts_from=None)
     paged: set[tuple[str, str]] = set()
-    for i in range(minutes):
+    for i in range(QUIET + 40):
         start = T0 + 60 * i
-        first = _half(rng, i, rate)
-        whole = first + _half(rng, i, rate)
+        first = _half(rng, i, rate, sticky)
+        whole = first + _half(rng, i, rate, sticky)
         findings = [
             *detector.peek_minute(build_peek_view(start, first, start + 30)),
             *detector.observe_minute(build_minute_view(start, whole)),
@@ -61,15 +62,34 @@ def _paged(seed: int, rate: Rate, minutes: int = QUIET + 40) -> set[tuple[str, s
 @pytest.mark.parametrize("seed", range(4))
 def test_a_server_timing_out_is_paged_as_the_server_and_not_as_its_model(seed: int) -> None:
     """One of six servers is throttled: 12 % of its requests time out for 20 minutes (the
-    model's rate triples, which paged the model before servers were judged). Keys are judged
-    first, and each key's rate nearly triples too: one can be paged by chance (seed 2)."""
+    model's rate triples, which paged the model before servers were judged; each key's nearly
+    triples too, which paged a key on seed 2 before the server explained it)."""
 
     def rate(minute: int, key: str, server: str) -> float:
         return 0.12 if minute in INCIDENT and server == "m-6" else USUAL
 
-    paged = _paged(seed, rate)
-    assert ("server", "m-6") in paged
-    assert {entity for entity in paged if entity[0] != "api_key"} == {("server", "m-6")}
+    assert _paged(seed, rate) == {("server", "m-6")}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_hung_server_is_paged_as_the_server_and_not_as_every_key_it_serves(seed: int) -> None:
+    """Every request of one of six servers times out: each key's rate goes from 1 % to 17 %."""
+
+    def rate(minute: int, key: str, server: str) -> float:
+        return 1.0 if minute in INCIDENT and server == "m-6" else USUAL
+
+    assert _paged(seed, rate) == {("server", "m-6")}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_runaway_key_sent_to_one_server_alone_is_paged_as_the_key(seed: int) -> None:
+    """Sticky routing: the runaway key's requests all go to one server, which is usual without
+    them."""
+
+    def rate(minute: int, key: str, server: str) -> float:
+        return 0.5 if minute in INCIDENT and key == "k1" else USUAL
+
+    assert _paged(seed, rate, sticky="k1") == {("api_key", "k1")}
 
 
 @pytest.mark.parametrize("seed", range(4))
