@@ -22,7 +22,7 @@ problems, whose longer reasoning hits the budget more often, is not a runaway.
 Who runs away is told apart by what the others explain: keys are judged first, servers without
 the keys named, models without both (:meth:`RunawayDetector._unexplained`), and a key named
 whose requests on the other servers are usual is dropped again: the server explains it
-(:meth:`RunawayDetector._without_keys_servers_explain`).
+(:meth:`RunawayDetector._drop_keys_explained_by_servers`).
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.detectors.base import EntityMinute, MinuteView
@@ -214,9 +214,9 @@ class RunawayDetector:
                 finding = self._judge_one(entity_type, entity_id, minute, key, view, peek=peek)
                 if finding is not None:
                     findings.append(finding)
-        return self._without_keys_servers_explain(view, findings)
+        return self._drop_keys_explained_by_servers(view, findings)
 
-    def _without_keys_servers_explain(
+    def _drop_keys_explained_by_servers(
         self, view: MinuteView, findings: list[Finding]
     ) -> list[Finding]:
         """The findings less those on keys whose requests on the other servers are usual this
