@@ -206,10 +206,11 @@ class RunawayDetector:
         findings: list[Finding] = []
         contexts = view.key_minutes.get(self.contexts_from or "", {})
         for entity_type in self.entity_types:
-            minutes = view.entities(entity_type)
-            if entity_type != "api_key":
-                minutes = minutes | self._unexplained(view, entity_type, findings)
-            for entity_id, minute in minutes.items():
+            rest = (
+                self._unexplained(view, entity_type, findings) if entity_type != "api_key" else {}
+            )
+            for entity_id, minute in view.entities(entity_type).items():
+                minute = rest.get(entity_id, minute)
                 key = contexts.get(entity_id) if entity_type == "api_key" else None
                 finding = self._judge_one(entity_type, entity_id, minute, key, view, peek=peek)
                 if finding is not None:
@@ -246,17 +247,15 @@ class RunawayDetector:
         while they are at most half of the servers it ran on this minute: one server timing
         out (throttled, or hung) is not a broken model; most of them at once is the model.
         """
-        named = {(f.entity_type, f.entity_id) for f in findings}
-        keys = {entity_id for kind, entity_id in named if kind == "api_key"}
+        keys = {f.entity_id for f in findings if f.entity_type == "api_key"}
         servers: set[str] = set()
         if entity_type == "model":
             model_of = view.model_of_server
-            ran = Counter(model_of.get(s) for s in view.entities("server"))
-            down = Counter(model_of.get(s) for kind, s in named if kind == "server")
+            named = {f.entity_id for f in findings if f.entity_type == "server"}
+            ran = Counter(model_of.values())  # each model's servers this minute
+            down = Counter(model_of.get(s, "") for s in named)
             servers = {
-                s
-                for kind, s in named
-                if kind == "server" and 2 * down[model_of.get(s)] <= ran[model_of.get(s)]
+                s for s in named if 2 * down[model_of.get(s, "")] <= ran[model_of.get(s, "")]
             }
         return view.without(entity_type, keys, servers) if keys or servers else {}
 
