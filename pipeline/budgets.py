@@ -256,54 +256,76 @@ class SpendTick(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SpendLedger:
-    """Stage 1: exact spend per (tenant or api key, UTC day) of one partition's events."""
+    """Stage 1: exact spend per (tenant or api key, UTC day) of one partition's events.
+
+    Each event is added to its (tenant, api key, day) since the last report; a report folds
+    those into the tenants' and keys' running totals (one addition per key and tick rather
+    than two per event)."""
 
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self.max_keys = max_keys
         self.totals: dict[tuple[str, str, int], list[int]] = {}  # usd, gpu_us, requests, last
         self._keys: dict[int, set[str]] = {}  # per day, the api keys tracked
-        self._changed: set[tuple[str, str, int]] = set()
+        # since the last report, per (tenant, api key, day): usd, gpu_us, requests, last
+        self._pending: dict[tuple[str, str, int], list[int]] = {}
+        self._unreported: set[tuple[str, str, int]] = set()  # (a snapshot's, see __setstate__)
         self.untracked = 0  # events of keys past max_keys (still counted for their tenant)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # from before the pending slots: the totals it had changed since its last report are
+        # reported at the next one
+        self.__dict__.update(_pending={}, _unreported=state.pop("_changed", set()))
+        self.__dict__.update(state)
 
     def add(self, event: AllocationEvent, cost: float, epoch: float | None = None) -> None:
         """Count one valid, first-seen event with its cost (:meth:`PriceTable.event_cost`);
         ``epoch`` is its ``ts`` as a timestamp, when the caller has it."""
         ms = int((event.ts.timestamp() if epoch is None else epoch) * 1000)
-        day = ms // 1000 // DAY_S * DAY_S
-        usd, gpu = cost_units(cost), gpu_units(event.gpu_ms)
-        self._count(("tenant", event.tenant_id, day), usd, gpu, ms)
-        keys = self._keys.get(day)
-        if keys is None:
-            keys = self._keys[day] = set()
-        if event.api_key_id in keys or len(keys) < self.max_keys:
-            keys.add(event.api_key_id)
-            self._count(("api_key", event.api_key_id, day), usd, gpu, ms)
-        else:
-            self.untracked += 1
-
-    def _count(self, key: tuple[str, str, int], usd: int, gpu: int, ms: int) -> None:
-        total = self.totals.get(key)
+        slot = (event.tenant_id, event.api_key_id, ms // 1000 // DAY_S * DAY_S)
+        total = self._pending.get(slot)
         if total is None:
-            self.totals[key] = [usd, gpu, 1, ms]
+            self._pending[slot] = [cost_units(cost), gpu_units(event.gpu_ms), 1, ms]
         else:
-            total[0] += usd
-            total[1] += gpu
+            total[0] += cost_units(cost)
+            total[1] += gpu_units(event.gpu_ms)
             total[2] += 1
             if ms > total[3]:
                 total[3] = ms
-        self._changed.add(key)
 
     def report(self) -> list[SpendEntry]:
         """The totals that changed since the last report; days more than :data:`KEEP_DAYS`
         before the latest one are forgotten."""
-        changed, self._changed = sorted(self._changed), set()
-        entries = [SpendEntry(*key, *self.totals[key]) for key in changed]
+        changed, self._unreported = self._unreported, set()
+        pending, self._pending = self._pending, {}
+        for (tenant, api_key, day), counted in pending.items():  # in the order first seen
+            changed.add(self._count(("tenant", tenant, day), counted))
+            keys = self._keys.get(day)
+            if keys is None:
+                keys = self._keys[day] = set()
+            if api_key in keys or len(keys) < self.max_keys:
+                keys.add(api_key)
+                changed.add(self._count(("api_key", api_key, day), counted))
+            else:
+                self.untracked += counted[2]
+        entries = [SpendEntry(*key, *self.totals[key]) for key in sorted(changed)]
         if self._keys:
             oldest = max(self._keys) - KEEP_DAYS * DAY_S
             if min(self._keys) < oldest:
                 self.totals = {k: v for k, v in self.totals.items() if k[2] >= oldest}
                 self._keys = {d: keys for d, keys in self._keys.items() if d >= oldest}
         return entries
+
+    def _count(self, key: tuple[str, str, int], counted: list[int]) -> tuple[str, str, int]:
+        total = self.totals.get(key)
+        if total is None:
+            self.totals[key] = counted.copy()
+        else:
+            total[0] += counted[0]
+            total[1] += counted[1]
+            total[2] += counted[2]
+            if counted[3] > total[3]:
+                total[3] = counted[3]
+        return key
 
 
 class BudgetBook:

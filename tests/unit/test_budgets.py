@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from pipeline.budgets import Budget, BudgetBook, format_budgets
+from pipeline.budgets import Budget, BudgetBook, SpendLedger, format_budgets
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.events import encode_event, example_event, parse_event
@@ -183,3 +183,20 @@ def test_a_book_restored_without_budgets_gets_them_back() -> None:
     assert pickle.loads(pickle.dumps(book)).budgets == {}  # configuration, not state
     stage = FleetStage(Settings(), [], 1)
     assert isinstance(pickle.loads(pickle.dumps(stage)).budgets, BudgetBook)
+
+
+def test_a_ledger_counts_the_first_keys_of_a_day_and_reports_what_a_snapshot_left() -> None:
+    """Keys past the cap count for their tenant only, the first ones of the day tracked in the
+    order their events came; a ledger pickled before its pending slots (totals changed since
+    its last report kept in ``_changed``) reports those totals at its next report."""
+    ledger = SpendLedger(max_keys=2)
+    for key in ("k1", "k2", "k3", "k1"):
+        ledger.add(msgspec.structs.replace(example_event(), api_key_id=key), 0.001)
+    reported = {(e.entity_type, e.entity_id): e.requests for e in ledger.report()}
+    assert reported == {("tenant", "acme"): 4, ("api_key", "k1"): 2, ("api_key", "k2"): 1}
+    assert ledger.untracked == 1 and ledger.report() == []
+    old = dict(vars(ledger), _changed={("tenant", "acme", 1772409600)})
+    del old["_pending"], old["_unreported"]
+    restored = SpendLedger.__new__(SpendLedger)
+    restored.__setstate__(old)
+    assert [(e.entity_id, e.requests) for e in restored.report()] == [("acme", 4)]
