@@ -33,7 +33,13 @@ variability, learned from its own history:
   hours, only those that no horizon finds 3 of its spreads out, each counted for at most
   ``min_ratio`` times the level and a fifth as fast: a new tenant's ramp is learned rather
   than paged, while a spike of an established entity barely moves the level it is measured
-  against.
+  against;
+* **how long its rises last** — a rise is its minutes at ``min_ratio`` times what is expected
+  or more, a single minute below tolerated. One that lasts longer than the long horizons and
+  than twice the longest of the entity's own rises so far (those that were not paged) is paged
+  once its total is beyond counting noise: a bursty key's bursts, however high, end within
+  minutes, and a rise at their level that does not end is not one of them (a mature entity's;
+  scored by how many times that bar it has lasted).
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
@@ -115,6 +121,10 @@ SLOT_MAX: Final = 20  # minutes of the hour remembered per entity at most
 # is expected: its memory (an exponentially weighted 15 minutes) outlasts an incident by up to
 # half an hour, and a page then would be about what has stopped.
 STILL_ELEVATED: Final = 1.5
+# A rise outlasting every horizon: a mature entity's minutes at min_ratio times what is expected
+# or more (a single minute below tolerated), for longer than the long horizons and than twice
+# the longest of its own rises so far, is paged once the rise's total is sure (_Rise).
+RISE_QUIET_MINUTES: Final = 2  # minutes below (or without requests) that end a rise
 
 # One minute: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor)
 Sums = tuple[float, float, float, float, float]
@@ -122,10 +132,27 @@ Sums = tuple[float, float, float, float, float]
 Window = tuple[float, float, float, float, float, int]
 
 
+class _Rise:
+    """An entity's minutes at ``min_ratio`` times what is expected or more, under way: its
+    first and latest such minute, and the sums of its minutes (those below between them
+    included) as a :data:`Window`'s observed and expected requests and GPU-ms, fleet GPU-ms."""
+
+    __slots__ = ("last", "paged", "start", "sums")
+
+    def __init__(self, start: datetime) -> None:
+        self.start = self.last = start
+        self.paged = False  # it alarmed: not learned as one of the entity's own rises
+        self.sums = [0.0] * 5
+
+    @property
+    def minutes(self) -> int:
+        return int((self.last - self.start).total_seconds()) // 60 + 1
+
+
 class _ShareState:
     __slots__ = (
-        "age", "fades", "gpu_share", "horizon", "long", "mean", "paces", "paged", "run", "seen",
-        "share", "slots", "tail", "var",
+        "age", "fades", "gpu_share", "horizon", "long", "longest_rise", "mean", "paces", "paged",
+        "rise", "run", "seen", "share", "slots", "tail", "var",
     )  # fmt: skip
 
     def __init__(
@@ -147,6 +174,8 @@ class _ShareState:
         self.age = 0  # minutes in which the entity was seen
         self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
         self.paged: list[datetime] = []  # its minutes that alarmed, within the long horizons
+        self.rise: _Rise | None = None  # its rise under way, if any
+        self.longest_rise = 0  # minutes: the longest of its rises that did not alarm
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
         # in which it burst there)
         self.slots: dict[int, tuple[float, int, int]] = {}
@@ -158,7 +187,8 @@ class _ShareState:
             self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
             self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
             return
-        self.paged = []  # absent from snapshots taken before it
+        self.paged = []  # absent from snapshots taken before them
+        self.rise, self.longest_rise = None, 0
         for name, value in slots.items():
             setattr(self, name, value)
         self.horizon.minutes = max(self.horizon.minutes, LONG_MINUTES)
@@ -385,10 +415,20 @@ class VolumeDetector:
         alarming = (
             score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
         )
+        outlasting = None
         if not peek:
+            under_way = self._follow_rise(state, judged[0], view.start)
+            if under_way is not None and not alarming:
+                outlasting = self._outlasting(state, under_way, view.start, threshold)
+                alarming = outlasting is not None
+            if alarming and under_way is not None:
+                under_way.paged = True
             self._learn(state, sums, windows, view.start, alarming=alarming)
         if not alarming:
             return None
+        if outlasting is not None:
+            assert state.rise is not None
+            return self._rise_finding(entity_type, entity_id, state, state.rise, outlasting, view)
         label = entity_type.replace("_", " ")
         usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
@@ -423,6 +463,94 @@ class VolumeDetector:
             event_count=round(observed),
             magnitude=ratio / usual_high,
             stake=max(observed_gpu - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
+        )
+
+    def _follow_rise(self, state: _ShareState, minute: Window, now: datetime) -> _Rise | None:
+        """Add a closed minute (its 1-minute window, as judged) to the entity's rise and return
+        the rise if one is under way: a minute at ``min_ratio`` times its expected or more
+        starts one or carries it on; :data:`RISE_QUIET_MINUTES` minutes below it (or without
+        requests) end it, and its length is learned unless it alarmed."""
+        rise = state.rise
+        elevated = minute[0] >= self.min_ratio * minute[1]
+        # ended: as many minutes below since its latest one up (this one counted unless up)
+        if rise is not None and (now - rise.last).total_seconds() // 60 - elevated >= (
+            RISE_QUIET_MINUTES
+        ):
+            if not rise.paged:
+                state.longest_rise = max(state.longest_rise, rise.minutes)
+            rise = state.rise = None
+        if rise is None:
+            if not elevated:
+                return None
+            rise = state.rise = _Rise(now)
+        if elevated:
+            rise.last = now
+        for i in range(5):
+            rise.sums[i] += minute[i]
+        return rise
+
+    def _outlasting(
+        self, state: _ShareState, rise: _Rise, now: datetime, threshold: float
+    ) -> float | None:
+        """The score of a rise that has outlasted every horizon and twice the longest of the
+        mature entity's own (in a minute ``now`` still at ``min_ratio`` or more), when its
+        total is at ``min_ratio`` times what is expected (GPU-ms too, at half that) and
+        counting noise cannot explain it (a Poisson tail past the threshold); else None. The
+        score is the threshold times how many times the bar the rise has lasted: how unusual
+        it is for the entity is how much longer than its own rises it lasts."""
+        if rise.last != now or state.age < YOUNG_MINUTES:
+            return None
+        bar = max(LONG_MINUTES, 2 * state.longest_rise)
+        if rise.minutes <= bar:
+            return None
+        observed, expected, gpu_ms, expected_gpu = rise.sums[:4]
+        if observed < self.min_ratio * expected or gpu_ms < self.min_ratio / 2 * expected_gpu:
+            return None
+        if poisson_surprise(observed, expected) < threshold:
+            return None
+        return threshold * rise.minutes / bar  # as sure as it is longer than the bar
+
+    def _rise_finding(
+        self,
+        entity_type: str,
+        entity_id: str,
+        state: _ShareState,
+        rise: _Rise,
+        score: float,
+        view: MinuteView,
+    ) -> Finding:
+        observed, expected, gpu_ms, expected_gpu, fleet_gpu = rise.sums
+        ratio = observed / expected if expected > 0 else float("inf")
+        gpu_ratio = gpu_ms / expected_gpu if expected_gpu > 0 else float("inf")
+        trimmed = len(state.mean) - 1  # the 15 minutes without their highest third
+        usual_high = math.exp(state.mean[trimmed] + 2 * state.spread(trimmed))
+        own = (
+            f"its own rises have lasted {state.longest_rise} min at most"
+            if state.longest_rise
+            else "it has not risen this far for a minute before"
+        )
+        summary = (
+            f"{entity_type.replace('_', ' ')} {entity_id} has sent {ratio:.1f}x its usual share "
+            f"of fleet traffic for {rise.minutes} min ({observed:,.0f} requests, {expected:,.0f} "
+            f"expected; GPU-ms {gpu_ratio:.1f}x): longer than every horizon, and {own}"
+        )
+        return Finding(
+            kind="volume_spike",
+            entity_type=entity_type,
+            entity_id=entity_id,
+            window_start=rise.start,
+            window_end=view.end,
+            score=score,
+            threshold=self.threshold.value,
+            summary=summary,
+            evidence={
+                "requests": (observed, expected),
+                "gpu_ms": (gpu_ms, expected_gpu),
+                "rise_minutes": (float(rise.minutes), float(state.longest_rise)),
+            },
+            event_count=round(observed),
+            magnitude=ratio / usual_high,
+            stake=max(gpu_ms - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
         )
 
     def _windows(

@@ -203,3 +203,71 @@ def test_a_dense_burst_of_a_few_minutes_is_not_paged_as_a_lasting_rise() -> None
     for seed in range(1, 9):
         run(dense_burst, 7 * 60, seed, found)
     assert not [f.summary for f in found if " in 15 min" in f.summary]
+
+
+def bursts_lasting(longest: int, seed: int) -> set[int]:
+    """The minutes of a key's bursts: 2 to ``longest`` minutes each, one every 15 to 60
+    minutes at random."""
+    rng, up, i = random.Random(seed), set(), 30
+    while i < 14 * 60:
+        i += rng.randrange(15, 60)
+        n = rng.randrange(2, longest + 1)
+        up.update(range(i, i + n))
+        i += n
+    return up
+
+
+def with_bursts(
+    up: set[int], burst: float, rise: tuple[int, int, float] | None = None
+) -> Callable[[int, random.Random], float]:
+    """4 requests a minute, ``burst`` in the minutes ``up``; ``rise`` = (from, to, level)."""
+
+    def counts(i: int, rng: random.Random) -> float:
+        if rise is not None and rise[0] <= i < rise[1]:
+            return poisson(rng, rise[2])
+        return poisson(rng, burst if i in up else 4)
+
+    return counts
+
+
+def test_a_rise_within_a_bursty_keys_bursts_but_outlasting_them_is_caught() -> None:
+    """Bursts of 2-5 minutes at 15x its usual minute; then 8x for 30 minutes: over each
+    horizon within what its bursts reach, but longer than any of them. Paged by the 16th
+    minute: by a long horizon on some seeds, else as the rise it is, once it has outlasted
+    the longest horizon (15 minutes)."""
+    by_rise = 0
+    for seed in range(6):
+        findings: list[Finding] = []
+        counts = with_bursts(bursts_lasting(5, seed), 60, (600, 630, 32))
+        alarms = [i for i in run(counts, 12 * 60, seed=seed, findings=findings) if i >= 360]
+        assert alarms and 600 <= alarms[0] <= 615, (seed, alarms)
+        first = next(f for f in findings if f.window_start >= T0 + timedelta(minutes=360))
+        if "rise_minutes" in first.evidence:
+            by_rise += 1
+            assert first.evidence["rise_minutes"][0] == 16, first.summary
+            assert "for 16 min" in first.summary and "longer than every horizon" in first.summary
+    assert by_rise >= 4
+
+
+def test_a_bursty_key_whose_bursts_last_long_is_not_paged_for_one_as_long() -> None:
+    """The benign twin: bursts of up to 14 minutes are its habit, and a burst of 20 minutes is
+    within twice the longest of its own."""
+    for seed in range(4):
+        counts = with_bursts(bursts_lasting(14, seed), 40, (600, 620, 40))
+        assert run(counts, 12 * 60, seed=seed) == [], seed
+
+
+def test_an_entity_saved_before_rises_were_followed_follows_them_after_restore() -> None:
+    detector = VolumeDetector(entity_types=("api_key",))
+    minute = EntityMinute(requests=20, gpu_ms=2_000.0)
+    fleet = EntityMinute(requests=FLEET, gpu_ms=100.0 * FLEET)
+    for i in range(60):
+        start = T0 + timedelta(minutes=i)
+        detector.observe_minute(MinuteView(start, start, {"api_key": {"k": minute}}, fleet))
+    state = detector.states.get("api_key:k")
+    assert state is not None
+    _, slots = state.__getstate__()  # type: ignore[misc]
+    del slots["rise"], slots["longest_rise"]
+    old = type(state).__new__(type(state))
+    old.__setstate__((None, slots))
+    assert (old.rise, old.longest_rise, old.share) == (None, 0, state.share)
