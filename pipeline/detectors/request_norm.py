@@ -149,9 +149,12 @@ class ContextNorm:
     def take(self, fleet: NormState, through_s: float) -> None:
         """Take the fleet's norm, which learned every tick up to ``through_s``; learn again on
         top of it what this one reported after that."""
-        self.unmerged = [(tick, learned) for tick, learned in self.unmerged if tick > through_s]
-        for _, learned in self.unmerged:
-            fleet = learn(fleet, learned)
+        if self.unmerged and self.unmerged[-1][0] > through_s:  # (ticks in order)
+            self.unmerged = [(t, learned) for t, learned in self.unmerged if t > through_s]
+            for _, learned in self.unmerged:
+                fleet = learn(fleet, learned)
+        elif self.unmerged:
+            self.unmerged = []
         self._set(fleet)
 
     def _set(self, state: NormState) -> None:
