@@ -415,7 +415,7 @@ class VolumeDetector:
         alarming = (
             score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
         )
-        outlasting = None
+        outlasting, under_way = None, None
         if not peek:
             under_way = self._follow_rise(state, judged[0], view.start)
             if under_way is not None and not alarming:
@@ -426,9 +426,8 @@ class VolumeDetector:
             self._learn(state, sums, windows, view.start, alarming=alarming)
         if not alarming:
             return None
-        if outlasting is not None:
-            assert state.rise is not None
-            return self._rise_finding(entity_type, entity_id, state, state.rise, outlasting, view)
+        if outlasting is not None and under_way is not None:
+            return self._rise_finding(entity_type, entity_id, state, under_way, outlasting, view)
         label = entity_type.replace("_", " ")
         usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
