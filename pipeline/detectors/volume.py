@@ -208,6 +208,11 @@ class _ShareState:
         prior = SPREAD_PRIOR[0] * max(0.0, 1.0 - self.seen / self.fades[index])
         return max(MIN_SPREAD, learned + prior)
 
+    def usual_high(self, index: int) -> float:
+        """How many times its expected a horizon's window usually reaches at most (two of its
+        spreads above its usual log excess)."""
+        return math.exp(self.mean[index] + 2 * self.spread(index))
+
     def z(self, index: int, observed: float, expected: float) -> float:
         """How many of its own spreads this window's log excess is above its usual one."""
         excess = math.log((observed + 1.0) / (expected + 1.0))
@@ -407,8 +412,7 @@ class VolumeDetector:
         ]
         score, index, window = max(scored, key=lambda s: s[0])
         observed, expected, observed_gpu, expected_gpu, fleet_gpu, minutes = window
-        ratio = observed / expected if expected > 0 else float("inf")
-        gpu_ratio = observed_gpu / expected_gpu if expected_gpu > 0 else float("inf")
+        ratio, gpu_ratio = _ratio(observed, expected), _ratio(observed_gpu, expected_gpu)
         if not peek:
             self.threshold.update(score, (entity_type, entity_id))
         threshold = self.threshold.value
@@ -429,7 +433,7 @@ class VolumeDetector:
         if outlasting is not None and under_way is not None:
             return self._rise_finding(entity_type, entity_id, state, under_way, outlasting, view)
         label = entity_type.replace("_", " ")
-        usual_high = math.exp(state.mean[index] + 2 * state.spread(index))
+        usual_high = state.usual_high(index)
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
         if rise[index] > 1.0:
             usual += f"; the rest of its tenant's rise of {rise[index]:.1f}x counted in"
@@ -519,10 +523,8 @@ class VolumeDetector:
         view: MinuteView,
     ) -> Finding:
         observed, expected, gpu_ms, expected_gpu, fleet_gpu = rise.sums
-        ratio = observed / expected if expected > 0 else float("inf")
-        gpu_ratio = gpu_ms / expected_gpu if expected_gpu > 0 else float("inf")
-        trimmed = len(state.mean) - 1  # the 15 minutes without their highest third
-        usual_high = math.exp(state.mean[trimmed] + 2 * state.spread(trimmed))
+        ratio, gpu_ratio = _ratio(observed, expected), _ratio(gpu_ms, expected_gpu)
+        usual_high = state.usual_high(len(state.mean) - 1)  # of the 15 min without their top third
         own = (
             f"its own rises have lasted {state.longest_rise} min at most"
             if state.longest_rise
@@ -753,6 +755,11 @@ def _top_minute_capped(
     cut = (o - capped) if fading == 1.0 else fading**top * (o - capped)
     # (clipped at 0: the window's sums start at the end of the warm-up, its minutes before it)
     return (max(window[0] - cut, 0.0), window[1], max(window[2] - cut * g / o, 0.0), *window[3:])
+
+
+def _ratio(observed: float, expected: float) -> float:
+    """``observed`` over ``expected`` (infinite when nothing was expected)."""
+    return observed / expected if expected > 0 else float("inf")
 
 
 def _elevated(window: Window) -> bool:
