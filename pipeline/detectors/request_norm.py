@@ -54,7 +54,12 @@ R_CLIP = 3.0  # a residual's bound in the sequential test: one request moves it 
 # requests set its mean and variance, and at the fading of 0.01 they still weigh 13 % by then (a
 # young context's z-scores run wide, and a test that sums them would drift).
 MATURE = 200
-OUTLIER_SURPRISE = 3.0  # decades: a window's outliers must be this unlikely by chance
+# How rarely chance alone may show a window of outliers on one key or another: a window's
+# outliers must be as unlikely by chance as one in (keys judged a minute x minutes in a day x
+# this many days), Bonferroni's bar, which holds whatever the fleet's size (a fixed bar of 1 in
+# 1,000 is passed by chance somewhere in a fleet of thousands of keys every minute).
+OUTLIER_CHANCE_DAYS = 10.0
+MINUTES_PER_DAY = 1_440
 # Scored requests (exponentially weighted) a context has seen before its own outlier rate is
 # used; until then, and wherever its tails are lighter, a Gaussian context's rate is.
 OUTLIER_MATURE = 200.0
@@ -311,6 +316,7 @@ class RequestNormDetector:
         self.horizons: BoundedStore[str, Horizon[KeyMinute]] = BoundedStore(max_entities)
         self.offsets: BoundedStore[str, KeyOffset] = BoundedStore(max_entities)
         self._pending: dict[tuple[int, str], KeyMinute] = {}
+        self.keys_judged = 0  # in the last closed minute: how many keys chance had to play on
         self.cusum = (
             KeyCusum(k=cusum_k, h0=cusum_h0, max_entities=max_entities)
             if cusum_h0 is not None
@@ -321,6 +327,7 @@ class RequestNormDetector:
         self.cusum = None  # absent from snapshots taken before it existed
         # ... as were runaway rates, which the reasoning detector learns (default_detectors)
         self.runaway_rates = state.get("name") == "reasoning_inflation"
+        self.keys_judged = 0  # ... as was this
         self.__dict__.update(state)
         self.gaussian_rate = 1.0 - NormalDist().cdf(self.flag_z)  # ... as was this
 
@@ -399,6 +406,7 @@ class RequestNormDetector:
 
     def observe_minute(self, view: MinuteView) -> list[Finding]:
         key_minutes = view.key_minutes.get(self.name, {})
+        self.keys_judged = len(key_minutes)
         fleet = _fleet_residuals(key_minutes) if self.cusum is not None else (0.0, 0)
         findings = []
         for key, acc in key_minutes.items():
@@ -487,13 +495,15 @@ class RequestNormDetector:
     def _alarming(self, score: float, window: list[KeyMinute]) -> bool:
         """A high enough score, with ``min_flagged`` outliers or more, and more of them than
         chance gives in that many requests at their contexts' own outlier rates (a busy key's
-        3 outliers in 200 requests are not several; in 20 they are)."""
+        3 outliers in 200 requests are not several; in 20 they are), on any of the keys judged
+        in a minute (:data:`OUTLIER_CHANCE_DAYS`)."""
         flagged = sum(m.flagged for m in window)
         if score < self.threshold.value or flagged < self.min_flagged:
             return False
         requests = sum(m.requests for m in window)
         by_chance = sum(m.flags_expected for m in window) / requests
-        return binomial_surprise(flagged, requests, by_chance) >= OUTLIER_SURPRISE
+        tests_a_day = max(self.keys_judged, 1) * MINUTES_PER_DAY * OUTLIER_CHANCE_DAYS
+        return binomial_surprise(flagged, requests, by_chance) >= math.log10(tests_a_day)
 
     def _finding(
         self,

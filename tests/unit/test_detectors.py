@@ -8,7 +8,7 @@ import pickle
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
 from typing import cast
 
@@ -18,6 +18,7 @@ from pipeline.config import Settings
 from pipeline.detectors import (
     ConfidenceCollapseDetector,
     EfficiencyDriftDetector,
+    EntityMinute,
     Finding,
     MinuteView,
     MultivariateKeyDetector,
@@ -354,6 +355,25 @@ def test_outliers_are_counted_against_their_contexts_own_rate() -> None:
     assert not detector._alarming(detector.threshold.value, window)
     window = [KeyMinute(requests=14, flagged=6, flags_expected=14 * 0.01)]  # 6 are several
     assert detector._alarming(detector.threshold.value, window)
+
+
+@pytest.mark.parametrize(("quiet_keys", "paged"), [(1, True), (9_999, False)])
+def test_how_unlikely_outliers_must_be_grows_with_the_keys_judged(
+    quiet_keys: int, paged: bool
+) -> None:
+    """4 outliers in a key's 9 requests, where 1 % of requests are outliers, come about once in
+    200,000 windows by chance: a finding where two keys are judged each minute, and what chance
+    shows on one key or another dozens of times a day among 10,000 of them."""
+    detector = _reasoning_detector()
+    start = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+    odd = KeyMinute(requests=9, flagged=4, flags_expected=9 * 0.01, z_sum=9 * 3.0)
+    quiet = {f"k{i}": KeyMinute(requests=9, flags_expected=0.09) for i in range(quiet_keys)}
+    view = MinuteView(
+        start, start + timedelta(minutes=1), {}, EntityMinute(requests=9 * (quiet_keys + 1)),
+        key_minutes={detector.name: {"odd": odd, **quiet}},
+    )  # fmt: skip
+    findings = detector.observe_minute(view)
+    assert [f.entity_id for f in findings] == (["odd"] if paged else [])
 
 
 @pytest.mark.parametrize(
