@@ -20,6 +20,10 @@ variability, learned from its own history:
   as many times its expected as its next highest: those windows are for rises that last, and a
   bursty key's single giant minute, judged by the 1-minute horizon against its single minutes,
   would otherwise stand out more over 5 or 15 minutes than it does over one;
+* **a peek judges a whole minute** — the open minute so far is judged completed as if the
+  rest of it were usual (its share of the fleet's pace so far): a horizon's spread is learned
+  from whole minutes, and a quarter of a minute of clumpy traffic runs twice as wide as a
+  minute of it, so the part is judged by what the minute would at least show;
 * **tail** — how often its windows do go 3 spreads out, learned from each excursion once it is
   over. An entity that goes there more often than a Gaussian would is judged on a spread
   widened until it would (its random bursts, which no minute of the hour predicts), while a
@@ -338,6 +342,8 @@ class VolumeDetector:
         windows: list[Window] = []
         if state is not None and minute is not None and state.share.warm:
             sums = _sums(minute, fleet, state.season(view.start))
+            if peek:
+                sums = _completed(sums, state, view)[0]
             recent = [*state.horizon.recent, (view.start, sums)]
             windows = self._windows(state, recent, view.start, None if peek else sums)
         built[tenant] = windows
@@ -361,12 +367,13 @@ class VolumeDetector:
         rises on its own. A key at ``min_ratio`` times its expected or more over the longest
         short horizon notes its excess there in ``spiking`` (by tenant)."""
         name = f"{entity_type}:{entity_id}"
+        rest = (0.0, 0.0, 0.0)  # what a peek's open minute is completed with (_completed)
         if peek:
             found = self.states.get(name)
             if found is None or not found.share.warm:
                 return None
             state = found
-            sums = _sums(minute, fleet, state.season(view.start))
+            sums, rest = _completed(_sums(minute, fleet, state.season(view.start)), state, view)
             recent = [*state.horizon.recent[-self.horizons_min[-1] :], (view.start, sums)]
         else:
             state = self.states.get_or_create(
@@ -437,9 +444,16 @@ class VolumeDetector:
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
         if rise[index] > 1.0:
             usual += f"; the rest of its tenant's rise of {rise[index]:.1f}x counted in"
+        if peek:  # what it sent so far, not what the rest of the minute was assumed to add
+            (added, added_gpu, added_fleet_gpu), r = rest, rise[index]
+            observed, expected = observed - added, expected - added * r
+            observed_gpu, expected_gpu = observed_gpu - added_gpu, expected_gpu - added_gpu * r
+            fleet_gpu -= added_fleet_gpu
+            ratio, gpu_ratio = _ratio(observed, expected), _ratio(observed_gpu, expected_gpu)
+        span = _span(minutes, view) if peek else f"{minutes} min"
         sent = (
-            f"sent {observed:,.0f} requests using {observed_gpu / 1000:,.0f} GPU-s in {minutes} "
-            f"min, {ratio:.1f}x its usual share of fleet traffic"
+            f"sent {observed:,.0f} requests using {observed_gpu / 1000:,.0f} GPU-s in {span}, "
+            f"{ratio:.1f}x its usual share of fleet traffic"
             if index <= short
             else f"kept sending {ratio:.1f}x its usual share of fleet traffic through two thirds "
             f"of the last {minutes} min ({observed:,.0f} requests using "
@@ -770,6 +784,29 @@ def _elevated(window: Window) -> bool:
 def _rest_rise(key: Window, tenant: Window) -> float:
     """How many times its usual share the rest of a key's tenant sends (at least 1)."""
     return max(1.0, (tenant[0] - key[0] + 1.0) / (max(tenant[1] - key[1], 0.0) + 1.0))
+
+
+def _completed(
+    sums: Sums, state: _ShareState, view: MinuteView
+) -> tuple[Sums, tuple[float, float, float]]:
+    """A peek's open minute completed as if the rest of it were usual: the fleet's requests
+    and GPU-ms at their pace so far, the entity's plus its share of the rest; and what was
+    added to its requests, its GPU-ms and the fleet's GPU-ms."""
+    so_far = (view.end - view.start).total_seconds() / 60.0
+    left = 1.0 / so_far - 1.0 if 0.0 < so_far < 1.0 else 0.0  # the rest of the minute per so far
+    requests, gpu_ms, fleet_requests, fleet_gpu_ms, season = sums
+    added = state.share.level * fleet_requests * season * left
+    added_gpu = state.gpu_share.level * fleet_gpu_ms * season * left
+    added_fleet = fleet_requests * left, fleet_gpu_ms * left
+    completed = (requests + added, gpu_ms + added_gpu, fleet_requests + added_fleet[0],
+                 fleet_gpu_ms + added_fleet[1], season)  # fmt: skip
+    return completed, (added, added_gpu, added_fleet[1])
+
+
+def _span(minutes: int, view: MinuteView) -> str:
+    """A peek's window: its whole minutes and the seconds of the open one so far."""
+    seconds = round((view.end - view.start).total_seconds())
+    return f"{minutes - 1} min {seconds} s" if minutes > 1 else f"{seconds} s"
 
 
 def _hour(start: datetime) -> int:

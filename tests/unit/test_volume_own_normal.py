@@ -18,11 +18,12 @@ def run(
     minutes: int,
     seed: int = 7,
     findings: list[Finding] | None = None,
+    detector: VolumeDetector | None = None,
 ) -> list[int]:
     """Minutes at which key ``k`` alarmed, its per-minute count drawn by ``counts``; its
     findings added to ``findings``."""
     rng = random.Random(seed)
-    detector = VolumeDetector(entity_types=("api_key",))
+    detector = detector or VolumeDetector(entity_types=("api_key",))
     alarms = []
     for i in range(minutes):
         n = round(counts(i, rng))
@@ -271,3 +272,40 @@ def test_an_entity_saved_before_rises_were_followed_follows_them_after_restore()
     old = type(state).__new__(type(state))
     old.__setstate__((None, slots))
     assert (old.rise, old.longest_rise, old.share) == (None, 0, state.share)
+
+
+def smooth_key_seen_for(minutes: int, seed: int = 7) -> VolumeDetector:
+    """A detector that has judged ``minutes`` whole minutes of key ``k`` at about 20 requests."""
+    detector = VolumeDetector(entity_types=("api_key",))
+    assert run(lambda i, rng: poisson(rng, 20), minutes, seed, detector=detector) == []
+    return detector
+
+
+def peek(detector: VolumeDetector, minute: int, seconds: int, requests: int) -> list[Finding]:
+    """Peek at ``minute`` after ``seconds`` of it, in which key ``k`` sent ``requests``."""
+    start = T0 + timedelta(minutes=minute)
+    fleet = FLEET * seconds // 60 + requests
+    view = MinuteView(
+        start, start + timedelta(seconds=seconds),
+        {"api_key": {"k": EntityMinute(requests=requests, gpu_ms=100.0 * requests)}},
+        EntityMinute(requests=fleet, gpu_ms=100.0 * fleet),
+    )  # fmt: skip
+    return detector.peek_minute(view)
+
+
+def test_a_minutes_requests_sent_at_once_are_not_paged_at_a_peek() -> None:
+    """A client that sends its usual minute's requests in one clump: the first 15 seconds hold
+    4x their share, and the minute, completed at the usual pace, its usual share and a bit."""
+    detector = smooth_key_seen_for(180)
+    assert [peek(detector, 180, 15, n) for n in (20, 25)] == [[], []]
+
+
+def test_an_8x_spike_on_a_smooth_key_is_paged_by_a_peek_within_its_first_minute() -> None:
+    detector = smooth_key_seen_for(180)
+    found = [peek(detector, 180, seconds, 160 * seconds // 60) for seconds in (15, 30, 45)]
+    first = next(f[0] for f in found if f)
+    assert first.window_end < T0 + timedelta(minutes=181)
+    seconds = round((first.window_end - first.window_start).total_seconds())
+    requests = 160 * seconds // 60
+    assert f"sent {requests} requests using" in first.summary
+    assert f" in {seconds} s, " in first.summary  # what it sent so far, in the seconds so far
