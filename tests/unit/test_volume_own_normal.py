@@ -295,7 +295,7 @@ def peek(detector: VolumeDetector, minute: int, seconds: int, requests: int) -> 
 
 def test_a_minutes_requests_sent_at_once_are_not_paged_at_a_peek() -> None:
     """A client that sends its usual minute's requests in one clump: the first 15 seconds hold
-    4x their share, and the minute, completed at the usual pace, its usual share and a bit."""
+    4-5x their share, and the minute they would make, completed at the usual pace, under 2x."""
     detector = smooth_key_seen_for(180)
     assert [peek(detector, 180, 15, n) for n in (20, 25)] == [[], []]
 
