@@ -31,7 +31,7 @@ import msgspec
 
 from pipeline.budgets import SpendLedger, SpendTick
 from pipeline.config import Settings
-from pipeline.detectors import WindowDetector, default_detectors
+from pipeline.detectors import WindowDetector, adopt_new_tests, default_detectors
 from pipeline.detectors.base import bound_entities
 from pipeline.detectors.norms import FleetNorms, NormTick, shares_norms
 from pipeline.events import AllocationEvent, InvalidEvent, encode_event, parse_events
@@ -374,9 +374,11 @@ class Engine:
         else:
             engine.__dict__.update(state)
         engine.take_settings(settings)
+        adopt_new_tests(engine._request_detectors, settings.worker.max_entities)
         bound_entities(engine._request_detectors, settings.worker.max_entities)
         if engine.fleet is not None:
             engine.fleet.take_settings(settings)
+            adopt_new_tests(engine.fleet.detectors, settings.worker.max_entities)
             bound_entities(engine.fleet.detectors, settings.worker.max_entities)
         return engine
 

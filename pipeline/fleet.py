@@ -41,6 +41,7 @@ from pipeline.detectors import (
     PeekingDetector,
     RequestDetector,
     WindowDetector,
+    adopt_new_tests,
 )
 from pipeline.detectors.base import bound_entities
 from pipeline.detectors.norms import (
@@ -280,6 +281,7 @@ class FleetStage:
         :class:`~pipeline.state_format.SnapshotError`."""
         _, stage = unseal(blob, settings, cls)
         stage.take_settings(settings)
+        adopt_new_tests(stage.detectors, settings.worker.max_entities)
         bound_entities(stage.detectors, settings.worker.max_entities)
         return stage
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pipeline.detectors.base import (
     EntityMinute,
     Finding,
@@ -32,6 +34,7 @@ __all__ = [
     "RunawayDetector",
     "VolumeDetector",
     "WindowDetector",
+    "adopt_new_tests",
     "default_detectors",
 ]
 
@@ -46,10 +49,23 @@ def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[Windo
             cusum_h0=28.0,
             runaway_rates=True,
         ),
-        RequestNormDetector("pass_explosion", "passes", max_entities=max_entities, min_sd=0.25),
+        RequestNormDetector(
+            "pass_explosion", "passes", max_entities=max_entities, min_sd=0.25, cusum_h0=28.0
+        ),
         RunawayDetector(max_entities=max_entities, contexts_from="reasoning_inflation"),
         VolumeDetector(max_entities=max_entities),
         EfficiencyDriftDetector(),
         ConfidenceCollapseDetector(),
         MultivariateKeyDetector(seed=seed, max_entities=max_entities),
     ]
+
+
+def adopt_new_tests(detectors: Iterable[object], max_entities: int) -> None:
+    """Give request-norm detectors restored from a snapshot the sequential test that
+    :func:`default_detectors` has given their kind since it was saved (fresh: it learns from
+    the restore on), so an upgrade does not leave a restarted worker without it."""
+    fresh = {d.name: d.cusum for d in default_detectors(max_entities)
+             if isinstance(d, RequestNormDetector)}  # fmt: skip
+    for detector in detectors:
+        if isinstance(detector, RequestNormDetector) and detector.cusum is None:
+            detector.cusum = fresh.get(detector.name)

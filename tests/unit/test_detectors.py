@@ -305,6 +305,27 @@ def test_the_sequential_test_catches_a_steady_minority_of_inflated_requests() ->
     assert run(horizons_only, _subtle_inflation(), seed=5) == []
 
 
+def _subtle_pass_explosion() -> Change:
+    """The suite's subtle variant, 2.5x passes on 30 % of k0's requests, on its one-pass
+    routes (1 pass to 3)."""
+    rng = random.Random(7)
+
+    def multiply(r: Request) -> Request:
+        return replace(r, passes=3) if r.passes == 1 and rng.random() < 0.3 else r
+
+    return on_key("k0", multiply)
+
+
+def test_a_steady_minority_of_multiplied_passes_is_caught_by_the_sequential_test() -> None:
+    """The multiplied requests are not outliers of their contexts, so windows of a few minutes
+    do not see them; their excess, added up, does."""
+    alerts = run(default_detectors()[1], _subtle_pass_explosion(), seed=5)
+    assert alerts and {(a.kind, a.entity_id) for a in alerts} == {("pass_explosion", "k0")}
+    assert "sequential_test" in alerts[0].evidence
+    horizons_only = RequestNormDetector("pass_explosion", "passes", min_sd=0.25)
+    assert run(horizons_only, _subtle_pass_explosion(), seed=5) == []
+
+
 def test_the_sequential_test_is_deterministic_and_resumes_from_a_snapshot() -> None:
     events = list(streams.stream(seed=5, change=_subtle_inflation()))
     half = next(i for i, e in enumerate(events) if e.ts >= streams.T0 + timedelta(minutes=121))
@@ -387,13 +408,16 @@ def test_how_unlikely_outliers_must_be_grows_with_the_keys_judged(
         lambda: everywhere(lambda r: replace(r, reasoning=int(r.reasoning * 1.4))),
         # one key moves to harder problems; route and reasoning follow
         lambda: rng_change(7, lambda rng, r: _harder(rng, r) if r.key == "k0" else r),
+        # the deep route runs twice its passes for everyone (a new sampling policy)
+        lambda: everywhere(lambda r: replace(r, passes=2 * r.passes) if r.route == "deep" else r),
     ],
-    ids=["route", "fleet", "harder"],
+    ids=["route", "fleet", "harder", "route passes"],
 )
+@pytest.mark.parametrize("detector", [0, 1], ids=["reasoning", "passes"])
 def test_the_sequential_test_is_quiet_on_shifts_everyone_shares(
-    change: Callable[[], Change],
+    change: Callable[[], Change], detector: int
 ) -> None:
-    assert run(_reasoning_detector(), change(), seed=4) == []
+    assert run(default_detectors()[detector], change(), seed=4) == []
 
 
 @pytest.mark.parametrize("case", [c for c in PEEKING if c.name in _REQUEST_NORM], ids=str)

@@ -272,3 +272,17 @@ def test_the_worker_stops_in_one_line_on_a_snapshot_it_cannot_restore(
     [record] = caplog.records
     assert record.exc_info is None and "\n" not in record.getMessage()
     assert "snapshot format 7 is newer than this computewatch knows (1)" in record.getMessage()
+
+
+def test_a_snapshot_from_before_the_sequential_test_of_passes_restores_with_it() -> None:
+    """The format-0 fixtures were saved when only reasoning had a sequential test; restored,
+    the pass detector has one too (fresh), in stage 1 (which sums the residuals) and in the
+    fleet stage (which judges them)."""
+    def pass_tests(detectors: Any) -> list[object]:
+        return [d.cusum for d in detectors if d.name == "pass_explosion"]
+
+    engine = Engine.restore((FIXTURES / "engine_state_format0.pickle").read_bytes(), Settings())
+    stage = FleetStage.restore((FIXTURES / "fleet_state_format0.pickle").read_bytes(), Settings())
+    assert engine.fleet is None
+    for tests in (pass_tests(engine._request_detectors), pass_tests(stage.detectors)):
+        assert len(tests) == 1 and tests[0] is not None
