@@ -16,6 +16,7 @@ from pipeline.detectors.base import (
     WindowDetector,
 )
 from pipeline.detectors.catchall import MultivariateKeyDetector
+from pipeline.detectors.cusum import CUSUM_H0
 from pipeline.detectors.drift import ConfidenceCollapseDetector, EfficiencyDriftDetector
 from pipeline.detectors.request_norm import RequestNormDetector
 from pipeline.detectors.runaway import RunawayDetector
@@ -46,11 +47,11 @@ def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[Windo
             "reasoning_inflation",
             "reasoning_tokens",
             max_entities=max_entities,
-            cusum_h0=28.0,
+            cusum_h0=CUSUM_H0,
             runaway_rates=True,
         ),
         RequestNormDetector(
-            "pass_explosion", "passes", max_entities=max_entities, min_sd=0.25, cusum_h0=28.0
+            "pass_explosion", "passes", max_entities=max_entities, min_sd=0.25, cusum_h0=CUSUM_H0
         ),
         RunawayDetector(max_entities=max_entities, contexts_from="reasoning_inflation"),
         VolumeDetector(max_entities=max_entities),

@@ -82,6 +82,9 @@ if TYPE_CHECKING:
 # of 0.25 (9.6 million) took away sequential-test false alarms on development seeds but missed
 # the subtle variant (2x reasoning on 30 % of a key's requests) on 4 of 10 held-out seeds.
 CUSUM_K = 0.2
+# The bar before scaling (README: from seeds 0-2 of the default suite, about 5 above the highest
+# walk any benign key reached there)
+CUSUM_H0 = 28.0
 WARM_MINUTES = 30  # minutes of a key's traffic before its usual residual is trusted
 WARM_REQUESTS = 100.0  # ... and (weighted) requests behind it
 MIN_PEERS = 30  # other keys' requests in a minute needed to take off what they shared
@@ -151,7 +154,9 @@ class CusumState:
 class KeyCusum:
     """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
 
-    def __init__(self, k: float = CUSUM_K, h0: float = 28.0, max_entities: int = 200_000) -> None:
+    def __init__(
+        self, k: float = CUSUM_K, h0: float = CUSUM_H0, max_entities: int = 200_000
+    ) -> None:
         self.k = k
         self.h0 = h0
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)
