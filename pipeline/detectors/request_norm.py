@@ -34,8 +34,6 @@ from operator import attrgetter
 from statistics import NormalDist
 from typing import Any
 
-from river import stats
-
 from pipeline.detectors.base import (
     AdaptiveThreshold,
     BoundedStore,
@@ -65,6 +63,7 @@ MINUTES_PER_DAY = 1_440
 OUTLIER_MATURE = 200.0
 RUNAWAY_MATURE = 1_000.0  # scored requests (exponentially weighted) before its runaway rate
 RUNAWAY_STATUSES = frozenset(("truncated", "timeout"))
+OFFSET_FADING = 0.02  # per minute: a key's usual z and confidence follow its last ~50 minutes
 
 
 class ContextNorm:
@@ -259,23 +258,55 @@ _KEY_MINUTE_VALUES = attrgetter(*(f.name for f in fields(KeyMinute)))
 
 
 class KeyOffset:
-    """A key's own usual mean z (some keys always ask harder prompts); learned slowly."""
+    """A key's own usual mean z (some keys always ask harder prompts) and its usual confidence:
+    each an exponentially weighted mean of its minutes' (:data:`OFFSET_FADING`), started at
+    the first one. Plain floats: a river ``EWMean`` costs about 300 bytes, two per key and
+    request detector (60 MiB over 100,000 keys).
 
-    __slots__ = ("confidence", "mean", "minutes")
+    >>> from pipeline.detectors.request_norm import KeyMinute
+    >>> offset = KeyOffset()
+    >>> for z in (1.0, 2.0):
+    ...     offset.learn(KeyMinute(requests=1, z_sum=z))
+    >>> offset.mean, offset.confidence_minutes  # 0.98 x 1.0 + 0.02 x 2.0; no confidence yet
+    (1.02, 0)
+    """
+
+    __slots__ = ("confidence", "confidence_minutes", "mean", "minutes")
 
     def __init__(self) -> None:
-        self.mean = stats.EWMean(fading_factor=0.02)
-        self.confidence = stats.EWMean(fading_factor=0.02)
-        self.minutes = 0
+        self.mean = 0.0
+        self.confidence = 0.0
+        self.minutes = 0  # minutes learned ...
+        self.confidence_minutes = 0  # ... and those with a confidence
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        """Restore an offset; one saved with river's ``EWMean`` is taken at its means."""
+        fields = state[1]
+        self.minutes = fields["minutes"]
+        mean, confidence = fields["mean"], fields["confidence"]
+        if isinstance(mean, float):
+            self.mean, self.confidence = mean, confidence
+            self.confidence_minutes = fields["confidence_minutes"]
+        else:
+            self.mean, self.confidence = float(mean.get()), float(confidence.get())
+            self.confidence_minutes = self.minutes if self.confidence else 0
 
     def learn(self, acc: KeyMinute) -> None:
-        self.mean.update(acc.z_sum / acc.requests)
+        self.mean = _faded(self.mean, acc.z_sum / acc.requests, self.minutes)
         if acc.confidence_count:
-            self.confidence.update(acc.confidence_sum / acc.confidence_count)
+            confidence = acc.confidence_sum / acc.confidence_count
+            self.confidence = _faded(self.confidence, confidence, self.confidence_minutes)
+            self.confidence_minutes += 1
         self.minutes += 1
 
     def get(self) -> float:
-        return self.mean.get() if self.minutes >= 10 else 0.0
+        return self.mean if self.minutes >= 10 else 0.0
+
+
+def _faded(mean: float, x: float, learned: int) -> float:
+    """An exponentially weighted mean of ``learned`` values after learning ``x`` (the first
+    value is the mean)."""
+    return OFFSET_FADING * x + (1.0 - OFFSET_FADING) * mean if learned else x
 
 
 class RequestNormDetector:
@@ -429,7 +460,7 @@ class RequestNormDetector:
                 continue
             score, window, start = best
             offset = self.offsets.get(key)
-            usual_confidence = offset.confidence.get() if offset and offset.minutes else None
+            usual_confidence = offset.confidence if offset and offset.minutes else None
             findings.append(
                 self._finding(
                     key, window, start, view, score, self.threshold.value, usual_confidence
@@ -472,7 +503,7 @@ class RequestNormDetector:
         if self.cusum is not None:
             self.cusum.forget_run(key)
         score, window, start = best
-        usual_confidence = offset.confidence.get() if offset.minutes else None
+        usual_confidence = offset.confidence if offset.minutes else None
         threshold = self.threshold.value
         return self._finding(key, window, start, view, score, threshold, usual_confidence)
 

@@ -13,6 +13,7 @@ from statistics import NormalDist
 from typing import cast
 
 import pytest
+from river import stats
 
 from pipeline.config import Settings
 from pipeline.detectors import (
@@ -30,7 +31,7 @@ from pipeline.detectors import (
     default_detectors,
 )
 from pipeline.detectors.norms import Learned, learn
-from pipeline.detectors.request_norm import ContextNorm, KeyMinute
+from pipeline.detectors.request_norm import ContextNorm, KeyMinute, KeyOffset
 from pipeline.engine import Engine
 from pipeline.minute_view import build_minute_view, groups_of
 from pipeline.records import Alert
@@ -447,3 +448,44 @@ def test_a_peek_leaves_out_only_keys_that_could_not_alarm(case: Case) -> None:
 
     detector._peek_best = checked  # type: ignore[method-assign]
     assert run(detector, case.signature()) and skipped and scored
+
+
+def _river_offset(minutes: list[KeyMinute]) -> tuple[stats.EWMean, stats.EWMean]:
+    """A key's usual z and confidence as river's ``EWMean`` learned them (the offset's state
+    before it was plain floats)."""
+    mean, confidence = stats.EWMean(fading_factor=0.02), stats.EWMean(fading_factor=0.02)
+    for m in minutes:
+        mean.update(m.z_sum / m.requests)
+        if m.confidence_count:
+            confidence.update(m.confidence_sum / m.confidence_count)
+    return mean, confidence
+
+
+def _key_minutes(rng: random.Random, n: int) -> list[KeyMinute]:
+    return [
+        KeyMinute(requests=k, z_sum=rng.gauss(0.3, 1.0) * k, confidence_sum=0.7 * c,
+                  confidence_count=c)
+        for k, c in ((rng.randint(1, 40), rng.choice((0, 0, 3, 12))) for _ in range(n))
+    ]  # fmt: skip
+
+
+def test_a_keys_offset_learns_as_rivers_ewmean_did_and_restores_from_it() -> None:
+    """The offset's plain floats give river's ``EWMean`` to the last bit (alerts do not move),
+    and a snapshot holding river's means restores into them and learns on the same way."""
+    rng = random.Random(7)
+    before, after = _key_minutes(rng, 300), _key_minutes(rng, 300)
+    offset = KeyOffset()
+    for m in before:
+        offset.learn(m)
+    mean, confidence = _river_offset(before)
+    assert (offset.mean, offset.confidence) == (mean.get(), confidence.get())
+
+    restored = KeyOffset.__new__(KeyOffset)
+    restored.__setstate__((None, {"mean": mean, "confidence": confidence, "minutes": 300}))
+    for m in after:
+        offset.learn(m)
+        restored.learn(m)
+    mean, confidence = _river_offset(before + after)
+    assert offset.get() == restored.get() == mean.get()
+    assert offset.confidence == restored.confidence == confidence.get()
+    assert pickle.loads(pickle.dumps(offset)).get() == offset.get()
