@@ -130,6 +130,11 @@ STILL_ELEVATED: Final = 1.5
 # the longest of its own rises so far, is paged once the rise's total is sure (_Rise).
 RISE_QUIET_MINUTES: Final = 2  # minutes below (or without requests) that end a rise
 
+# What a young entity holds for its horizons' spreads and its burst memory until its level is
+# warm: one empty list and dict shared by all of them, never written (_ShareState.learn_spreads
+# puts its own in their place before anything is learned into them).
+_UNLEARNED: Final[list[Any]] = []
+_NO_BURSTS: Final[dict[int, tuple[float, int, int]]] = {}
 # One minute: (requests, GPU-ms, fleet requests, fleet GPU-ms, seasonal factor)
 Sums = tuple[float, float, float, float, float]
 # A window: observed and expected requests, observed and expected GPU-ms, fleet GPU-ms, minutes
@@ -162,27 +167,41 @@ class _ShareState:
     def __init__(
         self, minutes: int, warm_up: int, fades: tuple[float, ...], paces: tuple[float, ...]
     ) -> None:
-        horizons = len(fades)  # the short ones, then the two long ones
         self.fades = fades  # minutes of learning over which each horizon's prior fades
         self.paces = paces  # each horizon's learning rate (shared by all entities)
         self.horizon = Horizon[Sums](max(minutes, LONG_MINUTES))
         self.share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
         self.gpu_share = EWBaseline(fading=0.05, min_sd=1e-6, warm_up=warm_up)
-        self.mean = [0.0] * horizons  # log excess per horizon
-        self.var = [0.0] * horizons
+        # Per horizon, once its level is warm (learn_spreads; until then no window is judged,
+        # and the many young keys of a large fleet do not carry five lists each): its log
+        # excess's mean and variance, its own tail (the share of its windows SUSPECT_Z spreads
+        # out, at first a Gaussian's) and the windows so far of the excursion under way; and
+        # the EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms.
+        self.mean: list[float] = _UNLEARNED
+        self.var: list[float] = _UNLEARNED
+        self.tail: list[float] = _UNLEARNED
+        self.run: list[int] = _UNLEARNED
+        self.long: list[float] = _UNLEARNED
         self.seen = 0  # minutes of spread learned
-        # per horizon, its own tail: the share of its windows SUSPECT_Z spreads out (at first a
-        # Gaussian's), and the windows so far of the excursion under way
-        self.tail = [GAUSSIAN_TAIL] * horizons
-        self.run = [0] * horizons
         self.age = 0  # minutes in which the entity was seen
-        self.long = [0.0] * 5  # EW sums of requests, expected, GPU-ms, expected, fleet GPU-ms
-        self.paged: list[datetime] = []  # its minutes that alarmed, within the long horizons
+        # its minutes that alarmed, within the long horizons (replaced, never appended to)
+        self.paged: list[datetime] = _UNLEARNED
         self.rise: _Rise | None = None  # its rise under way, if any
         self.longest_rise = 0  # minutes: the longest of its rises that did not alarm
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
         # in which it burst there)
-        self.slots: dict[int, tuple[float, int, int]] = {}
+        self.slots = _NO_BURSTS
+        if self.share.warm:
+            self.learn_spreads()
+
+    def learn_spreads(self) -> None:
+        """Start learning its horizons' spreads (once its level is warm)."""
+        if not self.mean:
+            horizons = len(self.fades)  # the short ones, then the two long ones
+            self.mean, self.var = [0.0] * horizons, [0.0] * horizons
+            self.tail, self.run = [GAUSSIAN_TAIL] * horizons, [0] * horizons
+            self.long = [0.0] * 5
+            self.slots = {}
 
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         slots = state[1]
@@ -190,6 +209,8 @@ class _ShareState:
             self.__init__(5, 30, *_learning((1, 2, 5)))  # type: ignore[misc]  # afresh, keep level
             self.share, self.gpu_share = slots["share"], slots["gpu_share"]  # type: ignore[assignment]
             self.horizon.minutes = slots["horizon"].minutes  # type: ignore[attr-defined]
+            if self.share.warm:
+                self.learn_spreads()
             return
         self.paged = []  # absent from snapshots taken before them
         self.rise, self.longest_rise = None, 0
@@ -697,6 +718,8 @@ class VolumeDetector:
         _learn_level(share, requests / fleet_requests / season, cap, pace)
         if fleet_gpu_ms > 0:
             _learn_level(state.gpu_share, gpu_ms / fleet_gpu_ms / season, cap, pace)
+        if share.warm:
+            state.learn_spreads()
 
     @staticmethod
     def _remember_burst(state: _ShareState, now: datetime, requests: float, plain: float) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from pipeline.detectors import EntityMinute, Finding, MinuteView, VolumeDetector
+from pipeline.detectors.volume import _NO_BURSTS, _UNLEARNED
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 FLEET = 2_000  # requests a minute from the rest of the fleet
@@ -88,6 +89,7 @@ def test_a_spike_that_leaves_its_key_a_little_busier_is_not_paged_again_from_mem
     horizon's check that the rise is still under way, while its memory of the spike (half an
     hour long) would page it again 15 minutes after it ended. The spike's minutes were paged;
     they are remembered as usual."""
+
     def after(i: int, rng: random.Random) -> float:
         return poisson(rng, 20 * (8 if 300 <= i < 330 else 1.6 if i >= 330 else 1))
 
@@ -309,3 +311,27 @@ def test_an_8x_spike_on_a_smooth_key_is_paged_by_a_peek_within_its_first_minute(
     requests = 160 * seconds // 60
     assert f"sent {requests} requests using" in first.summary
     assert f" in {seconds} s, " in first.summary  # what it sent so far, in the seconds so far
+
+
+def test_young_keys_hold_no_spreads_of_their_own_until_warm_and_then_their_own() -> None:
+    """A young key carries no per-horizon lists nor burst memory (a large fleet's many young
+    keys would carry seven each); once its level is warm each key learns into its own, and what
+    young keys share stays empty."""
+    detector, rng = VolumeDetector(entity_types=("api_key",)), random.Random(3)
+    for i in range(60):
+        start = T0 + timedelta(minutes=i)
+        n = poisson(rng, 20)
+        keys = {"a": EntityMinute(requests=n, gpu_ms=100.0 * n)}
+        if i >= 40:  # "b" is young while "a" is warm
+            keys["b"] = EntityMinute(requests=30, gpu_ms=3e3)
+        fleet = EntityMinute(requests=FLEET, gpu_ms=100.0 * FLEET)
+        detector.observe_minute(
+            MinuteView(start, start + timedelta(minutes=1), {"api_key": keys}, fleet)
+        )
+    warm, young = detector.states.get("api_key:a"), detector.states.get("api_key:b")
+    assert warm is not None and young is not None
+    assert warm.share.warm and not young.share.warm
+    assert young.mean is young.tail is young.paged is _UNLEARNED == []
+    assert young.slots is _NO_BURSTS == {} and warm.slots is not _NO_BURSTS
+    assert warm.mean is not _UNLEARNED and warm.seen > 0 and any(warm.mean)
+    assert len({id(warm.mean), id(warm.var), id(warm.tail), id(warm.long)}) == 4
