@@ -261,7 +261,7 @@ class KeyOffset:
     """A key's own usual mean z (some keys always ask harder prompts) and its usual confidence:
     each an exponentially weighted mean of its minutes' (:data:`OFFSET_FADING`), started at
     the first one. Plain floats: a river ``EWMean`` costs about 300 bytes, two per key and
-    request detector (60 MiB over 100,000 keys).
+    request detector (40 MiB of the engine's peak at 100,000 keys).
 
     >>> from pipeline.detectors.request_norm import KeyMinute
     >>> offset = KeyOffset()
