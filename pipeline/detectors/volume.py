@@ -47,7 +47,10 @@ variability, learned from its own history:
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
-adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too. A long
+adaptive threshold, at least ``min_ratio`` times what is expected, with GPU-ms up too (for a long
+horizon, whose memory averages a rise with the quiet minutes before it, that size is also
+reached when the last 5 minutes reach it: a lasting doubling is sure over 15 minutes well before
+their average has doubled). A long
 horizon alarms only while the last 5 minutes are still :data:`STILL_ELEVATED` times what is
 expected: its memory outlasts an incident, and a page would then be about what has stopped; and
 a minute that alarmed counts as usual in the long horizons (it was paged once, and is not paged
@@ -444,8 +447,12 @@ class VolumeDetector:
         if not peek:
             self.threshold.update(score, (entity_type, entity_id))
         threshold = self.threshold.value
+        size, gpu_size = ratio, gpu_ratio
+        if index >= short:  # a long horizon's memory dilutes a rise with the minutes before it
+            size = max(ratio, _ratio(now[0], now[1]))
+            gpu_size = max(gpu_ratio, _ratio(now[2], now[3]))
         alarming = (
-            score >= threshold and ratio >= self.min_ratio and gpu_ratio >= self.min_ratio / 2
+            score >= threshold and size >= self.min_ratio and gpu_size >= self.min_ratio / 2
         )
         outlasting, under_way = None, None
         if not peek:

@@ -103,6 +103,16 @@ def test_a_subtle_lasting_spike_on_a_smooth_key_is_caught() -> None:
     assert alarms and 300 <= alarms[0] < 315
 
 
+def test_a_lasting_doubling_of_a_smooth_key_is_paged_once_its_15_minutes_are_sure() -> None:
+    """A quiet key (10 requests a minute) that sends 2.2x for good: its 5 minutes are not
+    surprising enough alone, and the 15 minutes' memory averages the rise with the quiet minutes
+    before it (1.7x after ten minutes). Their surprise with the last 5 minutes at 2x is paged
+    (before: up to 39 minutes later, once the rise outlasted every horizon)."""
+    for seed in range(6):
+        alarms = run(lambda i, rng: poisson(rng, 10 * (2.2 if i >= 300 else 1)), 340, seed=seed)
+        assert alarms and 300 <= alarms[0] < 315, (seed, alarms[:1])
+
+
 def test_a_new_key_ramping_up_from_nothing_is_learned_not_paged() -> None:
     def ramp(i: int, rng: random.Random) -> float:
         level = 0.0 if i < 180 else min(1.0, (i - 180) / 40)
