@@ -298,13 +298,13 @@ class SpendLedger:
         changed, self._unreported = self._unreported, set()
         pending, self._pending = self._pending, {}
         for (tenant, api_key, day), counted in pending.items():  # in the order first seen
-            changed.add(self._count(("tenant", tenant, day), counted))
+            self._fold(("tenant", tenant, day), counted, changed)
             keys = self._keys.get(day)
             if keys is None:
                 keys = self._keys[day] = set()
             if api_key in keys or len(keys) < self.max_keys:
                 keys.add(api_key)
-                changed.add(self._count(("api_key", api_key, day), counted))
+                self._fold(("api_key", api_key, day), counted, changed)
             else:
                 self.untracked += counted[2]
         entries = [SpendEntry(*key, *self.totals[key]) for key in sorted(changed)]
@@ -315,7 +315,11 @@ class SpendLedger:
                 self._keys = {d: keys for d, keys in self._keys.items() if d >= oldest}
         return entries
 
-    def _count(self, key: tuple[str, str, int], counted: list[int]) -> tuple[str, str, int]:
+    def _fold(
+        self, key: tuple[str, str, int], counted: list[int], changed: set[tuple[str, str, int]]
+    ) -> None:
+        """Add a tick's counts to ``key``'s totals and note it as changed."""
+        changed.add(key)
         total = self.totals.get(key)
         if total is None:
             self.totals[key] = counted.copy()
@@ -325,7 +329,6 @@ class SpendLedger:
             total[2] += counted[2]
             if counted[3] > total[3]:
                 total[3] = counted[3]
-        return key
 
 
 class BudgetBook:

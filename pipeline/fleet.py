@@ -43,7 +43,7 @@ from pipeline.detectors import (
     WindowDetector,
     adopt_new_tests,
 )
-from pipeline.detectors.base import bound_entities
+from pipeline.detectors.base import Group, bound_entities
 from pipeline.detectors.norms import (
     Context,
     FleetNorms,
@@ -55,7 +55,7 @@ from pipeline.detectors.norms import (
 )
 from pipeline.detectors.request_norm import KeyMinute
 from pipeline.metrics import WINDOW_S
-from pipeline.minute_view import Group, build_minute_view, build_peek_view
+from pipeline.minute_view import build_minute_view, build_peek_view
 from pipeline.records import Alert, Evidence
 from pipeline.state_format import seal, unseal
 

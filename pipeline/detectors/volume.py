@@ -507,7 +507,7 @@ class VolumeDetector:
             },
             event_count=round(observed),
             magnitude=ratio / usual_high,
-            stake=max(observed_gpu - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
+            stake=_gpu_stake(observed_gpu, expected_gpu, fleet_gpu),
         )
 
     def _follow_rise(self, state: _ShareState, minute: Window, now: datetime) -> _Rise | None:
@@ -593,7 +593,7 @@ class VolumeDetector:
             },
             event_count=round(observed),
             magnitude=ratio / usual_high,
-            stake=max(gpu_ms - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0,
+            stake=_gpu_stake(gpu_ms, expected_gpu, fleet_gpu),
         )
 
     def _windows(
@@ -799,6 +799,11 @@ def _top_minute_capped(
     cut = (o - capped) if fading == 1.0 else fading**top * (o - capped)
     # (clipped at 0: the window's sums start at the end of the warm-up, its minutes before it)
     return (max(window[0] - cut, 0.0), window[1], max(window[2] - cut * g / o, 0.0), *window[3:])
+
+
+def _gpu_stake(gpu_ms: float, expected_gpu: float, fleet_gpu: float) -> float:
+    """The share of the fleet's GPU-ms that an entity's excess over its expected GPU-ms is."""
+    return max(gpu_ms - expected_gpu, 0.0) / fleet_gpu if fleet_gpu > 0 else 0.0
 
 
 def _ratio(observed: float, expected: float) -> float:
