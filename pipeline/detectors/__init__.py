@@ -62,11 +62,15 @@ def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[Windo
 
 
 def adopt_new_tests(detectors: Iterable[object], max_entities: int) -> None:
-    """Give request-norm detectors restored from a snapshot the sequential test that
-    :func:`default_detectors` has given their kind since it was saved (fresh: it learns from
-    the restore on), so an upgrade does not leave a restarted worker without it."""
-    fresh = {d.name: d.cusum for d in default_detectors(max_entities)
+    """Give request-norm detectors restored from a snapshot what :func:`default_detectors`
+    gives their kind now: the sequential test, if they were saved without one (fresh: it
+    learns from the restore on), and the window test's score floor (what their threshold
+    learned is kept), so an upgrade reaches a restarted worker."""
+    fresh = {d.name: d for d in default_detectors(max_entities)
              if isinstance(d, RequestNormDetector)}  # fmt: skip
     for detector in detectors:
-        if isinstance(detector, RequestNormDetector) and detector.cusum is None:
-            detector.cusum = fresh.get(detector.name)
+        if isinstance(detector, RequestNormDetector) and detector.name in fresh:
+            now = fresh[detector.name]
+            detector.threshold.floor = now.threshold.floor
+            if detector.cusum is None:
+                detector.cusum = now.cusum

@@ -59,8 +59,15 @@ MATURE = 200
 OUTLIER_CHANCE_DAYS = 10.0
 MINUTES_PER_DAY = 1_440
 # Scored requests (exponentially weighted) a context has seen before its own outlier rate is
-# used; until then, and wherever its tails are lighter, a Gaussian context's rate is.
+# known. Until then its requests count as no outliers: a Gaussian's rate (0.13 % beyond 3
+# standard deviations) is a seventh of real tails', and young contexts' chance outliers passed
+# the bar. Once known, a context's rate is at least a Gaussian's.
 OUTLIER_MATURE = 200.0
+# The least score of a window of a key's requests (their mean z-score, less the key's usual,
+# times the root of their number; the adaptive threshold follows the fleet's normal windows
+# above it): a shift of 4 standard errors, with outliers past the bar above. Chance is the
+# outlier test's to bound; this says the whole window moved, not a few requests in it.
+SCORE_FLOOR = 4.0
 RUNAWAY_MATURE = 1_000.0  # scored requests (exponentially weighted) before its runaway rate
 RUNAWAY_STATUSES = frozenset(("truncated", "timeout"))
 OFFSET_FADING = 0.02  # per minute: a key's usual z and confidence follow its last ~50 minutes
@@ -174,11 +181,11 @@ class ContextNorm:
             return None
         return self.runaway / self.runaway_scored
 
-    def outlier_rate(self, floor: float) -> float:
-        """The share of its requests that score ``flag_z`` or more, at least ``floor`` (and
-        ``floor`` until it has scored :data:`OUTLIER_MATURE` requests)."""
+    def outlier_rate(self, floor: float) -> float | None:
+        """The share of its requests that score ``flag_z`` or more, at least ``floor`` (None
+        until it has scored :data:`OUTLIER_MATURE` requests)."""
         if self.scored < OUTLIER_MATURE:
-            return floor
+            return None
         return max(floor, self.outliers / self.scored)
 
     @property
@@ -221,7 +228,7 @@ class ContextNorm:
 class KeyMinute:
     requests: int = 0
     z_sum: float = 0.0
-    flagged: int = 0
+    flagged: int = 0  # outliers (z >= flag_z) among its requests whose context's rate is known
     value_sum: float = 0.0
     expected_sum: float = 0.0
     confidence_sum: float = 0.0
@@ -320,7 +327,7 @@ class RequestNormDetector:
         flag_z: float = 3.0,
         min_flagged: int = 3,
         min_requests: int = 8,
-        score_floor: float = 6.0,
+        score_floor: float = SCORE_FLOOR,
         max_entities: int = 200_000,
         min_sd: float = 0.1,
         cusum_h0: float | None = None,
@@ -392,9 +399,11 @@ class RequestNormDetector:
             acc.r_n += 1
             acc.r_sum += r
             acc.r_sq += r * r
-        acc.flagged += z >= self.flag_z
         if warm:
-            acc.flags_expected += norm.outlier_rate(self.gaussian_rate)
+            chance = norm.outlier_rate(self.gaussian_rate)
+            if chance is not None:  # an outlier only against its context's own tails
+                acc.flagged += z >= self.flag_z
+                acc.flags_expected += chance
             if self.runaway_rates:
                 rate = norm.runaway_rate()
                 if rate is not None:

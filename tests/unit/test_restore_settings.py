@@ -22,6 +22,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.detectors import Finding, MinuteView, default_detectors
 from pipeline.detectors.base import EntityBounded
+from pipeline.detectors.request_norm import SCORE_FLOOR, RequestNormDetector
 from pipeline.detectors.volume import VolumeDetector
 from pipeline.engine import Engine
 from pipeline.events import AllocationEvent, encode_event, example_event
@@ -286,3 +287,13 @@ def test_a_snapshot_from_before_the_sequential_test_of_passes_restores_with_it()
     assert engine.fleet is None
     for tests in (pass_tests(engine._request_detectors), pass_tests(stage.detectors)):
         assert len(tests) == 1 and tests[0] is not None
+
+
+def test_a_restored_request_detector_judges_windows_by_the_current_score_floor() -> None:
+    """The format-0 fixtures were saved when a window's score had to reach 6; restored, their
+    request detectors take the code's floor (:data:`SCORE_FLOOR`), in both stages."""
+    engine = Engine.restore((FIXTURES / "engine_state_format0.pickle").read_bytes(), Settings())
+    stage = FleetStage.restore((FIXTURES / "fleet_state_format0.pickle").read_bytes(), Settings())
+    for detectors in (engine._request_detectors, stage.detectors):
+        floors = [d.threshold.floor for d in detectors if isinstance(d, RequestNormDetector)]
+        assert floors == [SCORE_FLOOR, SCORE_FLOOR]
