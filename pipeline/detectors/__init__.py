@@ -64,8 +64,9 @@ def default_detectors(max_entities: int = 200_000, seed: int = 42) -> list[Windo
 def adopt_new_tests(detectors: Iterable[object], max_entities: int) -> None:
     """Give request-norm detectors restored from a snapshot what :func:`default_detectors`
     gives their kind now: the sequential test, if they were saved without one (fresh: it
-    learns from the restore on), and the window test's score floor (what their threshold
-    learned is kept), so an upgrade reaches a restarted worker."""
+    learns from the restore on), the test of a key's last minutes' residuals (its tail learned
+    from the restore on), and the window test's score floor (what their threshold learned is
+    kept), so an upgrade reaches a restarted worker."""
     fresh = {d.name: d for d in default_detectors(max_entities)
              if isinstance(d, RequestNormDetector)}  # fmt: skip
     for detector in detectors:
@@ -74,3 +75,5 @@ def adopt_new_tests(detectors: Iterable[object], max_entities: int) -> None:
             detector.threshold.floor = now.threshold.floor
             if detector.cusum is None:
                 detector.cusum = now.cusum
+            elif now.cusum is not None:
+                detector.cusum.window_once_in = now.cusum.window_once_in

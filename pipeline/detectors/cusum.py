@@ -61,20 +61,45 @@ its own dispersion, and a run of its ordinary minutes is not a shift:
 False
 >>> 3 < clumpy.bar(clumpy.states.get("k")) / 28.0 < 6
 True
+
+The same usual residual and dispersion also judge a key's last few minutes at once (with
+``window_once_in``): their excess over the key's usual, in standard deviations of its own
+minutes (``sum(r - mean_key) / sqrt(n * dispersion)``, the dispersion at least 1). A shift of
+the whole key that is plain within a minute or three (5x reasoning on most of its requests, each
+a little over its context's spread and few of them outliers) is found there, where the
+sequential test, which counts a minute for at most 3 of its deviations, takes many minutes. Its
+bar is the value this statistic passes by chance once in ``window_once_in`` minutes on one key
+or another, read off its tail as learned over every key's minutes
+(:mod:`pipeline.detectors.exceedance`; a key's run of minutes past the tail's threshold counts
+once, by its peak; the bar never under a Gaussian's), and the test waits until that tail is
+learned:
+
+>>> fleet = KeyCusum(h0=28.0, window_once_in=14_400)  # once in ten days
+>>> for i in range(150):
+...     for key in range(200):
+...         _ = fleet.observe(str(key), minute(0.0), t0 + timedelta(minutes=i), quiet)
+>>> found = fleet.observe("7", minute(2.0), t0 + timedelta(minutes=150), quiet)
+>>> found.sequential, found.statistic > found.bar > 5.0
+(False, True)
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
+from statistics import NormalDist
 from typing import TYPE_CHECKING
 
 from river import stats
 
 from pipeline.detectors.base import BoundedStore
+from pipeline.detectors.exceedance import TAIL_FROM, ExceedanceTail
 
 if TYPE_CHECKING:
     from pipeline.detectors.request_norm import KeyMinute
+
+Deviation = tuple[datetime, float, "KeyMinute"]  # a minute's start, excess over usual, sums
 
 # Half the per-request shift worth finding, in standard deviations. With unit-variance residuals
 # a benign key's walk crosses h = 28 about once per (exp(2kh) - 2kh - 1) / (2k^2) requests
@@ -95,14 +120,30 @@ DISPERSION_PRIOR = WARM_REQUESTS  # requests' worth of dispersion 1 a key's own 
 # far out is for the request-norm windows to judge, the test is for shifts too small to show in
 # any one minute (a busy key's one wild minute would otherwise carry it past its bar at once).
 MINUTE_CLIP = 3.0
+_STANDARD = NormalDist()
+
+
+@dataclass(frozen=True, slots=True)
+class Excess:
+    """What a key's test found: its statistic over its bar, for the requests since ``start``."""
+
+    sequential: bool  # the sequential test's; else the excess of the key's last few minutes
+    statistic: float
+    bar: float
+    start: datetime
+    requests: int
+    flagged: int
+    value: float  # the requests' summed feature ...
+    expected: float  # ... and their contexts' norms
 
 
 class CusumState:
-    """One key: the statistic, its usual residual, and the excursion since ``S`` left 0."""
+    """One key: the statistic, its usual residual, the excursion since ``S`` left 0, and its
+    last closed minutes' deviations from the usual (for the window test)."""
 
     __slots__ = (
-        "expected", "flagged", "minutes", "pending", "requests", "s", "spread_n", "spread_sum",
-        "start", "usual_n", "usual_sum", "value",
+        "expected", "flagged", "minutes", "peak", "pending", "recent", "requests", "s",
+        "spread_n", "spread_sum", "start", "usual_n", "usual_sum", "value",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -111,6 +152,8 @@ class CusumState:
         self.usual_n = 0.0  # each minute weighted by its requests (no start-up bias)
         self.spread_sum = self.spread_n = DISPERSION_PRIOR  # its dispersion, at first 1
         self.pending = (0.0, 0.0, 0)  # the run's (squared deviations, requests, minutes)
+        self.recent: tuple[Deviation, ...] = ()  # the last closed minutes', oldest first
+        self.peak = 0.0  # the highest window of its run past TAIL_FROM (0: no run)
         self.minutes = 0
         self.start: datetime | None = None
         self.requests = 0
@@ -121,6 +164,8 @@ class CusumState:
     def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
         self.spread_sum = self.spread_n = DISPERSION_PRIOR  # absent from older snapshots
         self.pending = (0.0, 0.0, 0)
+        self.recent = ()
+        self.peak = 0.0
         for name, value in state[1].items():
             setattr(self, name, value)
 
@@ -143,25 +188,47 @@ class CusumState:
         self.spread_n = kept * self.spread_n + n
         self.pending = (0.0, 0.0, 0)
 
-    def restart(self) -> None:
-        """A new run (an alert's run is not learned)."""
+    def restart(self, *, alerted: bool = True) -> None:
+        """A new run. After an alert (``alerted``) its minutes are neither learned nor judged
+        again."""
         self.pending = (0.0, 0.0, 0)
+        if alerted:
+            self.recent = ()
+            self.peak = 0.0
         self.s, self.start = 0.0, None
         self.requests = self.flagged = 0
         self.value = self.expected = 0.0
 
 
 class KeyCusum:
-    """One-sided CUSUM of request residuals per key, fed one closed minute at a time."""
+    """One-sided CUSUM of request residuals per key, fed one closed minute at a time; with
+    ``window_once_in``, also the excess of the key's last ``windows_min`` minutes at once (over
+    at least ``min_requests`` requests)."""
 
     def __init__(
-        self, k: float = CUSUM_K, h0: float = CUSUM_H0, max_entities: int = 200_000
+        self,
+        k: float = CUSUM_K,
+        h0: float = CUSUM_H0,
+        max_entities: int = 200_000,
+        windows_min: tuple[int, ...] = (1, 2, 3),
+        min_requests: int = 8,
+        window_once_in: float | None = None,
     ) -> None:
         self.k = k
         self.h0 = h0
         self.states: BoundedStore[str, CusumState] = BoundedStore(max_entities)
         self.fleet_var = stats.EWMean(fading_factor=0.001)
         self.fleet_minutes = 0
+        self.windows_min = windows_min
+        self.min_requests = min_requests
+        self.window_once_in = window_once_in  # minutes; None: no window test
+        self.tail = ExceedanceTail()  # of every key's closed windows, their best excess
+        self.window_bar: float | None = None  # for the minute under way (None: not learned)
+        self._minute: tuple[datetime | None, int] = (None, 0)  # being closed; keys so far
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__()  # type: ignore[misc]  # fields absent from older snapshots
+        self.__dict__.update(state)
 
     @property
     def threshold(self) -> float:
@@ -176,58 +243,118 @@ class KeyCusum:
 
     def observe(
         self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]
-    ) -> CusumState | None:
-        """Add a closed minute of ``key``; the state (before its restart) when it alerts.
+    ) -> Excess | None:
+        """Add a closed minute of ``key``; what a test found, if anything (its last minutes
+        at once first, then the sequential test).
 
         ``fleet`` is the sum and count of every key's residuals in the minute: what the other
         keys' requests showed at the same time is taken off (a shift for everyone).
         """
         if not acc.r_n:
             return None
+        self._count_key(start)
         excess = acc.r_sum - acc.r_n * _others_mean(acc, fleet)
         state = self.states.get_or_create(key, CusumState)
         self.fleet_var.update(acc.r_sq / acc.r_n)
         self.fleet_minutes += 1
+        deviation = 0.0
         if state.usual_n > 0.0:
-            state.wait(excess - acc.r_n * state.usual_sum / state.usual_n, acc.r_n)
+            deviation = excess - acc.r_n * state.usual_sum / state.usual_n
+            state.wait(deviation, acc.r_n)
         if not self._warm(state):
             state.settle()
             self._learn(state, acc, excess)
             return None
+        minutes = (*state.recent, (start, deviation, acc))
+        if self.window_once_in is not None:
+            window = self._best_window(state, minutes, start)
+            if window is not None:
+                if self.window_bar is not None and window[0] >= self.window_bar:
+                    state.restart()
+                    return _window_excess(window, self.window_bar)
+                self._learn_tail(state, window[0])
+        reach = (max(self.windows_min) - 1) * 60  # the next minute's windows reach back so far
+        state.recent = tuple(m for m in minutes if (start - m[0]).total_seconds() < reach)
         s, bar = self._next(state, acc, excess), self.bar(state)
         if s == 0.0:
             state.settle()
-            state.restart()
+            state.restart(alerted=False)
         else:
             self._extend(state, acc, start, s)
         if s < bar:
             self._learn(state, acc, excess)
             return None
-        found = CusumState()
-        found.spread_sum, found.spread_n = state.spread_sum, state.spread_n
-        found.s, found.start, found.requests = s, state.start, state.requests
-        found.flagged, found.value, found.expected = state.flagged, state.value, state.expected
+        found = Excess(
+            sequential=True, statistic=s, bar=bar, start=state.start or start,
+            requests=state.requests, flagged=state.flagged, value=state.value,
+            expected=state.expected,
+        )  # fmt: skip
         state.restart()
         return found
 
     def peek(
         self, key: str, acc: KeyMinute, start: datetime, fleet: tuple[float, int]
-    ) -> CusumState | None:
+    ) -> Excess | None:
         """What :meth:`observe` would say if the minute closed now; nothing changes."""
         state = self.states.get(key)
         if state is None or not self._warm(state) or not acc.r_n:
             return None
-        s = self._next(state, acc, acc.r_sum - acc.r_n * _others_mean(acc, fleet))
-        if s < self.bar(state):
+        excess = acc.r_sum - acc.r_n * _others_mean(acc, fleet)
+        if self.window_bar is not None:
+            deviation = excess - acc.r_n * state.usual_sum / state.usual_n
+            window = self._best_window(state, (*state.recent, (start, deviation, acc)), start)
+            if window is not None and window[0] >= self.window_bar:
+                return _window_excess(window, self.window_bar)
+        s, bar = self._next(state, acc, excess), self.bar(state)
+        if s < bar:
             return None
-        found = CusumState()
-        found.spread_sum, found.spread_n = state.spread_sum, state.spread_n
-        found.s, found.start = s, state.start or start
-        found.requests = state.requests + acc.requests
-        found.flagged = state.flagged + acc.flagged
-        found.value = state.value + acc.value_sum
-        found.expected = state.expected + acc.expected_sum
-        return found
+        return Excess(
+            sequential=True, statistic=s, bar=bar, start=state.start or start,
+            requests=state.requests + acc.requests, flagged=state.flagged + acc.flagged,
+            value=state.value + acc.value_sum, expected=state.expected + acc.expected_sum,
+        )  # fmt: skip
+
+    def _count_key(self, start: datetime) -> None:
+        """Count the keys judged in each closed minute; at a new one, set :attr:`window_bar`
+        for the number judged in the last."""
+        minute, keys = self._minute
+        if start == minute:
+            self._minute = (minute, keys + 1)
+            return
+        self._minute = (start, 1)
+        if self.window_once_in is not None and minute is not None:
+            tests = keys * self.window_once_in
+            learned = self.tail.once_in(tests)
+            gaussian = -_STANDARD.inv_cdf(1.0 / tests)
+            self.window_bar = None if learned is None else max(learned, gaussian)
+
+    def _learn_tail(self, state: CusumState, z: float) -> None:
+        """Learn a key's window into the fleet's tail, declustered: a run of its minutes past
+        TAIL_FROM (one excursion, its windows overlapping) counts once, by its peak, when it
+        ends; an excursion that pages is not learned (:meth:`CusumState.restart`)."""
+        if z > TAIL_FROM:
+            state.peak = max(state.peak, z)
+            self.tail.learn(0.0)
+        else:
+            self.tail.learn(state.peak or z)
+            state.peak = 0.0
+
+    def _best_window(
+        self, state: CusumState, minutes: tuple[Deviation, ...], now: datetime
+    ) -> tuple[float, list[Deviation]] | None:
+        """The key's highest excess over its windows of its last minutes up to ``now``, in
+        standard deviations of its own minutes (their dispersion, at least 1)."""
+        spread = max(1.0, state.dispersion)
+        best: tuple[float, list[Deviation]] | None = None
+        for span in self.windows_min:
+            inside = [m for m in minutes if (now - m[0]).total_seconds() < span * 60]
+            n = sum(m[2].r_n for m in inside)
+            if n < self.min_requests:
+                continue
+            z = sum(m[1] for m in inside) / math.sqrt(n * spread)
+            if best is None or z > best[0]:
+                best = (z, inside)
+        return best
 
     def forget_run(self, key: str) -> None:
         """Another test alerted for ``key``: this excursion is the same incident."""
@@ -261,6 +388,16 @@ class KeyCusum:
         state.usual_sum = (1 - USUAL_FADING) * state.usual_sum + excess
         state.usual_n = (1 - USUAL_FADING) * state.usual_n + acc.r_n
         state.minutes += 1
+
+
+def _window_excess(window: tuple[float, list[Deviation]], bar: float) -> Excess:
+    z, inside = window
+    sums = [m[2] for m in inside]
+    return Excess(
+        sequential=False, statistic=z, bar=bar, start=inside[0][0],
+        requests=sum(m.requests for m in sums), flagged=sum(m.flagged for m in sums),
+        value=sum(m.value_sum for m in sums), expected=sum(m.expected_sum for m in sums),
+    )  # fmt: skip
 
 
 def _others_mean(acc: KeyMinute, fleet: tuple[float, int]) -> float:

@@ -8,7 +8,8 @@ last minute or the last few: a blatant decoy shows at once, a steadier one adds 
 and several of its requests are outliers, so one odd request never pages anyone. With
 ``cusum_h0`` set, a per-key sequential test (:mod:`pipeline.detectors.cusum`) also sums each
 request's residual over as long as it takes, for a decoy on a minority of requests whose shift is
-too small for any few-minute window.
+too small for any few-minute window; and the same residuals' excess over the key's last few
+minutes pages a shift of the whole key whose requests are not outliers one by one.
 
 >>> import random
 >>> from pipeline.events import example_event
@@ -42,7 +43,7 @@ from pipeline.detectors.base import (
     MinuteView,
     binomial_surprise,
 )
-from pipeline.detectors.cusum import CUSUM_K, CusumState, KeyCusum
+from pipeline.detectors.cusum import CUSUM_K, Excess, KeyCusum
 from pipeline.detectors.norms import MAX_UNMERGED, Context, Learned, NormReport, NormState, learn
 from pipeline.events import AllocationEvent
 
@@ -333,6 +334,7 @@ class RequestNormDetector:
         cusum_h0: float | None = None,
         cusum_k: float = CUSUM_K,
         runaway_rates: bool = False,
+        window_excess: bool = True,
     ) -> None:
         self.name = kind
         self.kind = kind
@@ -355,8 +357,11 @@ class RequestNormDetector:
         self.offsets: BoundedStore[str, KeyOffset] = BoundedStore(max_entities)
         self._pending: dict[tuple[int, str], KeyMinute] = {}
         self.keys_judged = 0  # in the last closed minute: how many keys chance had to play on
+        # with the sequential test, a key's last minutes' residuals are also judged at once,
+        # on a bar passed by chance once in OUTLIER_CHANCE_DAYS days (:mod:`.cusum`)
+        window_once_in = MINUTES_PER_DAY * OUTLIER_CHANCE_DAYS if window_excess else None
         self.cusum = (
-            KeyCusum(k=cusum_k, h0=cusum_h0, max_entities=max_entities)
+            KeyCusum(cusum_k, cusum_h0, max_entities, horizons_min, min_requests, window_once_in)
             if cusum_h0 is not None
             else None
         )
@@ -465,7 +470,7 @@ class RequestNormDetector:
             if best is None or not self._alarming(best[0], best[1]):
                 found = self.cusum.peek(key, acc, view.start, fleet) if self.cusum else None
                 if found is not None:
-                    findings.append(self._sequential_finding(key, found, view))
+                    findings.append(self._excess_finding(key, found, view))
                 continue
             score, window, start = best
             offset = self.offsets.get(key)
@@ -508,7 +513,7 @@ class RequestNormDetector:
         if best is None or not self._alarming(best[0], best[1]):
             offset.learn(acc)
             found = self.cusum.observe(key, acc, view.start, fleet) if self.cusum else None
-            return None if found is None else self._sequential_finding(key, found, view)
+            return None if found is None else self._excess_finding(key, found, view)
         if self.cusum is not None:
             self.cusum.forget_run(key)
         score, window, start = best
@@ -591,8 +596,9 @@ class RequestNormDetector:
             stake=_stake(n, ratio, len(recent), view),
         )
 
-    def _sequential_finding(self, key: str, found: CusumState, view: MinuteView) -> Finding:
-        assert self.cusum is not None and found.start is not None
+    def _excess_finding(self, key: str, found: Excess, view: MinuteView) -> Finding:
+        """A finding of the key's tests of its residuals: the sequential test's steady excess,
+        or its last minutes' excess at once."""
         n = max(found.requests, 1)
         value, expected = found.value / n, found.expected / n
         ratio = value / expected if expected > 0 else float("inf")
@@ -600,11 +606,21 @@ class RequestNormDetector:
         what = "reasoning tokens" if self.feature == "reasoning_tokens" else "passes"
         tenant = view.tenant_of_key.get(key)
         who = f"api key {key}" + (f" (tenant {tenant})" if tenant else "")
-        threshold = self.cusum.bar(found)
+        if found.sequential:
+            test = "sequential_test"
+            how = (
+                f"a steady excess over {found.requests} requests (sequential test "
+                f"{found.statistic:.0f}, threshold {found.bar:.0f})"
+            )
+        else:
+            test = "window_excess"
+            how = (
+                f"{found.statistic:.1f} standard deviations of its own minutes above its usual "
+                f"(bar {found.bar:.1f}) over {found.requests} requests"
+            )
         summary = (
             f"{who} averaged {value:,.0f} {what} per request over {minutes} min, {ratio:.2f}x the "
-            f"norm for its model, route and difficulty ({expected:,.0f}): a steady excess over "
-            f"{found.requests} requests (sequential test {found.s:.0f}, threshold {threshold:.0f})"
+            f"norm for its model, route and difficulty ({expected:,.0f}): {how}"
         )
         return Finding(
             kind=self.kind,
@@ -612,13 +628,13 @@ class RequestNormDetector:
             entity_id=key,
             window_start=found.start,
             window_end=view.end,
-            score=found.s,
-            threshold=threshold,
+            score=found.statistic,
+            threshold=found.bar,
             summary=summary,
             evidence={
                 f"{self.feature}_per_request": (value, expected),
                 "outlier_share": (found.flagged / n, 0.0),
-                "sequential_test": (found.s, threshold),
+                test: (found.statistic, found.bar),
             },
             event_count=found.requests,
             magnitude=ratio,

@@ -66,7 +66,7 @@ def test_a_clear_shift_of_a_clumpy_key_is_still_found_on_the_bar_it_had_before()
         if found is not None:
             break
     assert found is not None, "a 1.5-spread shift of a clumpy key went unfound for 10 minutes"
-    assert test.bar(found) < before * 1.1, "the shift taught the bar it was to cross"
+    assert found.bar < before * 1.1, "the shift taught the bar it was to cross"
 
 
 def test_a_snapshot_from_before_the_dispersion_restores_with_the_plain_bar() -> None:

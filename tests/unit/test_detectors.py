@@ -301,7 +301,11 @@ def test_the_sequential_test_catches_a_steady_minority_of_inflated_requests() ->
     here); with its windows the detector pages the key no later (here by a window of 4
     outliers in 14 requests, 1.2x)."""
     sequential_only = RequestNormDetector(
-        "reasoning_inflation", "reasoning_tokens", cusum_h0=CUSUM_H0, min_flagged=10**9
+        "reasoning_inflation",
+        "reasoning_tokens",
+        cusum_h0=CUSUM_H0,
+        min_flagged=10**9,
+        window_excess=False,
     )
     alerts = run(sequential_only, _subtle_inflation(), seed=5)
     assert alerts and {(a.kind, a.entity_id) for a in alerts} == {("reasoning_inflation", "k0")}
