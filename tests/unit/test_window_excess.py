@@ -54,7 +54,7 @@ def test_a_shift_of_a_whole_key_is_paged_in_its_first_minute_by_the_window_test(
     test = KeyCusum(window_once_in=TEN_DAYS)
     assert run_fleet(test, rng, 150) == []
     assert test.window_bar is not None
-    # 2 standard deviations on every request (a third of them outliers): 8.9 of the minute's
+    # 2 standard deviations on every request (a sixth of them past 3): 8.9 of the minute's
     found = test.observe("7", minute(rng, 2.0), T0 + timedelta(minutes=150), QUIET)
     assert found is not None and not found.sequential
     assert found.statistic >= found.bar and found.requests == 20
