@@ -170,6 +170,11 @@ class CusumState:
             setattr(self, name, value)
 
     @property
+    def usual(self) -> float:
+        """Its usual residual per request (once it has learned any)."""
+        return self.usual_sum / self.usual_n
+
+    @property
     def dispersion(self) -> float:
         """The variance of its minutes' excess per request."""
         return self.spread_sum / self.spread_n
@@ -259,22 +264,22 @@ class KeyCusum:
         self.fleet_minutes += 1
         deviation = 0.0
         if state.usual_n > 0.0:
-            deviation = excess - acc.r_n * state.usual_sum / state.usual_n
+            deviation = excess - acc.r_n * state.usual
             state.wait(deviation, acc.r_n)
         if not self._warm(state):
             state.settle()
             self._learn(state, acc, excess)
             return None
-        minutes = (*state.recent, (start, deviation, acc))
         if self.window_once_in is not None:
+            minutes = (*state.recent, (start, deviation, acc))
             window = self._best_window(state, minutes, start)
             if window is not None:
                 if self.window_bar is not None and window[0] >= self.window_bar:
                     state.restart()
                     return _window_excess(window, self.window_bar)
                 self._learn_tail(state, window[0])
-        reach = (max(self.windows_min) - 1) * 60  # the next minute's windows reach back so far
-        state.recent = tuple(m for m in minutes if (start - m[0]).total_seconds() < reach)
+            reach = (max(self.windows_min) - 1) * 60  # the next minute's windows reach back
+            state.recent = tuple(m for m in minutes if (start - m[0]).total_seconds() < reach)
         s, bar = self._next(state, acc, excess), self.bar(state)
         if s == 0.0:
             state.settle()
@@ -301,7 +306,7 @@ class KeyCusum:
             return None
         excess = acc.r_sum - acc.r_n * _others_mean(acc, fleet)
         if self.window_bar is not None:
-            deviation = excess - acc.r_n * state.usual_sum / state.usual_n
+            deviation = excess - acc.r_n * state.usual
             window = self._best_window(state, (*state.recent, (start, deviation, acc)), start)
             if window is not None and window[0] >= self.window_bar:
                 return _window_excess(window, self.window_bar)
@@ -369,9 +374,8 @@ class KeyCusum:
     def _next(self, state: CusumState, acc: KeyMinute, excess: float) -> float:
         """``S`` after the minute; the minute's excess over the key's usual counts for at most
         MINUTE_CLIP of its own standard deviations."""
-        usual = state.usual_sum / state.usual_n
         most = MINUTE_CLIP * math.sqrt(acc.r_n * max(1.0, state.dispersion))
-        return max(0.0, state.s + min(excess - acc.r_n * usual, most) - acc.r_n * self.k)
+        return max(0.0, state.s + min(excess - acc.r_n * state.usual, most) - acc.r_n * self.k)
 
     @staticmethod
     def _extend(state: CusumState, acc: KeyMinute, start: datetime, s: float) -> None:
