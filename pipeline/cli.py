@@ -443,7 +443,10 @@ def evaluate(
     labels: Annotated[Path | None, typer.Option(help="Incident labels for --events.")] = None,
     seed: Annotated[
         list[int] | None,
-        typer.Option(help="Without --events: simulate the default suite with this seed (repeat)."),
+        typer.Option(
+            help="Without --events: simulate the default suite with this seed (repeat: each "
+            "seed's table, then all of them together)."
+        ),
     ] = None,
     workload: Annotated[
         list[str] | None,
@@ -459,6 +462,7 @@ def evaluate(
     partitions: Partitions = None,
 ) -> None:
     """Score the detectors against labelled incidents: per-kind detection, delay, precision."""
+    from pipeline.evaluation import across_seeds
     from pipeline.feeds import UnusableInput, evaluate_files, evaluate_suite
     from pipeline.simulate import HorizonTooShort
 
@@ -478,6 +482,7 @@ def evaluate(
         typer.echo(report.table())
         return
     for chosen in choose_workloads(workload or ([] if arrivals else ["all"]), arrivals):
+        reports = []
         for s in seed or [0]:
             config = workload_config(chosen, hours, rate, s, tenants)
             try:
@@ -491,6 +496,11 @@ def evaluate(
             )
             typer.echo(report.table())
             typer.echo(f"\n({line})")
+            reports.append((s, report))
+        if len(reports) > 1:
+            seeds = ", ".join(str(s) for s, _ in reports)
+            typer.echo(f"\n### {chosen.name} workload, seeds {seeds} together\n")
+            typer.echo(across_seeds(reports, config.hours))
 
 
 @app.command()

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -203,6 +203,101 @@ def evaluate(
         delays_s=delays,
         repeated_alerts=len(alerts) - len({_identity(a) for a in alerts}),
     )
+
+
+def across_seeds(reports: Sequence[tuple[int, Report]], hours: float) -> str:
+    """One workload's reports of several seeds (``(seed, report)``, ``hours`` of traffic each)
+    as Markdown: each incident kind and variant over all of them (how many found, how many
+    within a minute, the median and range of the delays), each seed's line, and the figures
+    the detection targets are stated in.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from pipeline.simulate.labels import Incident
+    >>> t0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    >>> def incident(key, variant):
+    ...     return Incident(kind="volume_spike", benign=False, entity_type="api_key",
+    ...                     entity_id=key, tenant_id="t1", start=t0,
+    ...                     end=t0 + timedelta(minutes=30), intensity=6.0, variant=variant)
+    >>> from pipeline.records import Alert
+    >>> def alert(key, minutes, severity="high"):
+    ...     return Alert(alert_id=key, kind="volume_spike", entity_type="api_key",
+    ...                  entity_id=key, window_start=t0, window_end=t0,
+    ...                  detected_at=t0 + timedelta(minutes=minutes), score=9.0,
+    ...                  severity=severity, summary="", evidence={}, event_count=10)
+    >>> incidents = [incident("k1", "blatant"), incident("k2", "subtle")]
+    >>> one = evaluate([alert("k1", 0.5), alert("k2", 4)], incidents)
+    >>> two = evaluate([alert("k1", 2), alert("k9", 1, "medium")], incidents)
+    >>> text = across_seeds([(1, one), (2, two)], hours=6).splitlines()
+    >>> print("\\n".join(text[2:4] + text[7:9]))
+    | volume_spike | blatant | 2 | 2 | 1 | 1.2 min (0.5–2.0) |
+    | volume_spike | subtle | 2 | 1 | 0 | 4.0 min (4.0–4.0) |
+    | 1 | 1/1 | 1/1 | 1.00 (2) | 0 (0) | 0 | 2.2 min |
+    | 2 | 1/1 | 0/1 | 0.50 (2) | 1 (1) | 0 | 2.0 min |
+    >>> print("\\n".join(text[-1].split(" · ")))
+    2 seeds, 12 h: blatant 2/2
+    subtle 1/2 (50 %)
+    precision ≥ 0.95 on 1 of 2 (lowest 0.50)
+    median delay ≤ 60 s on 0 of 2
+    false episodes inside benign shifts 0
+    notified false episodes 1 (2.0 per 24 h)
+    """
+    rows: dict[tuple[str, str], KindRow] = {}
+    for _, report in reports:
+        for r in report.rows:
+            row = rows.setdefault((r.kind, r.variant), KindRow(r.kind, r.variant))
+            row.incidents += r.incidents
+            row.detected += r.detected
+            row.delays_s += r.delays_s
+    lines = [
+        "| incident kind | variant | incidents | detected | within 1 min | median delay (range) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows.values(), key=lambda r: (r.kind, r.variant)):
+        delay = "-"
+        if row.median_delay_s is not None:
+            low, high = min(row.delays_s) / 60, max(row.delays_s) / 60
+            delay = f"{row.median_delay_s / 60:.1f} min ({low:.1f}–{high:.1f})"
+        quick = sum(d <= 60 for d in row.delays_s)
+        lines.append(
+            f"| {row.kind} | {row.variant} | {row.incidents} | {row.detected} | {quick} | {delay} |"
+        )
+    lines += [
+        "",
+        "| seed | blatant | subtle | precision (episodes) | false (notified) "
+        "| inside benign shifts | median delay |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seed, report in reports:
+        found = {v: _found(report.rows, v) for v in ("blatant", "subtle")}
+        delay = "-" if report.median_delay_s is None else f"{report.median_delay_s / 60:.1f} min"
+        lines.append(
+            f"| {seed} | {found['blatant'][0]}/{found['blatant'][1]} | "
+            f"{found['subtle'][0]}/{found['subtle'][1]} | {report.precision:.2f} "
+            f"({report.episodes}) | {report.false_episodes} ({report.notified_false_episodes}) | "
+            f"{report.benign_false_episodes} | {delay} |"
+        )
+    blatant, subtle = (_found(rows.values(), v) for v in ("blatant", "subtle"))
+    share = f" ({100 * subtle[0] / subtle[1]:.0f} %)" if subtle[1] else ""
+    precise = sum(r.precision >= 0.95 for _, r in reports)
+    lowest = min(r.precision for _, r in reports)
+    quick = sum(r.median_delay_s is not None and r.median_delay_s <= 60 for _, r in reports)
+    notified = sum(r.notified_false_episodes for _, r in reports)
+    total_hours = hours * len(reports)
+    lines += [
+        "",
+        f"{len(reports)} seeds, {total_hours:g} h: blatant {blatant[0]}/{blatant[1]} · subtle "
+        f"{subtle[0]}/{subtle[1]}{share} · precision ≥ 0.95 on {precise} of {len(reports)} "
+        f"(lowest {lowest:.2f}) · median delay ≤ 60 s on {quick} of {len(reports)} · false "
+        f"episodes inside benign shifts {sum(r.benign_false_episodes for _, r in reports)} · "
+        f"notified false episodes {notified} ({notified * 24 / total_hours:.1f} per 24 h)",
+    ]
+    return "\n".join(lines)
+
+
+def _found(rows: Iterable[KindRow], variant: str) -> tuple[int, int]:
+    """Incidents of ``variant`` detected, of how many."""
+    of_variant = [r for r in rows if r.variant == variant]
+    return sum(r.detected for r in of_variant), sum(r.incidents for r in of_variant)
 
 
 def _identity(alert: Alert) -> tuple[str, str, str, object, object]:

@@ -176,6 +176,32 @@ def test_evaluate_on_a_file_without_valid_events_is_an_error(
     assert line.startswith(f"error: {junk} holds no valid event (2 lines, 2 rejected; see why")
 
 
+def test_evaluate_over_several_seeds_adds_them_up_in_one_summary() -> None:
+    result = run("evaluate", "--workload", "default", "--seed", "1", "--seed", "2", "--hours",
+                 "4.5", "--rate", "3", "--partitions", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    *seeds, together = result.stdout.split("\n### default workload, ")
+    assert [s.split(",")[0] for s in seeds[1:]] == ["seed 1", "seed 2"]
+    assert together.startswith("seeds 1, 2 together")
+
+    def found(table: str) -> dict[str, list[int]]:  # variant -> [detected, incidents]
+        counts: dict[str, list[int]] = {"blatant": [0, 0], "subtle": [0, 0]}
+        for line in table.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) >= 4 and cells[1] in counts and cells[2].isdigit():
+                counts[cells[1]][0] += int(cells[3])
+                counts[cells[1]][1] += int(cells[2])
+        return counts
+
+    each = [found(s) for s in seeds[1:]]
+    total = {v: [sum(c[v][i] for c in each) for i in (0, 1)] for v in ("blatant", "subtle")}
+    assert found(together) == total and total["blatant"][1] == 12
+    last = together.strip().splitlines()[-1]
+    assert last.startswith(f"2 seeds, 9 h: blatant {total['blatant'][0]}/12 · subtle "
+                           f"{total['subtle'][0]}/12 (")  # fmt: skip
+    assert "precision ≥ 0.95 on " in last and last.endswith(" per 24 h)")
+
+
 def test_replay_to_an_unreachable_clickhouse_is_one_line_and_leaves_no_output(
     simulated: tuple[Path, Path], tmp_path: Path
 ) -> None:
