@@ -280,7 +280,7 @@ class KeyCusum:
                 self._learn_tail(state, window[0])
             reach = (max(self.windows_min) - 1) * 60  # the next minute's windows reach back
             state.recent = tuple(m for m in minutes if (start - m[0]).total_seconds() < reach)
-        s, bar = self._next(state, acc, excess), self.bar(state)
+        s, bar = self._next(state, acc, deviation), self.bar(state)
         if s == 0.0:
             state.settle()
             state.restart(alerted=False)
@@ -304,13 +304,12 @@ class KeyCusum:
         state = self.states.get(key)
         if state is None or not self._warm(state) or not acc.r_n:
             return None
-        excess = acc.r_sum - acc.r_n * _others_mean(acc, fleet)
+        deviation = acc.r_sum - acc.r_n * _others_mean(acc, fleet) - acc.r_n * state.usual
         if self.window_bar is not None:
-            deviation = excess - acc.r_n * state.usual
             window = self._best_window(state, (*state.recent, (start, deviation, acc)), start)
             if window is not None and window[0] >= self.window_bar:
                 return _window_excess(window, self.window_bar)
-        s, bar = self._next(state, acc, excess), self.bar(state)
+        s, bar = self._next(state, acc, deviation), self.bar(state)
         if s < bar:
             return None
         return Excess(
@@ -371,11 +370,11 @@ class KeyCusum:
     def _warm(state: CusumState) -> bool:
         return state.minutes >= WARM_MINUTES and state.usual_n >= WARM_REQUESTS
 
-    def _next(self, state: CusumState, acc: KeyMinute, excess: float) -> float:
-        """``S`` after the minute; the minute's excess over the key's usual counts for at most
-        MINUTE_CLIP of its own standard deviations."""
+    def _next(self, state: CusumState, acc: KeyMinute, deviation: float) -> float:
+        """``S`` after the minute; its ``deviation`` (excess over the key's usual) counts for at
+        most MINUTE_CLIP of its own standard deviations."""
         most = MINUTE_CLIP * math.sqrt(acc.r_n * max(1.0, state.dispersion))
-        return max(0.0, state.s + min(excess - acc.r_n * state.usual, most) - acc.r_n * self.k)
+        return max(0.0, state.s + min(deviation, most) - acc.r_n * self.k)
 
     @staticmethod
     def _extend(state: CusumState, acc: KeyMinute, start: datetime, s: float) -> None:
