@@ -13,9 +13,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import IO, Final
 import msgspec
 
 from pipeline.alerts import encode_alert
+from pipeline.collector import long_run_collector
 from pipeline.config import Settings
 from pipeline.engine import Engine
 from pipeline.progress import ProgressFn
@@ -32,7 +32,7 @@ from pipeline.records import DeadLetter, Message, StepOutput
 from pipeline.topology import Topology
 
 OutputHandler = Callable[[StepOutput], None]
-YOUNG_OBJECTS: Final = 20_000  # the collector's first threshold during a replay
+APART_MIN_BYTES: Final = 16_000_000  # about 40,000 events: a replay of several seconds
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +85,31 @@ def replay_file(
     """Run the pipeline over a JSONL file in event time and hand every step's output on;
     ``progress`` hears of each step (stage ``replaying``). The pipeline is by default the
     two stages over the production partition count (``kafka.partitions``), whose steps carry
-    metric rows only if ``metric_rows`` (no handler that reads them, no need to build them)."""
-    engine = engine or Topology(settings, settings.kafka.partitions, metric_rows=metric_rows)
+    metric rows only if ``metric_rows`` (no handler that reads them, no need to build them),
+    with the fleet stage judging in a process of its own when :func:`judges_apart` says so."""
+    made = engine is None
+    if engine is None:
+        engine = Topology(
+            settings,
+            settings.kafka.partitions,
+            metric_rows=metric_rows,
+            judge_apart=judges_apart(path),
+        )
     log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    with _replay_collector():
-        started = time.perf_counter()
-        steps = (engine.process(batch) for batch in read_messages(path))
-        for out in _with_finish(steps, engine):
-            for handler in handlers or ():
-                handler(out)
-            if out.alerts and log.isEnabledFor(logging.INFO):
-                for alert in out.alerts:
-                    log.info("alert %s %s on %s %s at %s: %s", alert.severity, alert.kind,
-                             alert.entity_type, alert.entity_id,
-                             f"{alert.detected_at:%Y-%m-%d %H:%M}", alert.summary)
-            if progress is not None:
-                progress("replaying", engine.counters["events"], engine.clock_s)
+    try:
+        with long_run_collector():
+            started = time.perf_counter()
+            steps = (engine.process(batch) for batch in read_messages(path))
+            for out in _with_finish(steps, engine):
+                for handler in handlers or ():
+                    handler(out)
+                if out.alerts and log.isEnabledFor(logging.INFO):
+                    _log_alerts(out)
+                if progress is not None:
+                    progress("replaying", engine.counters["events"], engine.clock_s)
+    finally:
+        if made and isinstance(engine, Topology):
+            engine.close()
     c = engine.counters
     return ReplaySummary(
         events=c["events"],
@@ -112,27 +121,24 @@ def replay_file(
     )
 
 
-@contextlib.contextmanager
-def _replay_collector() -> Iterator[None]:
-    """The garbage collector set for a replay; its thresholds are given back afterwards.
+def judges_apart(path: Path) -> bool:
+    """Whether a replay of ``path`` judges the fleet in a process of its own
+    (:class:`~pipeline.fleet_judge.FleetJudge`): with two CPUs or more to run on, for a file
+    of :data:`APART_MIN_BYTES` or more (starting the process takes about a second)."""
+    return _usable_cpus() >= 2 and path.stat().st_size >= APART_MIN_BYTES
 
-    What is alive at the start (the imported modules: river, numpy, ...) lives as long as the
-    process; frozen, it is left out of the collector's full collections, which otherwise walk
-    it dozens of times per million events (1M-event file: 11 % less CPU). Garbage is collected
-    first, so that none of it (an earlier replay's engine) is frozen with it. The engine makes
-    few cycles and many objects that live for minutes of event time (window groups, each key's
-    minute), so the youngest generation is collected after :data:`YOUNG_OBJECTS` net
-    allocations instead of 700: over 4.5 h of the default suite, 1,961 young collections (and
-    17 full ones, 0.6 s of 12 CPU s) became 2 (and 1, 0.04 s).
-    """
-    gc.collect()
-    gc.freeze()
-    before = gc.get_threshold()
-    gc.set_threshold(YOUNG_OBJECTS, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the CPUs this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _log_alerts(out: StepOutput) -> None:
+    for alert in out.alerts:
+        when = f"{alert.detected_at:%Y-%m-%d %H:%M}"
+        log.info("alert %s %s on %s %s at %s: %s", alert.severity, alert.kind,
+                 alert.entity_type, alert.entity_id, when, alert.summary)  # fmt: skip
 
 
 def _with_finish(steps: Iterator[StepOutput], engine: Engine | Topology) -> Iterator[StepOutput]:

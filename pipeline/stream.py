@@ -424,7 +424,7 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
         for topic in (alerts_topic, dlq_topic, minutes_out, norms_out):  # producers do not
             await topic.maybe_declare()  # create topics
         # What is alive now (modules, the app) lives as long as the worker: frozen, the
-        # collector's full collections skip it (6 % less engine CPU, as in replay_file)
+        # collector's full collections skip it (6 % less engine CPU, as in a replay: collector.py)
         gc.collect()
         gc.freeze()
         async for batch in take_batches(stream):

@@ -35,6 +35,7 @@ from pipeline.config import Settings
 from pipeline.detectors import WindowDetector, default_detectors
 from pipeline.engine import Engine, count_step, parse_messages
 from pipeline.fleet import FleetStage
+from pipeline.fleet_judge import FleetJudge
 from pipeline.records import Message, StepOutput
 
 # Keys repeat (tenants, api keys), so routing remembers the partition of the most recent ones:
@@ -51,8 +52,18 @@ def partition_of(key: str, partitions: int) -> int:
 class Topology:
     """``partitions`` stage-1 engines and one fleet stage, fed one stream in event time."""
 
-    def __init__(self, settings: Settings, partitions: int, *, metric_rows: bool = True) -> None:
-        """``metric_rows``: whether closed windows become metric rows (see :class:`Engine`)."""
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: int,
+        *,
+        metric_rows: bool = True,
+        judge_apart: bool = False,
+    ) -> None:
+        """``metric_rows``: whether closed windows become metric rows (see :class:`Engine`);
+        ``judge_apart``: whether the fleet stage judges in a process of its own
+        (:class:`~pipeline.fleet_judge.FleetJudge`: the same alerts, in the same order, each
+        returned by a later step than in-process; :meth:`close` stops it)."""
 
         def make() -> list[WindowDetector]:
             return default_detectors(max_entities=settings.worker.max_entities)
@@ -63,7 +74,9 @@ class Topology:
             Engine(settings, make(), partition=p, metric_rows=metric_rows)
             for p in range(partitions)
         ]
-        self.fleet = FleetStage(settings, make(), partitions)
+        # apart, the fleet stage here only pools the norms: it gets no parts, so judges nothing
+        self.fleet = FleetStage(settings, [] if judge_apart else make(), partitions)
+        self.judge = FleetJudge(settings, partitions) if judge_apart else None
         self.counters = {"events": 0, "valid": 0, "dead_letters": 0, "duplicates": 0, "alerts": 0}
         self._due_s = math.inf  # the earliest event time at which a partition scores or peeks
 
@@ -94,9 +107,14 @@ class Topology:
         for engine in self.engines:
             out.extend(engine.finish())
         self._judge(out)
-        out.alerts.extend(self.fleet.finish())
+        out.alerts.extend(self.fleet.finish() if self.judge is None else self.judge.finish())
         count_step(self.counters, out, 0)
         return out
+
+    def close(self) -> None:
+        """Stop the fleet judge's process, if it judges apart and still runs."""
+        if self.judge is not None:
+            self.judge.close()
 
     def _advance(self, now: float, out: StepOutput) -> None:
         """Every partition scores and peeks what is due by ``now``; the fleet stage judges it
@@ -110,7 +128,11 @@ class Topology:
         """Hand the parts and norm reports so far and the partitions' clocks to the fleet
         stage; hand the norms it moved to every partition."""
         clocks = {engine.partition: engine.clock_s for engine in self.engines}
-        out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms, out.spend))
+        if self.judge is None:
+            out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms, out.spend))
+        else:
+            self.fleet.add([], clocks, out.norms)
+            out.alerts.extend(self.judge.add(out.parts, clocks, out.spend))
         out.parts, out.norms, out.spend = [], [], []
         norms = self.fleet.merged_norms()
         for engine in self.engines:
