@@ -22,6 +22,7 @@ a 4-byte length and a body.
 >>> from pipeline.fleet import MinutePart
 >>> judge = FleetJudge(Settings(), partitions=1)
 >>> judge.add([MinutePart(partition=0, minute=0, end_s=60.0, groups=[])], {0: 70.0})
+>>> judge.send()
 []
 >>> judge.finish()
 []
@@ -51,7 +52,7 @@ from pipeline.detectors import default_detectors
 from pipeline.fleet import FleetStage, MinutePart
 from pipeline.records import Alert
 
-IN_FLIGHT: Final = 64  # steps handed over and not yet written to the judge (~16 MB at most)
+IN_FLIGHT: Final = 8  # frames handed over and not yet written to the judge (a few MB each)
 WAIT_S: Final = 1.0  # how often a caller waiting on the judge looks whether it still runs
 _LENGTH: Final = 4  # bytes of a frame's length
 
@@ -83,6 +84,7 @@ class FleetJudge:
         assert self._child.stdin is not None and self._child.stdout is not None
         _write_frame(self._child.stdin, pickle.dumps((settings, partitions)))
         self._encoder = msgspec.msgpack.Encoder()
+        self._unsent: list[JudgeStep] = []
         # a thread writes the steps and one reads the alerts, so neither side waits on the
         # other's pipe: the caller goes on while the judge takes in the step before
         self._steps: queue.Queue[bytes | None] = queue.Queue(maxsize=IN_FLIGHT)
@@ -97,18 +99,25 @@ class FleetJudge:
         parts: Sequence[MinutePart],
         clocks: Mapping[int, float],
         spend: Sequence[SpendTick] = (),
-    ) -> list[Alert]:
-        """Send one step; return the alerts the judge has made so far (of this step or earlier
-        ones, in order)."""
-        step = JudgeStep(parts=list(parts), clocks=dict(clocks), spend=list(spend))
-        self._hand(self._encoder.encode(step))
+    ) -> None:
+        """Take one call's parts, clocks and spend, to :meth:`send` with the step's others."""
+        self._unsent.append(JudgeStep(parts=list(parts), clocks=dict(clocks), spend=list(spend)))
+
+    def send(self) -> list[Alert]:
+        """Send what was added since the last send (one frame a step of the caller: the judge
+        is handed its work in pieces of minutes, not of seconds); return the alerts the judge
+        has made so far, of this step or earlier ones, in order."""
+        if self._unsent:
+            self._hand(self._encoder.encode(self._unsent))
+            self._unsent = []
         return self._take(wait=False)
 
     def finish(self) -> list[Alert]:
-        """Judge everything still waiting (:meth:`FleetStage.finish`) and return every alert
-        not returned yet; the judging process then ends."""
+        """Send what is left, judge everything still waiting (:meth:`FleetStage.finish`) and
+        return every alert not returned yet; the judging process then ends."""
+        alerts = self.send()
         self._hand(None)
-        alerts = self._take(wait=True)
+        alerts += self._take(wait=True)
         self._child.wait()
         return alerts
 
@@ -197,11 +206,12 @@ def serve(source: IO[bytes], out: IO[bytes]) -> None:
         settings, partitions = pickle.loads(first)
         detectors = default_detectors(max_entities=settings.worker.max_entities)
         fleet = FleetStage(settings, detectors, partitions)
-        decoder = msgspec.msgpack.Decoder(JudgeStep)
+        decoder = msgspec.msgpack.Decoder(list[JudgeStep])
         with long_run_collector():
             while frame := _read_frame(source):
-                step = decoder.decode(frame)
-                made = fleet.add(step.parts, step.clocks, (), step.spend)
+                made = []
+                for step in decoder.decode(frame):
+                    made += fleet.add(step.parts, step.clocks, (), step.spend)
                 if made:
                     reply("alerts", made)
         if frame is not None:  # the end, rather than a caller gone

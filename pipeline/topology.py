@@ -132,7 +132,7 @@ class Topology:
             out.alerts.extend(self.fleet.add(out.parts, clocks, out.norms, out.spend))
         else:
             self.fleet.add([], clocks, out.norms)
-            out.alerts.extend(self.judge.add(out.parts, clocks, out.spend))
+            self.judge.add(out.parts, clocks, out.spend)
         out.parts, out.norms, out.spend = [], [], []
         norms = self.fleet.merged_norms()
         for engine in self.engines:
@@ -140,5 +140,7 @@ class Topology:
 
     def _judged(self, out: StepOutput, messages: int) -> StepOutput:
         self._judge(out)
+        if self.judge is not None:
+            out.alerts.extend(self.judge.send())
         count_step(self.counters, out, messages)
         return out
