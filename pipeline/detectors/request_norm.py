@@ -98,6 +98,7 @@ class ContextNorm:
         "n",
         "outliers",
         "peer_z",
+        "reported",
         "runaway",
         "runaway_scored",
         "scored",
@@ -121,6 +122,9 @@ class ContextNorm:
         self.runaway = 0.0  # over a longer memory: requests truncated or timed out ...
         self.runaway_scored = 0.0  # ... of those scored against a warm norm
         self.learned = Learned()  # since the last tick
+        # handed over at the last tick and not learned here yet: learned when the norm is next
+        # read, unless the fleet's norm (which learned it) is taken first (settle_reported)
+        self.reported: Learned | None = None
         # reported at these ticks, not yet in a fleet norm taken (a worker's fleet stage
         # answers a little later): learned again on top of it
         self.unmerged: list[tuple[float, Learned]] = []
@@ -145,22 +149,35 @@ class ContextNorm:
 
     def settle(self) -> Learned:
         """Move the norm by what it learned since the last tick; return that."""
+        self.settle_reported()
         learned, self.learned = self.learned, Learned()
         self._set(learn(self.state(), learned))
         return learned
 
     def report(self, tick_s: float) -> Learned | None:
-        """At tick ``tick_s``: :meth:`settle`, and keep what was learned until the fleet's norm
-        covers it (:meth:`take`); None when there were no requests."""
+        """At tick ``tick_s``: hand over what was learned since the last tick, to be learned
+        here when the norm is next read (:meth:`settle_reported`), and keep it until the fleet's
+        norm covers it (:meth:`take`); None when there were no requests."""
         if self.learned.n == 0:
             return None
-        learned = self.settle()
+        self.settle_reported()
+        learned, self.learned = self.learned, Learned()
+        self.reported = learned
         self.unmerged = [*self.unmerged[-(MAX_UNMERGED - 1) :], (tick_s, learned)]
         return learned
+
+    def settle_reported(self) -> None:
+        """Learn what the last :meth:`report` handed over, if the fleet's norm has not come
+        first: where the fleet stage answers at once (a replay), its norm replaces this one
+        before any request is scored, so the partition never does that work."""
+        if self.reported is not None:
+            reported, self.reported = self.reported, None
+            self._set(learn(self.state(), reported))
 
     def take(self, fleet: NormState, through_s: float) -> None:
         """Take the fleet's norm, which learned every tick up to ``through_s``; learn again on
         top of it what this one reported after that."""
+        self.reported = None  # in the fleet's norm, or learned again below
         if self.unmerged and self.unmerged[-1][0] > through_s:  # (ticks in order)
             self.unmerged = [(t, learned) for t, learned in self.unmerged if t > through_s]
             for _, learned in self.unmerged:
@@ -195,6 +212,7 @@ class ContextNorm:
         return math.expm1(self.mean)
 
     def score_one(self, value: float) -> float:
+        self.settle_reported()
         if self.n < self.warm_up:
             return 0.0
         return (math.log1p(value) - self.mean) / self.sd
@@ -204,6 +222,8 @@ class ContextNorm:
 
     def score_and_learn(self, value: float) -> float:
         """``score_one`` then ``learn_one``, taking the logarithm once (the hot path)."""
+        if self.reported is not None:
+            self.settle_reported()
         x = math.log1p(value)
         if self.n < self.warm_up:
             self.learned.add_value(x)
@@ -388,6 +408,8 @@ class RequestNormDetector:
             band = int(e.difficulty * 10)
             band = band if band < 9 else 9
         norm = self.contexts.get_or_create((e.model, e.route, band), self._new_norm)
+        if norm.reported is not None:  # (before any of it is read)
+            norm.settle_reported()
         warm = norm.n >= norm.warm_up
         expected = norm.expected if warm else value
         z = norm.score_and_learn(value)
