@@ -66,7 +66,7 @@ class WindowTotals:
     """Running values of one open window group: one per :data:`MINUTE_FIELDS` entry, in its
     order (a sum, or a :class:`LatencySketch`)."""
 
-    __slots__ = ("values",)
+    __slots__ = ("_view", "values")
 
     def __init__(self) -> None:
         # a copy of the zeros, then a sketch of its own per sketch field: most groups see one
@@ -74,9 +74,14 @@ class WindowTotals:
         self.values: list[Any] = [*_ZEROS]
         for i in _SKETCHES:
             self.values[i] = LatencySketch()
+        self._view: EntityMinute | None = None  # entity_minute's, until the next event
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        return None, {"values": self.values}
 
     def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
         slots = state[1]
+        self._view = None
         if "values" in slots:
             self.values = slots["values"]
             return
@@ -89,10 +94,15 @@ class WindowTotals:
 
     def add(self, e: AllocationEvent, cost_usd: float) -> None:
         _ADD(self.values, e, cost_usd)
+        self._view = None
 
     def entity_minute(self) -> EntityMinute:
-        """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`)."""
-        return EntityMinute(*_VIEW(self.values))
+        """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`), not to be
+        changed: a group without events since the last call (most, from one 15 s peek to the
+        next) gives the same object again."""
+        if self._view is None:
+            self._view = EntityMinute(*_VIEW(self.values))
+        return self._view
 
     def row(self, key: GroupKey, window_start: datetime) -> MetricRow:
         return _ROW(self.values, window_start, *key[1:])
