@@ -99,7 +99,18 @@ class WindowTotals:
     def entity_minute(self) -> EntityMinute:
         """The sums the detectors read (:class:`~pipeline.detectors.EntityMinute`), not to be
         changed: a group without events since the last call (most, from one 15 s peek to the
-        next) gives the same object again."""
+        next) gives the same object again.
+
+        >>> from pipeline.events import example_event
+        >>> totals = WindowTotals()
+        >>> totals.add(example_event(), 0.5)
+        >>> first = totals.entity_minute()
+        >>> first is totals.entity_minute()
+        True
+        >>> totals.add(example_event(), 0.5)
+        >>> totals.entity_minute().requests, first.requests
+        (2, 1)
+        """
         if self._view is None:
             self._view = EntityMinute(*_VIEW(self.values))
         return self._view
