@@ -44,6 +44,18 @@ variability, learned from its own history:
   once its total is beyond counting noise: a bursty key's bursts, however high, end within
   minutes, and a rise at their level that does not end is not one of them (a mature entity's;
   scored by how many times that bar it has lasted).
+* **a sustained rise, added up** — a mature entity's closed minutes also feed a one-sided
+  sequential test (:class:`_Cusum`): each adds its z-score under its own 1-minute spread, at
+  most :data:`SEQ_CLIP`, less :data:`SEQ_K`, judged against its usual as it was when the run
+  started (for at most :data:`SEQ_RUN_MINUTES`). A 2.5x rise of a clumpy key shows below
+  ``min_ratio`` in many of its minutes, so its rise keeps breaking, while each minute stands
+  about one of its spreads up and they add up; a burst, however high, adds at most 1.5 a
+  minute and ends within minutes. It pages at the entity's own *dispersion* (how far its
+  ordinary walk wanders) times ``ln(entities followed x 14,400)``, which such a walk passes by
+  chance about once in ten days on one entity or another, once the run has lasted as long as
+  a rise must (longer than the long horizons and twice the entity's longest own rise) and its
+  total is :data:`STILL_ELEVATED` times what is expected and beyond counting noise. A rise that
+  ends during a run is learned as the entity's own once the run is over without a page.
 
 A window's score is the smaller of its surprise under the entity's own spread (a Gaussian tail
 in log space, in decades) and under counting noise (a Poisson tail bound); it alarms past the
@@ -132,6 +144,17 @@ STILL_ELEVATED: Final = 1.5
 # or more (a single minute below tolerated), for longer than the long horizons and than twice
 # the longest of its own rises so far, is paged once the rise's total is sure (_Rise).
 RISE_QUIET_MINUTES: Final = 2  # minutes below (or without requests) that end a rise
+# The sequential test of a mature entity's minutes (_Cusum): each adds its z-score under the
+# entity's own 1-minute spread, at most SEQ_CLIP, less SEQ_K; it pages at its dispersion times
+# ln(entities followed x SEQ_ONCE_IN), the height such a walk passes by chance about once in
+# SEQ_ONCE_IN minutes on one entity or another.
+SEQ_K: Final = 0.5  # half a spread: a rise worth finding lifts its minutes by about one
+SEQ_CLIP: Final = 2.0  # a minute counts for at most 2 spreads: a burst adds at most 1.5 a minute
+SEQ_ONCE_IN: Final = 14_400  # minutes (ten days)
+SEQ_DISPERSION_PACE: Final = 0.1  # per block of LONG_MINUTES minutes: about its last 2.5 hours
+# A run not at its bar within this many minutes starts over, against the usual as learned by
+# then (the usual of a calm hour, held longer, would judge a burstier one that follows)
+SEQ_RUN_MINUTES: Final = 2 * LONG_MINUTES
 
 # What a young entity holds for its horizons' spreads and its burst memory until its level is
 # warm: one empty list and dict shared by all of them, never written (_ShareState.learn_spreads
@@ -161,10 +184,105 @@ class _Rise:
         return int((self.last - self.start).total_seconds()) // 60 + 1
 
 
+class _Cusum:
+    """A one-sided sequential test (CUSUM) of a mature entity's closed minutes against its own
+    variability: ``S <- max(0, S + min(z, SEQ_CLIP) - SEQ_K)``, ``z`` the minute's log excess
+    less the usual one, in its 1-minute spread (both as they were when the run of ``S`` started:
+    a lasting rise does not teach the usual it is judged by while it lasts; a run not at its bar
+    within :data:`SEQ_RUN_MINUTES` starts over). A minute without requests counts as a usual one
+    (``-SEQ_K``).
+
+    A sustained moderate rise adds up; a burst, however high, adds at most ``SEQ_CLIP - SEQ_K``
+    a minute and ends within minutes. How far the entity's ordinary walk wanders is its own:
+    its *dispersion* is the variance per minute of its steps summed over blocks of
+    :data:`LONG_MINUTES` (about 1 for independent minutes, more when its minutes come in
+    bursts that last), learned once a run of ``S`` is over without a page. A walk of
+    dispersion ``D`` and drift ``-SEQ_K`` reaches ``h`` in about ``exp(-2 SEQ_K h / D)`` of
+    its starts (Brownian approximation), so ``h = D ln(n x SEQ_ONCE_IN)`` is passed by chance
+    about once in :data:`SEQ_ONCE_IN` minutes over ``n`` entities.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t0 = datetime(2026, 3, 2, tzinfo=UTC)
+    >>> def walk(test, excesses):
+    ...     for i, x in enumerate(excesses):
+    ...         test.step(x, 0.0, 1.0, (1.0, 1.0, 1.0, 1.0, 1.0, 1), t0 + timedelta(minutes=i))
+    ...     return test.s
+    >>> walk(_Cusum(), [9.0] * 5)  # five minutes nine spreads out: bounded
+    7.5
+    >>> walk(_Cusum(), [1.5] * 15)  # fifteen minutes at one and a half
+    15.0
+    """
+
+    __slots__ = (
+        "block", "dispersion", "held_rise", "last", "pending", "ref", "s", "start", "sums", "usual",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.s = 0.0
+        self.ref = (0.0, 1.0)  # the usual log excess and spread the run is judged against
+        self.start: datetime | None = None  # the run's first minute
+        self.last: datetime | None = None  # the latest minute stepped
+        self.sums = [0.0] * 5  # the run's minutes as a Window's first five sums
+        self.usual = -SEQ_K  # the mean step against the usual as it is learned
+        self.block = (0.0, 0)  # the block under way: its steps' excess over usual, minutes
+        self.dispersion = 1.0
+        self.pending: list[float] = []  # blocks ended during the run, learned once it is over
+        self.held_rise = 0  # the longest rise that ended during the run, learned once it is over
+
+    def step(
+        self, excess: float, mean: float, spread: float, minute: Window, now: datetime
+    ) -> None:
+        """Add a closed minute: its log excess, the entity's usual one and 1-minute spread as
+        learned so far, and its 1-minute :data:`Window`."""
+        if self.last is not None:  # minutes without requests
+            missed = int((now - self.last).total_seconds()) // 60 - 1
+            self.s = max(0.0, self.s - missed * SEQ_K)
+        self.last = now
+        step = min(max((excess - mean) / spread, -SEQ_CLIP), SEQ_CLIP) - SEQ_K
+        total, minutes = self.block[0] + step - self.usual, self.block[1] + 1
+        self.usual += SPREAD_FADING * (step - self.usual)
+        if minutes == LONG_MINUTES:
+            self.pending.append(total * total / LONG_MINUTES)
+            total, minutes = 0.0, 0
+        self.block = (total, minutes)
+        if self.start is not None and now - self.start >= timedelta(minutes=SEQ_RUN_MINUTES):
+            self.s = 0.0
+        if self.s == 0.0:  # a run starts: what the last one saw is ordinary
+            for variance in self.pending:
+                self.dispersion += SEQ_DISPERSION_PACE * (variance - self.dispersion)
+            self.pending = []
+            self.ref, self.start, self.sums = (mean, spread), now, [0.0] * 5
+        z = (excess - self.ref[0]) / self.ref[1]
+        self.s = max(0.0, self.s + min(max(z, -SEQ_CLIP), SEQ_CLIP) - SEQ_K)
+        for i in range(5):
+            self.sums[i] += minute[i]
+
+    def bar(self, entities: int, longest_rise: int) -> float:
+        """Where a walk of this entity's dispersion reaches by chance about once in
+        :data:`SEQ_ONCE_IN` minutes on one of ``entities``; never under what a burst twice as
+        long as the entity's ``longest_rise`` adds at the clip (a burst as long as its own,
+        however high, is not a sustained rise).
+
+        >>> _Cusum().bar(1, 0), _Cusum().bar(1, 14)  # ln(14,400); 2 x 14 minutes x 1.5
+        (9.574983485564092, 42.0)
+        """
+        chance = max(1.0, self.dispersion) * math.log(max(entities, 1) * SEQ_ONCE_IN)
+        return max(chance, 2 * longest_rise * (SEQ_CLIP - SEQ_K))
+
+    def minutes(self, now: datetime) -> int:
+        """How long the run has lasted, the minute starting ``now`` included."""
+        start = self.start or now
+        return int((now - start).total_seconds()) // 60 + 1
+
+    def restart(self) -> None:
+        """After a page: a new run, the paged one's blocks and rises not learned."""
+        self.s, self.pending, self.held_rise = 0.0, [], 0
+
+
 class _ShareState:
     __slots__ = (
-        "age", "fades", "gpu_share", "horizon", "long", "longest_rise", "mean", "paces", "paged",
-        "rise", "run", "seen", "share", "slots", "tail", "var",
+        "age", "cusum", "fades", "gpu_share", "horizon", "long", "longest_rise", "mean", "paces",
+        "paged", "rise", "run", "seen", "share", "slots", "tail", "var",
     )  # fmt: skip
 
     def __init__(
@@ -191,6 +309,7 @@ class _ShareState:
         self.paged: list[datetime] = _UNLEARNED
         self.rise: _Rise | None = None  # its rise under way, if any
         self.longest_rise = 0  # minutes: the longest of its rises that did not alarm
+        self.cusum: _Cusum | None = None  # its sequential test, once it is mature
         # minute of the hour -> (usual log excess, the hour it was last learned in, the hours
         # in which it burst there)
         self.slots = _NO_BURSTS
@@ -217,6 +336,7 @@ class _ShareState:
             return
         self.paged = []  # absent from snapshots taken before them
         self.rise, self.longest_rise = None, 0
+        self.cusum = None
         for name, value in slots.items():
             setattr(self, name, value)
         self.horizon.minutes = max(self.horizon.minutes, LONG_MINUTES)
@@ -226,6 +346,12 @@ class _ShareState:
             self.tail = [GAUSSIAN_TAIL] * len(self.mean)
             self.run = [0] * len(self.mean)
             self.slots = {m: (v, h, 1) for m, (v, h) in self.slots.items()}  # type: ignore[misc]
+
+    @property
+    def lasting(self) -> int:
+        """Minutes a rise must outlast to be a lasting one: the long horizons, and twice the
+        longest of its own rises so far."""
+        return max(LONG_MINUTES, 2 * self.longest_rise)
 
     def spread(self, index: int) -> float:
         """The learned standard deviation of a horizon's log excess, plus
@@ -279,6 +405,8 @@ class _ShareState:
 
 
 class VolumeDetector:
+    sequential = True  # (a detector restored from a snapshot taken before the test has it on)
+
     def __init__(
         self,
         entity_types: tuple[str, ...] = ("api_key", "tenant"),
@@ -287,8 +415,13 @@ class VolumeDetector:
         score_floor: float = 8.0,
         min_ratio: float = 2.0,
         max_entities: int = 200_000,
+        *,
+        sequential: bool = True,
     ) -> None:
+        """``sequential``: whether mature entities' minutes also feed the sequential test of a
+        sustained rise (:class:`_Cusum`)."""
         self.name = "volume_spike"
+        self.sequential = sequential
         self.entity_types = entity_types
         self.horizons_min = tuple(sorted(horizons_min))
         self.warm_up = warm_up
@@ -454,12 +587,14 @@ class VolumeDetector:
         alarming = (
             score >= threshold and size >= self.min_ratio and gpu_size >= self.min_ratio / 2
         )
-        outlasting, under_way = None, None
+        outlasting, under_way, sustained = None, None, None
         if not peek:
             under_way = self._follow_rise(state, judged[0], view.start)
             if under_way is not None and not alarming:
                 outlasting = self._outlasting(state, under_way, view.start, threshold)
                 alarming = outlasting is not None
+            sustained = self._sustained(state, judged[0], view.start, threshold, paged=alarming)
+            alarming = alarming or sustained is not None
             if alarming and under_way is not None:
                 under_way.paged = True
             self._learn(state, sums, windows, view.start, alarming=alarming)
@@ -467,6 +602,10 @@ class VolumeDetector:
             return None
         if outlasting is not None and under_way is not None:
             return self._rise_finding(entity_type, entity_id, state, under_way, outlasting, view)
+        if sustained is not None and state.cusum is not None:
+            return self._sustained_finding(
+                entity_type, entity_id, state, state.cusum, sustained, view
+            )
         label = entity_type.replace("_", " ")
         usual_high = state.usual_high(index)
         usual = f"its traffic usually reaches {usual_high:.1f}x over {minutes} min"
@@ -514,14 +653,19 @@ class VolumeDetector:
         """Add a closed minute (its 1-minute window, as judged) to the entity's rise and return
         the rise if one is under way: a minute at ``min_ratio`` times its expected or more
         starts one or carries it on; :data:`RISE_QUIET_MINUTES` minutes below it (or without
-        requests) end it, and its length is learned unless it alarmed."""
+        requests) end it, and its length is learned unless it alarmed (during a run of the
+        sequential test, once that run is over without a page: a sustained rise's own broken
+        rises do not teach the bar it is judged by)."""
         rise = state.rise
         elevated = minute[0] >= self.min_ratio * minute[1]
         # ended: as many minutes below since its latest one up (this one counted unless up)
         if rise is not None and (now - rise.last).total_seconds() // 60 - elevated >= (
             RISE_QUIET_MINUTES
         ):
-            if not rise.paged:
+            cusum = state.cusum
+            if not rise.paged and cusum is not None and cusum.s > 0:
+                cusum.held_rise = max(cusum.held_rise, rise.minutes)
+            elif not rise.paged:
                 state.longest_rise = max(state.longest_rise, rise.minutes)
             rise = state.rise = None
         if rise is None:
@@ -545,7 +689,7 @@ class VolumeDetector:
         it is for the entity is how much longer than its own rises it lasts."""
         if rise.last != now or state.age < YOUNG_MINUTES:
             return None
-        bar = max(LONG_MINUTES, 2 * state.longest_rise)
+        bar = state.lasting
         if rise.minutes <= bar:
             return None
         observed, expected, gpu_ms, expected_gpu = rise.sums[:4]
@@ -564,24 +708,98 @@ class VolumeDetector:
         score: float,
         view: MinuteView,
     ) -> Finding:
-        observed, expected, gpu_ms, expected_gpu, fleet_gpu = rise.sums
-        ratio, gpu_ratio = _ratio(observed, expected), _ratio(gpu_ms, expected_gpu)
-        usual_high = state.usual_high(len(state.mean) - 1)  # of the 15 min without their top third
         own = (
             f"its own rises have lasted {state.longest_rise} min at most"
             if state.longest_rise
             else "it has not risen this far for a minute before"
         )
+        return self._run_finding(
+            entity_type, entity_id, state, (rise.sums, rise.start, rise.minutes), score, view,
+            f"longer than every horizon, and {own}",
+            {"rise_minutes": (float(rise.minutes), float(state.longest_rise))},
+        )  # fmt: skip
+
+    def _sustained(
+        self, state: _ShareState, minute: Window, now: datetime, threshold: float, *, paged: bool
+    ) -> tuple[float, float, float] | None:
+        """Step a mature entity's sequential test (:class:`_Cusum`) with a closed minute (its
+        1-minute window, as judged; a minute ``paged`` by another test starts it over). Its
+        score, ``S`` and bar once ``S`` is at the bar, the run has lasted longer than a lasting
+        rise must (:attr:`_ShareState.lasting`: a sustained rise outlasts the horizons and the
+        entity's own bursts) and its total is at
+        :data:`STILL_ELEVATED` times what is expected (GPU-ms at ``min_ratio / 2``) and beyond
+        counting noise (a Poisson tail past the threshold); else None. The score is the
+        threshold times how many times its bar ``S`` is."""
+        if not self.sequential or state.age < YOUNG_MINUTES or not state.mean:
+            return None
+        cusum = state.cusum = state.cusum or _Cusum()
+        excess = math.log((minute[0] + 1.0) / (minute[1] + 1.0))
+        cusum.step(excess, state.mean[0], state.spread(0), minute, now)
+        if cusum.s == 0.0 and cusum.held_rise:  # the run is over: its rises were the entity's
+            state.longest_rise = max(state.longest_rise, cusum.held_rise)
+            cusum.held_rise = 0
+        if paged:
+            cusum.restart()
+            return None
+        bar = cusum.bar(len(self.states), state.longest_rise)
+        observed, expected, gpu_ms, expected_gpu = cusum.sums[:4]
+        if (
+            cusum.s < bar
+            or cusum.minutes(now) <= state.lasting
+            or observed < STILL_ELEVATED * expected
+            or gpu_ms < self.min_ratio / 2 * expected_gpu
+            or poisson_surprise(observed, expected) < threshold
+        ):
+            return None
+        s = cusum.s
+        cusum.restart()
+        return threshold * s / bar, s, bar
+
+    def _sustained_finding(
+        self,
+        entity_type: str,
+        entity_id: str,
+        state: _ShareState,
+        cusum: _Cusum,
+        sustained: tuple[float, float, float],
+        view: MinuteView,
+    ) -> Finding:
+        score, s, bar = sustained
+        run = (cusum.sums, cusum.start or view.start, cusum.minutes(view.start))
+        return self._run_finding(
+            entity_type, entity_id, state, run, score, view,
+            f"a sustained rise: its minutes add up to {s:.1f} of its own spreads above its "
+            f"usual, where its traffic wanders to {bar:.1f} by chance about once in ten days "
+            "across the fleet",
+            {"sequential": (s, bar)},
+        )  # fmt: skip
+
+    def _run_finding(
+        self,
+        entity_type: str,
+        entity_id: str,
+        state: _ShareState,
+        run: tuple[list[float], datetime, int],
+        score: float,
+        view: MinuteView,
+        why: str,
+        evidence: dict[str, tuple[float, float]],
+    ) -> Finding:
+        """A finding about a run of minutes (its sums as a :data:`Window`'s first five, its
+        first minute and length): what it sent, then ``why`` it is unusual."""
+        (observed, expected, gpu_ms, expected_gpu, fleet_gpu), start, minutes = run
+        ratio, gpu_ratio = _ratio(observed, expected), _ratio(gpu_ms, expected_gpu)
+        usual_high = state.usual_high(len(state.mean) - 1)  # of the 15 min without their top third
         summary = (
             f"{entity_type.replace('_', ' ')} {entity_id} has sent {ratio:.1f}x its usual share "
-            f"of fleet traffic for {rise.minutes} min ({observed:,.0f} requests, {expected:,.0f} "
-            f"expected; GPU-ms {gpu_ratio:.1f}x): longer than every horizon, and {own}"
+            f"of fleet traffic for {minutes} min ({observed:,.0f} requests, {expected:,.0f} "
+            f"expected; GPU-ms {gpu_ratio:.1f}x): {why}"
         )
         return Finding(
             kind="volume_spike",
             entity_type=entity_type,
             entity_id=entity_id,
-            window_start=rise.start,
+            window_start=start,
             window_end=view.end,
             score=score,
             threshold=self.threshold.value,
@@ -589,7 +807,7 @@ class VolumeDetector:
             evidence={
                 "requests": (observed, expected),
                 "gpu_ms": (gpu_ms, expected_gpu),
-                "rise_minutes": (float(rise.minutes), float(state.longest_rise)),
+                **evidence,
             },
             event_count=round(observed),
             magnitude=ratio / usual_high,
