@@ -251,6 +251,21 @@ class BoundedStore(Generic[K, V]):
         while len(self._items) > max_entries:
             self._items.popitem(last=False)
 
+    def evict_stale(self, stale: Callable[[V], bool]) -> None:
+        """Evict the least recently used entries for as long as ``stale`` holds of the oldest:
+        for a store whose entries are used in order of time (and so go stale in that order).
+
+        >>> store = BoundedStore[str, list[int]](max_entries=5)
+        >>> for key, minute in (("a", 1), ("b", 2), ("c", 3), ("a", 4)):
+        ...     store.get_or_create(key, list).append(minute)
+        >>> store.evict_stale(lambda minutes: minutes[-1] < 3)
+        >>> sorted(store.keys())
+        ['a', 'c']
+        """
+        items = self._items
+        while items and stale(next(iter(items.values()))):
+            items.popitem(last=False)
+
     def keys(self) -> Iterator[K]:
         return iter(self._items.keys())
 
@@ -306,6 +321,11 @@ class Horizon(Generic[V]):
     @property
     def start(self) -> datetime:
         return self.recent[0][0]
+
+    @property
+    def start_of_last(self) -> datetime:
+        """The start of its newest minute."""
+        return self.recent[-1][0]
 
 
 class AdaptiveThreshold:

@@ -480,6 +480,12 @@ class RequestNormDetector:
             finding = self._score_key(key, acc, view, fleet)
             if finding is not None:
                 findings.append(finding)
+        # a key's horizon whose last minute is out of it holds nothing it would judge again (a
+        # push or a peek drops it): most keys of a large fleet send less than once in 3 minutes
+        self.horizons.evict_stale(
+            lambda horizon: (view.start - horizon.start_of_last).total_seconds()
+            >= horizon.minutes * 60
+        )
         return findings
 
     def peek_minute(self, view: MinuteView) -> list[Finding]:

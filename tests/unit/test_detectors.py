@@ -30,6 +30,7 @@ from pipeline.detectors import (
     WindowDetector,
     default_detectors,
 )
+from pipeline.detectors.base import BoundedStore
 from pipeline.detectors.cusum import CUSUM_H0
 from pipeline.detectors.norms import Learned, learn
 from pipeline.detectors.request_norm import ContextNorm, KeyMinute, KeyOffset
@@ -41,10 +42,16 @@ from tests.unit.streams import Change, Request, on_key
 
 
 def run(
-    detector: WindowDetector, change: Change | None, seed: int = 1, per_key_per_minute: int = 10
+    detector: WindowDetector,
+    change: Change | None,
+    seed: int = 1,
+    per_key_per_minute: int = 10,
+    **stream: int,
 ) -> list[Alert]:
     engine = Engine(Settings(), detectors=[detector])
-    events = streams.stream(seed=seed, change=change, per_key_per_minute=per_key_per_minute)
+    events = streams.stream(
+        seed=seed, change=change, per_key_per_minute=per_key_per_minute, **stream
+    )
     out = engine.process_events(events)
     return out.alerts + engine.finish().alerts
 
@@ -522,3 +529,31 @@ def test_a_keys_offset_learns_as_rivers_ewmean_did_and_restores_from_it() -> Non
     assert offset.get() == restored.get() == mean.get()
     assert offset.confidence == restored.confidence == confidence.get()
     assert pickle.loads(pickle.dumps(offset)).get() == offset.get()
+
+
+def test_a_keys_horizon_is_dropped_once_it_holds_nothing_to_judge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key that has sent nothing for its horizon's span keeps no horizon (most keys of a large
+    fleet send less than once in 3 minutes), and the alerts are those of a detector that keeps
+    every horizon."""
+
+    def judged() -> tuple[list[tuple[object, ...]], set[str]]:
+        inflate = streams.inflate_reasoning(random.Random(7), share=0.4, factor=5.0)
+
+        def change(minute: int, r: streams.Request) -> streams.Request | list[streams.Request]:
+            if r.key == "k1" and minute % 10 >= 5:
+                return []  # k1 sends five minutes in every ten
+            return inflate(r) if r.key == "k0" and minute >= 120 else r
+
+        detector = RequestNormDetector("reasoning_inflation", "reasoning_tokens")
+        out = run(detector, change, per_key_per_minute=10, start=0, minutes=178)
+        alerts = [(a.kind, a.entity_id, a.window_start, a.detected_at, a.score, a.summary)
+                  for a in out]  # fmt: skip
+        return alerts, set(detector.horizons.keys())
+
+    alerts, kept = judged()
+    assert alerts and "k0" in kept and "k1" not in kept  # k1's last minute was 174 of 0-177
+    monkeypatch.setattr(BoundedStore, "evict_stale", lambda store, stale: None)
+    every_alert, every_key = judged()
+    assert "k1" in every_key and every_alert == alerts
