@@ -28,11 +28,17 @@ from typing import Final
 YOUNG_OBJECTS: Final = 20_000  # the collector's first threshold during a long run
 
 
+def freeze_what_lives() -> None:
+    """Collect the garbage, then leave what is alive now (the imported modules, an app) out
+    of the collector's full collections for good (a long-running worker's, as a replay's)."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextlib.contextmanager
 def long_run_collector() -> Iterator[None]:
     """The collector set as the module docstring says; its thresholds are given back after."""
-    gc.collect()
-    gc.freeze()
+    freeze_what_lives()
     before = gc.get_threshold()
     gc.set_threshold(YOUNG_OBJECTS, *before[1:])
     try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -47,6 +46,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from faust.types import TP
 
 from pipeline.alerts import encode_alert
+from pipeline.collector import freeze_what_lives
 from pipeline.config import KafkaSettings, Settings
 from pipeline.engine import Engine, SeenChunk
 from pipeline.faust_delivery import RecordBatch, Undecoded, use_batch_delivery
@@ -423,10 +423,7 @@ def create_app(settings: Settings, instruments: Instruments | None = None) -> fa
     async def process(stream: faust.StreamT[RecordBatch]) -> None:
         for topic in (alerts_topic, dlq_topic, minutes_out, norms_out):  # producers do not
             await topic.maybe_declare()  # create topics
-        # What is alive now (modules, the app) lives as long as the worker: frozen, the
-        # collector's full collections skip it (6 % less engine CPU, as in a replay: collector.py)
-        gc.collect()
-        gc.freeze()
+        freeze_what_lives()  # modules and the app live as long as the worker: 6 % less CPU
         async for batch in take_batches(stream):
             try:
                 await handle(batch)
