@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import time
@@ -87,16 +88,16 @@ def replay_file(
     two stages over the production partition count (``kafka.partitions``), whose steps carry
     metric rows only if ``metric_rows`` (no handler that reads them, no need to build them),
     with the fleet stage judging in a process of its own when :func:`judges_apart` says so."""
-    made = engine is None
-    if engine is None:
-        engine = Topology(
-            settings,
-            settings.kafka.partitions,
-            metric_rows=metric_rows,
-            judge_apart=judges_apart(path),
-        )
-    log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    try:
+    with contextlib.ExitStack() as made:  # closes the topology made here (its judge)
+        if engine is None:
+            topology = Topology(
+                settings,
+                settings.kafka.partitions,
+                metric_rows=metric_rows,
+                judge_apart=judges_apart(path),
+            )
+            engine = made.enter_context(contextlib.closing(topology))
+        log.info("replaying %s (%.1f MB)", path, path.stat().st_size / 1e6)
         with long_run_collector():
             started = time.perf_counter()
             steps = (engine.process(batch) for batch in read_messages(path))
@@ -107,9 +108,6 @@ def replay_file(
                     _log_alerts(out)
                 if progress is not None:
                     progress("replaying", engine.counters["events"], engine.clock_s)
-    finally:
-        if made and isinstance(engine, Topology):
-            engine.close()
     c = engine.counters
     return ReplaySummary(
         events=c["events"],
