@@ -123,6 +123,9 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path("data/worker")  # Faust's state, in a subdirectory per consumer group
     metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
+    # after SIGTERM or SIGINT, the worker exits by itself if it has not stopped by then (exit
+    # code 75): as SIGKILL, this loses and duplicates nothing (pipeline.stream.StoppingWorker)
+    stop_timeout_s: float = Field(30.0, gt=0)
 
 
 class IngestSettings(BaseModel):
@@ -138,6 +141,9 @@ class IngestSettings(BaseModel):
     delivery_timeout_s: float = Field(30.0, gt=0)  # Kafka acknowledgement per request
     metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
+    # after SIGTERM or SIGINT, the worker exits by itself if it has not stopped by then (exit
+    # code 75): as SIGKILL, this loses and duplicates nothing (pipeline.stream.StoppingWorker)
+    stop_timeout_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _token_from_file(self) -> Self:

@@ -32,6 +32,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -90,6 +92,7 @@ READ_SPAN_S: Final = 60.0  # the longest reading an unsettled step back may take
 IDLE_CHECK_S: Final = 1.0  # how often partitions with nothing to read follow the busiest
 EXIT_UNEXPECTED: Final = 70  # EX_SOFTWARE: a bug, not an outage
 EXIT_STATE_REFUSED: Final = 78  # EX_CONFIG: a snapshot this computewatch cannot restore
+EXIT_STOP_TIMED_OUT: Final = 75  # EX_TEMPFAIL: asked to stop, it had not within its bound
 STORAGE_ERRORS: Final = (ClickHouseError, SinkUnavailable, OSError)
 
 
@@ -722,11 +725,41 @@ def _dlq_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
+def exit_stop_timed_out(timeout_s: float) -> None:
+    """End the worker at once: it was asked to stop ``timeout_s`` ago and has not. Faust's
+    stop waits for the consumer to leave its group, which can hang while the group rebalances
+    (members that left, one that no longer answers), and for a batch to be stored, which waits
+    out a ClickHouse outage. Ending like SIGKILL loses and duplicates nothing: what was not
+    acknowledged is read again by the partitions' next owner, from their snapshots and marks."""
+    log.critical(
+        "asked to stop %.0f s ago and not stopped yet (a rebalance or a ClickHouse outage under "
+        "way?); exiting (code %d) without acknowledging more: the next owner of its partitions "
+        "resumes from their snapshots", timeout_s, EXIT_STOP_TIMED_OUT,
+    )  # fmt: skip
+    logging.shutdown()
+    os._exit(EXIT_STOP_TIMED_OUT)
+
+
 def run_worker(
     settings: Settings, loglevel: str = "WARNING", instruments: Instruments | None = None
 ) -> None:
-    """Run the worker until SIGTERM/SIGINT (blocking)."""
+    """Run the worker until SIGTERM/SIGINT (blocking); if it has not stopped
+    ``worker.stop_timeout_s`` after the signal, :func:`exit_stop_timed_out`."""
     from faust.worker import Worker
 
+    class StoppingWorker(Worker):
+        """Faust's worker, with a deadline on its stop once a signal has asked for it."""
+
+        def _schedule_shutdown(self, signum: signal.Signals) -> None:
+            if not self._signal_stop_time:  # the first signal: later ones change nothing
+                deadline = threading.Timer(
+                    settings.worker.stop_timeout_s,
+                    exit_stop_timed_out,
+                    (settings.worker.stop_timeout_s,),
+                )
+                deadline.daemon = True
+                deadline.start()
+            super()._schedule_shutdown(signum)
+
     app = create_app(settings, instruments)
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    StoppingWorker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from pipeline.storage.errors import SinkUnavailable
 from pipeline.storage.faults import FlakyClient, InjectedFailure
 from pipeline.storage.sink import ClickHouseSink, RetryPolicy
 from pipeline.storage.store import Store
+from pipeline.stream import EXIT_STOP_TIMED_OUT
 from tests.fixtures.kafka import PrivateBroker, unique_topic_name
 from tests.integration.test_worker_kafka import (
     produce,
@@ -307,6 +309,46 @@ def test_the_worker_waits_out_a_clickhouse_outage(kafka_bootstrap: str, tmp_path
     stop_worker(worker, log)
     text = log.read_text()
     assert "consumption paused, waiting" in text and "ClickHouse is back" in text, text[-3000:]
+    rows, ids = stored_ids(env)
+    assert (rows, ids) == (len(events), {e.event_id for e in events})
+
+
+@pytest.mark.kafka
+def test_a_worker_asked_to_stop_during_an_outage_exits_within_its_bound(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SIGTERM while ClickHouse is down: Faust's stop would wait for the batch in hand to be
+    stored, for as long as the outage lasts. The worker exits by itself once its stop timeout
+    has passed (code 75), acknowledging nothing more, and a worker started after it stores
+    every event once."""
+    config = FleetConfig(tenants=4, rate=20.0, hours=0.1, seed=5)
+    events = [e for b in simulate(config) for e in b.to_events()]
+    topic, group = unique_topic_name("stopdown"), unique_topic_name("group")
+    env, log = worker_env(kafka_bootstrap, tmp_path, topic, group), tmp_path / "worker.log"
+    env["COMPUTEWATCH_WORKER_STOP_TIMEOUT_S"] = "8"
+    produce(kafka_bootstrap, topic, [(e.tenant_id.encode(), encode_event(e)) for e in events])
+    worker = subprocess.Popen(
+        [sys.executable, "-c", OUTAGE_WORKER, "3600"],  # an outage longer than the test
+        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "consumption paused, waiting" not in log.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+    except BaseException:
+        worker.kill()
+        worker.wait(30)
+        raise
+    text = log.read_text()
+    assert code == EXIT_STOP_TIMED_OUT, text[-3000:]
+    assert "asked to stop 8 s ago and not stopped yet" in text
+    assert time.monotonic() - asked < 30
+    with running_worker(env, tmp_path / "second.log") as second:
+        wait_caught_up(kafka_bootstrap, group, topic, second, tmp_path / "second.log", below=1)
     rows, ids = stored_ids(env)
     assert (rows, ids) == (len(events), {e.event_id for e in events})
 
