@@ -124,7 +124,7 @@ class WorkerSettings(BaseModel):
     metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
     # after SIGTERM or SIGINT, the worker exits by itself if it has not stopped by then (exit
-    # code 75): as SIGKILL, this loses and duplicates nothing (pipeline.stream.StoppingWorker)
+    # code 75): as SIGKILL, this loses and duplicates nothing (pipeline.stream.run_worker)
     stop_timeout_s: float = Field(30.0, gt=0)
 
 
@@ -141,9 +141,6 @@ class IngestSettings(BaseModel):
     delivery_timeout_s: float = Field(30.0, gt=0)  # Kafka acknowledgement per request
     metrics_port: int | None = Field(None, ge=1, le=65535)  # Prometheus metrics, if set
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 for a scraper on another host or container
-    # after SIGTERM or SIGINT, the worker exits by itself if it has not stopped by then (exit
-    # code 75): as SIGKILL, this loses and duplicates nothing (pipeline.stream.StoppingWorker)
-    stop_timeout_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _token_from_file(self) -> Self:

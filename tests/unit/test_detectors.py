@@ -541,7 +541,7 @@ def test_a_keys_horizon_is_dropped_once_it_holds_nothing_to_judge(
     def judged() -> tuple[list[tuple[object, ...]], set[str]]:
         inflate = streams.inflate_reasoning(random.Random(7), share=0.4, factor=5.0)
 
-        def change(minute: int, r: streams.Request) -> streams.Request | list[streams.Request]:
+        def change(minute: int, r: Request) -> Request | list[Request]:
             if r.key == "k1" and minute % 10 >= 5:
                 return []  # k1 sends five minutes in every ten
             return inflate(r) if r.key == "k0" and minute >= 120 else r
