@@ -149,9 +149,9 @@ class Report:
             "|---|---|---:|---:|---:|",
         ]
         for r in self.rows:
-            delay = "-" if r.median_delay_s is None else f"{r.median_delay_s / 60:.1f} min"
+            delay = "-" if r.median_delay_s is None else f"{_minutes(r.median_delay_s)} min"
             lines.append(f"| {r.kind} | {r.variant} | {r.incidents} | {r.detected} | {delay} |")
-        delay = "-" if self.median_delay_s is None else f"{self.median_delay_s / 60:.1f} min"
+        delay = "-" if self.median_delay_s is None else f"{_minutes(self.median_delay_s)} min"
         lines += [
             "",
             f"recall {self.recall:.2f} · precision {self.precision:.2f} (over {self.episodes} "
@@ -229,10 +229,10 @@ def across_seeds(reports: Sequence[tuple[int, Report]], hours: float) -> str:
     >>> two = evaluate([alert("k1", 2), alert("k9", 1, "medium")], incidents)
     >>> text = across_seeds([(1, one), (2, two)], hours=6).splitlines()
     >>> print("\\n".join(text[2:4] + text[7:9]))
-    | volume_spike | blatant | 2 | 2 | 1 | 1.2 min (0.5–2.0) |
-    | volume_spike | subtle | 2 | 1 | 0 | 4.0 min (4.0–4.0) |
-    | 1 | 1/1 | 1/1 | 1.00 (2) | 0 (0) | 0 | 2.2 min |
-    | 2 | 1/1 | 0/1 | 0.50 (2) | 1 (1) | 0 | 2.0 min |
+    | volume_spike | blatant | 2 | 2 | 1 | 1.25 min (0.5–2) |
+    | volume_spike | subtle | 2 | 1 | 0 | 4 min (4–4) |
+    | 1 | 1/1 | 1/1 | 1.00 (2) | 0 (0) | 0 | 2.25 min |
+    | 2 | 1/1 | 0/1 | 0.50 (2) | 1 (1) | 0 | 2 min |
     >>> print("\\n".join(text[-1].split(" · ")))
     2 seeds, 12 h: blatant 2/2
     subtle 1/2 (50 %)
@@ -255,8 +255,8 @@ def across_seeds(reports: Sequence[tuple[int, Report]], hours: float) -> str:
     for row in sorted(rows.values(), key=lambda r: (r.kind, r.variant)):
         delay = "-"
         if row.median_delay_s is not None:
-            low, high = min(row.delays_s) / 60, max(row.delays_s) / 60
-            delay = f"{row.median_delay_s / 60:.1f} min ({low:.1f}–{high:.1f})"
+            low, high = _minutes(min(row.delays_s)), _minutes(max(row.delays_s))
+            delay = f"{_minutes(row.median_delay_s)} min ({low}–{high})"
         quick = sum(d <= 60 for d in row.delays_s)
         lines.append(
             f"| {row.kind} | {row.variant} | {row.incidents} | {row.detected} | {quick} | {delay} |"
@@ -269,7 +269,7 @@ def across_seeds(reports: Sequence[tuple[int, Report]], hours: float) -> str:
     ]
     for seed, report in reports:
         found = {v: _found(report.rows, v) for v in ("blatant", "subtle")}
-        delay = "-" if report.median_delay_s is None else f"{report.median_delay_s / 60:.1f} min"
+        delay = "-" if report.median_delay_s is None else f"{_minutes(report.median_delay_s)} min"
         lines.append(
             f"| {seed} | {found['blatant'][0]}/{found['blatant'][1]} | "
             f"{found['subtle'][0]}/{found['subtle'][1]} | {report.precision:.2f} "
@@ -292,6 +292,17 @@ def across_seeds(reports: Sequence[tuple[int, Report]], hours: float) -> str:
         f"notified false episodes {notified} ({notified * 24 / total_hours:.1f} per 24 h)",
     ]
     return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    """A delay in minutes, as exact as delays come: first pages fall on 15 s ticks and a median
+    of two is halfway between them, so one decimal would round them (0.25 to 0.2, 1.25 to 1.2,
+    and 62 s to 1.0, which is over the 60 s target).
+
+    >>> _minutes(15.0), _minutes(67.5), _minutes(180.0), _minutes(61.0)
+    ('0.25', '1.125', '3', '1.017')
+    """
+    return f"{round(seconds / 60, 3):g}"
 
 
 def _found(rows: Iterable[KindRow], variant: str) -> tuple[int, int]:
