@@ -681,22 +681,41 @@ def exit_unacknowledged(messages: int) -> NoReturn:
     leaves it to the restarted worker, which resumes exactly (snapshots and marks); a
     supervisor (Docker's restart policy, systemd) restarts it.
     """
-    log.critical(
+    _exit_at_once(
+        EXIT_UNEXPECTED,
         "unexpected error in a batch of %d messages; exiting (code %d) without acknowledging it",
         messages, EXIT_UNEXPECTED, exc_info=True,
     )  # fmt: skip
-    logging.shutdown()
-    os._exit(EXIT_UNEXPECTED)
 
 
 def exit_refused(exc: SnapshotError) -> NoReturn:
     """End the worker at once, in one line that says what to do, on a snapshot it cannot
     restore (a newer format, damaged bytes), acknowledging nothing: a supervisor's restart
     meets the same snapshot until the operator acts."""
-    log.critical("cannot restore the worker's state; exiting (code %d): %s",
-                 EXIT_STATE_REFUSED, exc)  # fmt: skip
+    _exit_at_once(EXIT_STATE_REFUSED, "cannot restore the worker's state; exiting (code %d): %s",
+                  EXIT_STATE_REFUSED, exc)  # fmt: skip
+
+
+def exit_stop_timed_out(timeout_s: float) -> NoReturn:
+    """End the worker at once: it was asked to stop ``timeout_s`` ago and has not. Faust's
+    stop waits for the consumer to leave its group, which can hang while the group rebalances
+    (members that left, one that no longer answers), and for a batch to be stored, which waits
+    out a ClickHouse outage. Ending like SIGKILL loses and duplicates nothing: what was not
+    acknowledged is read again by the partitions' next owner, from their snapshots and marks."""
+    _exit_at_once(
+        EXIT_STOP_TIMED_OUT,
+        "asked to stop %.0f s ago and not stopped yet (a rebalance or a ClickHouse outage under "
+        "way?); exiting (code %d) without acknowledging more: the next owner of its partitions "
+        "resumes from their snapshots", timeout_s, EXIT_STOP_TIMED_OUT,
+    )  # fmt: skip
+
+
+def _exit_at_once(code: int, message: str, *args: object, exc_info: bool = False) -> NoReturn:
+    """Log ``message`` as critical and end the process with ``code``, running nothing else
+    (no Faust shutdown that would acknowledge what is in hand)."""
+    log.critical(message, *args, exc_info=exc_info or None)  # None: no traceback at all
     logging.shutdown()
-    os._exit(EXIT_STATE_REFUSED)
+    os._exit(code)
 
 
 def _owned(app: faust.App, topic: str) -> list[TP]:
@@ -723,21 +742,6 @@ def _dlq_headers(dead: DeadLetter) -> list[tuple[str, bytes]]:
         ("source_partition", str(dead.partition).encode()),
         ("source_offset", str(dead.offset).encode()),
     ]
-
-
-def exit_stop_timed_out(timeout_s: float) -> None:
-    """End the worker at once: it was asked to stop ``timeout_s`` ago and has not. Faust's
-    stop waits for the consumer to leave its group, which can hang while the group rebalances
-    (members that left, one that no longer answers), and for a batch to be stored, which waits
-    out a ClickHouse outage. Ending like SIGKILL loses and duplicates nothing: what was not
-    acknowledged is read again by the partitions' next owner, from their snapshots and marks."""
-    log.critical(
-        "asked to stop %.0f s ago and not stopped yet (a rebalance or a ClickHouse outage under "
-        "way?); exiting (code %d) without acknowledging more: the next owner of its partitions "
-        "resumes from their snapshots", timeout_s, EXIT_STOP_TIMED_OUT,
-    )  # fmt: skip
-    logging.shutdown()
-    os._exit(EXIT_STOP_TIMED_OUT)
 
 
 def run_worker(
