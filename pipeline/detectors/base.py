@@ -322,10 +322,10 @@ class Horizon(Generic[V]):
     def start(self) -> datetime:
         return self.recent[0][0]
 
-    @property
-    def start_of_last(self) -> datetime:
-        """The start of its newest minute."""
-        return self.recent[-1][0]
+    def out_of_reach(self, now: datetime) -> bool:
+        """Whether its newest minute is out of it at the minute starting ``now``: a push or a
+        peek from then on keeps none of what it holds."""
+        return (now - self.recent[-1][0]).total_seconds() >= self.minutes * 60
 
 
 class AdaptiveThreshold:

@@ -482,10 +482,7 @@ class RequestNormDetector:
                 findings.append(finding)
         # a key's horizon whose last minute is out of it holds nothing it would judge again (a
         # push or a peek drops it): most keys of a large fleet send less than once in 3 minutes
-        self.horizons.evict_stale(
-            lambda horizon: (view.start - horizon.start_of_last).total_seconds()
-            >= horizon.minutes * 60
-        )
+        self.horizons.evict_stale(lambda horizon: horizon.out_of_reach(view.start))
         return findings
 
     def peek_minute(self, view: MinuteView) -> list[Finding]:
